@@ -1,0 +1,1 @@
+"""ubiq.apps: ready-made apps configured by YAML (people counter, zone alert, ...)."""

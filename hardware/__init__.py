@@ -1,0 +1,4 @@
+"""ubiq.hardware: video and audio sources, accelerators and the platform probe.
+
+Nothing here probes hardware at import time.
+"""

@@ -1,0 +1,1 @@
+"""ubiq.pipelines: detection (and later tracking, segmentation, speech), runner and sinks."""

@@ -1,0 +1,197 @@
+"""The runner: pulls frames from a source through a pipeline into sinks, with metrics.
+
+Capture runs in the source's own thread; the runner's loop preprocesses, infers,
+postprocesses and writes. Ctrl-C and SIGTERM stop the loop cleanly: the source is
+stopped, and every sink is closed (the video file finalised, the JSONL flushed).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ubiq.errors import ConfigError, UbiqError
+from ubiq.types import Detections, Frame
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    """What a run did.
+
+    Attributes:
+        frames: Frames processed.
+        elapsed_s: Wall time from the first frame requested to the last one written.
+        latency_ms: Per-frame processing time (preprocess + inference + postprocess + sinks).
+        inference_ms: Per-frame backend time.
+        detections: Total detections over all frames.
+        frames_with_detections: Frames with at least one detection.
+        dropped_frames: Live frames replaced by a newer one before being processed.
+        reconnects: Times a live source reopened.
+        stopped_by: ``"end"``, ``"max-frames"``, ``"signal"`` or ``"window"``.
+    """
+
+    frames: int = 0
+    elapsed_s: float = 0.0
+    latency_ms: list[float] = field(default_factory=list)
+    inference_ms: list[float] = field(default_factory=list)
+    detections: int = 0
+    frames_with_detections: int = 0
+    dropped_frames: int = 0
+    reconnects: int = 0
+    stopped_by: str = "end"
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def percentile_ms(self, values: Sequence[float], q: float) -> float:
+        return float(np.percentile(values, q)) if len(values) else 0.0
+
+    def to_dict(self) -> dict:
+        """Returns the summary as JSON-safe numbers."""
+        return {
+            "frames": self.frames,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "fps": round(self.fps, 2),
+            "latency_p50_ms": round(self.percentile_ms(self.latency_ms, 50), 2),
+            "latency_p90_ms": round(self.percentile_ms(self.latency_ms, 90), 2),
+            "inference_p50_ms": round(self.percentile_ms(self.inference_ms, 50), 2),
+            "inference_p90_ms": round(self.percentile_ms(self.inference_ms, 90), 2),
+            "detections": self.detections,
+            "frames_with_detections": self.frames_with_detections,
+            "dropped_frames": self.dropped_frames,
+            "reconnects": self.reconnects,
+            "stopped_by": self.stopped_by,
+        }
+
+    def line(self) -> str:
+        """One human line for stderr."""
+        data = self.to_dict()
+        return (
+            f"{data['frames']} frames in {data['elapsed_s']:.2f} s ({data['fps']:.1f} FPS), "
+            f"latency p50 {data['latency_p50_ms']:.1f} ms p90 {data['latency_p90_ms']:.1f} ms "
+            f"(inference p50 {data['inference_p50_ms']:.1f} ms), "
+            f"{data['detections']} detections in {data['frames_with_detections']} frames, "
+            f"{data['dropped_frames']} dropped, {data['reconnects']} reconnects, "
+            f"stopped by {data['stopped_by']}"
+        )
+
+
+class Runner:
+    """Runs ``process(frame) -> Detections`` over a source and feeds the sinks.
+
+    Args:
+        source: A ``ubiq.hardware.sources`` source (context manager, iterable of Frames).
+        process: The pipeline; it may expose ``last_inference_ms`` for metrics.
+        sinks: Objects with ``write(frame, detections)`` and ``close()``.
+        max_frames: Stop after this many frames (``None``: until the source ends).
+        on_frame: Optional callback after each frame (for progress displays).
+    """
+
+    def __init__(
+        self,
+        source,
+        process: Callable[[Frame], Detections],
+        sinks: Sequence = (),
+        *,
+        max_frames: int | None = None,
+        on_frame: Callable[[Frame, Detections], None] | None = None,
+    ) -> None:
+        if max_frames is not None and max_frames < 1:
+            raise ConfigError(f"--max-frames must be >= 1, got {max_frames}")
+        self.source = source
+        self.process = process
+        self.sinks = list(sinks)
+        self.max_frames = max_frames
+        self.on_frame = on_frame
+        self._stop = threading.Event()
+        self._stop_reason = "signal"
+
+    def stop(self, reason: str = "signal") -> None:
+        """Asks the loop to end after the current frame (thread- and signal-safe)."""
+        self._stop_reason = reason
+        self._stop.set()
+        stop_source = getattr(self.source, "stop", None)
+        if stop_source is not None:
+            stop_source()
+
+    def run(self) -> RunSummary:
+        """Processes frames until the source ends, ``max_frames``, a signal or ``stop()``.
+
+        Returns:
+            The run's summary; sinks are closed whatever happens.
+        """
+        summary = RunSummary()
+        restore = self._install_signal_handlers()
+        start = time.perf_counter()
+        try:
+            with self.source:
+                self._loop(summary)
+        except KeyboardInterrupt:
+            summary.stopped_by = "signal"
+        finally:
+            summary.elapsed_s = time.perf_counter() - start
+            summary.dropped_frames = int(getattr(self.source, "dropped_frames", 0))
+            summary.reconnects = int(getattr(self.source, "reconnects", 0))
+            self._close_sinks()
+            restore()
+        return summary
+
+    def _loop(self, summary: RunSummary) -> None:
+        for frame in self.source:
+            if self._stop.is_set():
+                break
+            began = time.perf_counter()
+            detections = self.process(frame)
+            for sink in self.sinks:
+                sink.write(frame, detections)
+            summary.latency_ms.append((time.perf_counter() - began) * 1e3)
+            inference_ms = getattr(self.process, "last_inference_ms", None)
+            if inference_ms is not None:
+                summary.inference_ms.append(inference_ms)
+            summary.frames += 1
+            summary.detections += len(detections)
+            summary.frames_with_detections += bool(len(detections))
+            if self.on_frame is not None:
+                self.on_frame(frame, detections)
+            if any(getattr(sink, "stop_requested", False) for sink in self.sinks):
+                summary.stopped_by = "window"
+                break
+            if self.max_frames is not None and summary.frames >= self.max_frames:
+                summary.stopped_by = "max-frames"
+                break
+        if self._stop.is_set():
+            summary.stopped_by = self._stop_reason
+
+    def _close_sinks(self) -> None:
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except (OSError, UbiqError) as error:
+                logger.error("could not close %s: %s", type(sink).__name__, error)
+
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {}
+
+        def handle(signum, _frame) -> None:
+            logger.warning("received %s; stopping", signal.Signals(signum).name)
+            self.stop("signal")
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, handle)
+
+        def restore() -> None:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+        return restore

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Creates .venv (if needed) and installs ubiq into it.
+#   scripts/setup-venv.sh runtime   numpy, OpenCV, onnxruntime, LiteRT: what `ubiq detect` needs
+#   scripts/setup-venv.sh dev       + test tools, and torch + ultralytics for the export tests
+# Re-running is cheap: a stamp file skips installs that are already up to date.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile="${1:-runtime}"
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+  .venv/bin/python -m pip install --quiet --upgrade pip
+fi
+stamp=".venv/.ubiq-${profile}-$(cat pyproject.toml scripts/setup-venv.sh | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ]; then
+  exit 0
+fi
+pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+case "$profile" in
+  runtime)
+    "${pip[@]}" -e .
+    ;;
+  dev)
+    "${pip[@]}" -e ".[dev]"
+    # torch and ultralytics are toolchain-only (never imported by `ubiq detect`); the tests
+    # use them to export real YOLO models offline. torch 2.14.1 is served from local disk.
+    "${pip[@]}" "torch==2.14.1" "torchvision==0.29.1"
+    "${pip[@]}" "ultralytics>=8.3" "onnxslim>=0.1"
+    # ultralytics pulls in opencv-python, which overwrites the cv2 module of
+    # opencv-python-headless (a different major version here): keep only the headless 4.x.
+    .venv/bin/python -m pip uninstall --quiet -y opencv-python || true
+    "${pip[@]}" --force-reinstall --no-deps "opencv-python-headless>=4.8,<5"
+    ;;
+  *)
+    echo "usage: scripts/setup-venv.sh runtime|dev" >&2
+    exit 2
+    ;;
+esac
+touch "$stamp"

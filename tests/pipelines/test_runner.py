@@ -1,0 +1,132 @@
+import json
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from ubiq.errors import ConfigError
+from ubiq.pipelines.runner import Runner
+from ubiq.pipelines.sinks import JsonlSink, VideoSink, annotate
+from ubiq.types import Detections, Frame
+
+
+class ListSource:
+    """A finite in-memory source with the Source interface."""
+
+    is_live = False
+    fps = 10.0
+    dropped_frames = 0
+    reconnects = 0
+
+    def __init__(self, count, size=(64, 48), block=None):
+        self.count = count
+        self.size = size
+        self.block = block
+        self.entered = self.exited = False
+        self.stopped = threading.Event()
+
+    def __enter__(self):
+        self.entered = True
+        return self
+
+    def __exit__(self, *exc):
+        self.exited = True
+
+    def stop(self):
+        self.stopped.set()
+
+    def __iter__(self):
+        width, height = self.size
+        for index in range(self.count):
+            if self.stopped.is_set():
+                return
+            if self.block is not None and index == self.block:
+                self.stopped.wait(5)
+            image = np.full((height, width, 3), index % 255, np.uint8)
+            yield Frame(image, index, int(index * 1e8), "list")
+
+
+def box_at_index(frame):
+    x = float(frame.index)
+    return Detections(
+        xyxy=[[x, 1, x + 10, 11]], confidence=[0.5], class_id=[1], labels=("a", "b")
+    )
+
+
+def test_jsonl_and_video_written_for_every_frame(tmp_path):
+    jsonl_path, video_path = tmp_path / "out.jsonl", tmp_path / "out.mp4"
+    source = ListSource(12)
+    sinks = [JsonlSink(jsonl_path), VideoSink(video_path, fps=10)]
+    summary = Runner(source, box_at_index, sinks).run()
+    assert summary.frames == 12 and summary.stopped_by == "end"
+    assert summary.detections == 12 and summary.frames_with_detections == 12
+    assert source.entered and source.exited
+    lines = [json.loads(line) for line in jsonl_path.read_text().splitlines()]
+    assert len(lines) == 12
+    assert lines[3] == {
+        "frame": 3,
+        "ts": 0.3,
+        "detections": [
+            {"xyxy": [3.0, 1.0, 13.0, 11.0], "confidence": 0.5, "class_id": 1, "label": "b"}
+        ],
+    }
+    capture = cv2.VideoCapture(str(video_path))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (
+        64,
+        48,
+    )
+    capture.release()
+
+
+def test_max_frames_and_summary_numbers(tmp_path):
+    summary = Runner(ListSource(50), box_at_index, max_frames=7).run()
+    assert summary.frames == 7 and summary.stopped_by == "max-frames"
+    data = summary.to_dict()
+    assert data["fps"] > 0 and data["latency_p90_ms"] >= data["latency_p50_ms"] >= 0
+    assert "7 frames" in summary.line()
+    with pytest.raises(ValueError, match="max-frames must be >= 1, got 0"):
+        Runner(ListSource(1), box_at_index, max_frames=0)
+
+
+def test_stop_from_another_thread_keeps_what_was_written(tmp_path):
+    jsonl_path = tmp_path / "out.jsonl"
+    source = ListSource(100, block=5)
+    runner = Runner(source, box_at_index, [JsonlSink(jsonl_path)])
+    timer = threading.Timer(0.2, runner.stop)
+    timer.start()
+    summary = runner.run()
+    timer.join()
+    assert summary.stopped_by == "signal"
+    assert summary.frames == 5
+    assert len(jsonl_path.read_text().splitlines()) == 5
+
+
+def test_live_jsonl_time_is_relative_to_first_frame(tmp_path):
+    sink = JsonlSink(tmp_path / "live.jsonl", relative_time=True)
+    image = np.zeros((4, 4, 3), np.uint8)
+    sink.write(Frame(image, 0, 5_000_000_000), Detections.empty())
+    sink.write(Frame(image, 1, 5_250_000_000), Detections.empty())
+    sink.close()
+    times = [json.loads(line)["ts"] for line in (tmp_path / "live.jsonl").read_text().split("\n")
+             if line]
+    assert times == [0.0, 0.25]
+
+
+def test_bad_sink_paths_are_one_line_errors(tmp_path):
+    with pytest.raises(ConfigError, match="unsupported video suffix '.txt'"):
+        VideoSink(tmp_path / "out.txt")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="--jsonl: cannot write"):
+        JsonlSink(blocker / "sub" / "out.jsonl")
+
+
+def test_annotate_draws_inside_the_box_only():
+    image = np.zeros((100, 100, 3), np.uint8)
+    detections = Detections(xyxy=[[40, 40, 80, 80]], confidence=[0.9], class_id=[0])
+    drawn = annotate(image, detections)
+    assert image.sum() == 0  # the input is untouched
+    assert drawn[60, 40].any() and drawn[40, 60].any()  # edges drawn
+    assert not drawn[60, 60].any() and not drawn[95, 5].any()

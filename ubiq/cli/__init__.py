@@ -1,0 +1,50 @@
+"""The ``ubiq`` command line.
+
+Every :class:`~ubiq.errors.UbiqError` becomes one line on stderr and a non-zero exit.
+Subcommands import their heavy modules only when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from ubiq import __version__
+from ubiq.errors import UbiqError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Returns the top-level parser with every subcommand."""
+    from ubiq.cli import bench, detect, models
+
+    parser = argparse.ArgumentParser(
+        prog="ubiq", description="Embedded intelligence kit: detect, track, segment, listen."
+    )
+    parser.add_argument("--version", action="version", version=f"ubiq {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    detect.add_parser(subparsers)
+    models.add_parser(subparsers)
+    bench.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the CLI and returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except UbiqError as error:
+        print(f"ubiq {args.command}: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print(f"ubiq {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,92 @@
+"""``ubiq detect``: run a detection model on a video source."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+DEFAULT_MODEL = "blazeface"
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "detect",
+        help="run a detection model on a camera, file, folder, URL or the demo clip",
+        description="Run a detection model on a video source and write annotated video, "
+        "JSONL and a summary.",
+    )
+    parser.add_argument("--source", default="demo",
+                        help="demo, a camera index or /dev/videoN, a file, folder, glob or "
+                        "rtsp/http URL (default: demo)")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"zoo name or model file (.onnx, .tflite) (default: {DEFAULT_MODEL})")
+    parser.add_argument("--conf", type=float, default=0.25, help="confidence threshold")
+    parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold")
+    parser.add_argument("--classes", default=None,
+                        help="comma-separated class names or ids to keep, e.g. person,car")
+    parser.add_argument("--imgsz", type=int, default=None,
+                        help="input size for models with a dynamic input")
+    parser.add_argument("--backend", choices=("onnxruntime", "litert"), default=None,
+                        help="inference backend (default: by model file type)")
+    parser.add_argument("--threads", type=int, default=None, help="inference threads")
+    parser.add_argument("--save", default=None, help="write annotated video here (.mp4, .avi)")
+    parser.add_argument("--jsonl", default=None, help="write one JSON line per frame here")
+    parser.add_argument("--show", action=argparse.BooleanOptionalAction, default=False,
+                        help="show a live window (needs a display)")
+    parser.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    parser.add_argument("--vid-stride", type=int, default=1,
+                        help="process every Nth frame of a file")
+    parser.add_argument("--summary-json", default=None,
+                        help="also write the run summary as JSON here")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ubiq.errors import ConfigError
+    from ubiq.hardware.sources import open_source
+    from ubiq.models.runtime.model import DetectionModel
+    from ubiq.pipelines.detect import DetectPipeline
+    from ubiq.pipelines.runner import Runner
+    from ubiq.pipelines.sinks import JsonlSink, VideoSink, WindowSink
+
+    if args.vid_stride < 1:
+        raise ConfigError(f"--vid-stride must be >= 1, got {args.vid_stride}")
+    classes = [c for c in args.classes.split(",") if c.strip()] if args.classes else None
+    model = DetectionModel.load(
+        args.model,
+        backend=args.backend,
+        num_threads=args.threads,
+        confidence_threshold=args.conf,
+        iou_threshold=args.iou,
+        classes=classes,
+        imgsz=args.imgsz,
+    )
+    source = open_source(args.source, vid_stride=args.vid_stride)
+    sinks = []
+    try:
+        if args.jsonl:
+            sinks.append(JsonlSink(args.jsonl, relative_time=source.is_live))
+        if args.save:
+            sinks.append(VideoSink(args.save, fps=(source.fps or 30.0) / args.vid_stride))
+        if args.show:
+            sinks.append(WindowSink(f"ubiq detect: {args.source}"))
+    except ConfigError:
+        for sink in sinks:
+            sink.close()
+        raise
+    summary = Runner(source, DetectPipeline(model), sinks, max_frames=args.max_frames).run()
+    outputs = [p for p in (args.save, args.jsonl) if p]
+    print(
+        f"ubiq detect: {model.manifest.name} ({model.backend.name}) on {args.source}: "
+        f"{summary.line()}" + (f"; wrote {', '.join(outputs)}" if outputs else ""),
+        file=sys.stderr,
+    )
+    if args.summary_json:
+        data = summary.to_dict() | {"model": str(model.path), "source": args.source}
+        with open(args.summary_json, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2)
+    if summary.frames == 0 and summary.stopped_by == "end":
+        print("ubiq detect: error: the source gave no frames", file=sys.stderr)
+        return 3
+    return 0
