@@ -110,7 +110,9 @@ class Detections:
         if self.keypoints is not None:
             keypoints = _as_array("keypoints", self.keypoints, np.float32, 3)
             if keypoints.shape[0] != count or keypoints.shape[2] != 2:
-                raise ValueError(f"keypoints must have shape ({count}, K, 2), got {keypoints.shape}")
+                raise ValueError(
+                    f"keypoints must have shape ({count}, K, 2), got {keypoints.shape}"
+                )
             object.__setattr__(self, "keypoints", keypoints)
 
     @classmethod

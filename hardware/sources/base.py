@@ -61,7 +61,7 @@ def check_positive(name: str, value: float, *, integer: bool = False) -> None:
     Raises:
         ConfigError: If ``value`` is not a positive number (or not an ``int`` when required).
     """
-    if integer and (isinstance(value, bool) or not isinstance(value, int)):
+    if integer and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ConfigError(f"{name} must be a positive number, got {value!r}")
@@ -291,7 +291,12 @@ class PrefetchingSource(Source):
             try:
                 item = self._queue.get(timeout=_POLL_INTERVAL_S)
             except queue.Empty:
-                continue
+                if self._thread is not None and self._thread.is_alive():
+                    continue
+                try:  # the reader is done: take what it left, or end (a repeated iteration)
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    return
             if isinstance(item, _End):
                 if item.error is not None:
                     raise item.error
@@ -319,4 +324,3 @@ class PrefetchingSource(Source):
                 self._queue.get_nowait()
             except queue.Empty:
                 return
-

@@ -95,7 +95,7 @@ class VideoFileSource(PrefetchingSource):
         capture = cv2.VideoCapture(str(self.path))
         if not capture.isOpened():
             capture.release()
-            raise SourceError(f"cannot open video file {self.path} (not a format OpenCV can decode)")
+            raise SourceError(f"cannot open video file {self.path} (not a format OpenCV decodes)")
         ok, image = capture.read()
         if not ok or image is None:
             capture.release()
@@ -254,9 +254,7 @@ class LiveSource(Source):
             self._next_index = 0
             self._generation += 1
             self._publish(to_bgr(image), 0, timestamp_ns)
-        logger.info(
-            "opened %s: %dx%d at %s fps", self.description, *self._frame_size, self._fps
-        )
+        logger.info("opened %s: %dx%d at %s fps", self.description, *self._frame_size, self._fps)
         self._start_thread(self._supervise, capture, name="supervisor")
 
     def _start_thread(self, target: Callable[..., None], *args: object, name: str) -> None:
@@ -396,7 +394,9 @@ def webcam_capture_factory(device: int | str) -> CaptureFactory:
     return lambda: cv2.VideoCapture(device, cv2.CAP_V4L2)
 
 
-def stream_capture_factory(url: str, open_timeout_s: float, read_timeout_s: float) -> CaptureFactory:
+def stream_capture_factory(
+    url: str, open_timeout_s: float, read_timeout_s: float
+) -> CaptureFactory:
     """Returns a factory opening ``url`` through FFmpeg with open and read timeouts.
 
     For RTSP it sets ``OPENCV_FFMPEG_CAPTURE_OPTIONS=rtsp_transport;tcp`` when that variable

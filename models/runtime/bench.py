@@ -1,8 +1,8 @@
 """Inference-only latency and memory of a model file on this machine.
 
 Timing is of the backend call alone on a real, preprocessed image, after warm-up, with
-the thread count fixed. Peak RSS is the process's (``ru_maxrss``), so measure each model
-in a fresh process (``ubiq bench A B`` does) to compare them.
+the thread count fixed. Peak RSS is the process's high-water mark (``VmHWM``), so measure
+each model in a fresh process (``ubiq bench A B`` does) to compare them.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import numpy as np
 
 from ubiq.errors import ConfigError
 from ubiq.models.runtime.model import DetectionModel
-
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,18 @@ class BenchResult:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB."""
+    """Peak resident set size of this process in MiB.
+
+    On Linux this is ``VmHWM`` from ``/proc/self/status``: ``ru_maxrss`` survives ``exec``
+    and would report the parent's peak for a child started by a large process.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024.0 if sys.platform != "darwin" else peak / 2**20
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,26 @@ def import_interpreter() -> Any:
     return Interpreter
 
 
+@contextlib.contextmanager
+def native_stderr_captured(lines: list[str]) -> Iterator[None]:
+    """Collects what native code writes to file descriptor 2 into ``lines``.
+
+    The TFLite runtime prints ``INFO: Created TensorFlow Lite XNNPACK delegate`` and its
+    load errors straight to the C stderr; ubiq keeps its stderr to one line per error.
+    """
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        saved = os.dup(2)
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode("utf-8", "replace")
+            lines.extend(line for line in text.splitlines() if line.strip())
+
+
 class LiteRTBackend:
     """Runs a ``.tflite`` file with the LiteRT interpreter on the CPU.
 
@@ -53,19 +77,24 @@ class LiteRTBackend:
     ) -> None:
         interpreter_class = import_interpreter()
         self.path = Path(path)
+        native_lines: list[str] = []
         try:
-            self.interpreter = interpreter_class(
-                model_path=str(path),
-                num_threads=num_threads,
-                experimental_delegates=experimental_delegates,
-            )
-            self.interpreter.allocate_tensors()
+            with native_stderr_captured(native_lines):
+                self.interpreter = interpreter_class(
+                    model_path=str(path),
+                    num_threads=num_threads,
+                    experimental_delegates=experimental_delegates,
+                )
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise ModelError(
                 f"cannot load {path}: not a valid TFLite model (corrupt or truncated?): "
                 f"{first_line[:200]}"
             ) from error
+        for line in native_lines:
+            if not line.startswith("INFO:"):
+                logger.warning("litert: %s", line)
         input_details = self.interpreter.get_input_details()
         output_details = self.interpreter.get_output_details()
         self.inputs = [

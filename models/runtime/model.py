@@ -207,8 +207,9 @@ class DetectionModel:
                     f"--imgsz {imgsz} does not match the fixed input size "
                     f"{model_width}x{model_height} of {path.name}; export the model at {imgsz}"
                 )
-            manifest = replace(manifest, preprocess=replace(manifest.preprocess, width=imgsz,
-                                                            height=imgsz))
+            manifest = replace(
+                manifest, preprocess=replace(manifest.preprocess, width=imgsz, height=imgsz)
+            )
         model = cls(
             path=path,
             backend=runtime,

@@ -9,10 +9,26 @@ from ubiq.types import Detections
 
 _PALETTE = np.array(
     [
-        (56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207),
-        (10, 249, 72), (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0),
-        (168, 153, 44), (255, 194, 0), (147, 69, 52), (255, 115, 100), (236, 24, 0),
-        (255, 56, 132), (133, 0, 82), (255, 56, 203), (200, 149, 255), (199, 55, 255),
+        (56, 56, 255),
+        (151, 157, 255),
+        (31, 112, 255),
+        (29, 178, 255),
+        (49, 210, 207),
+        (10, 249, 72),
+        (23, 204, 146),
+        (134, 219, 61),
+        (52, 147, 26),
+        (187, 212, 0),
+        (168, 153, 44),
+        (255, 194, 0),
+        (147, 69, 52),
+        (255, 115, 100),
+        (236, 24, 0),
+        (255, 56, 132),
+        (133, 0, 82),
+        (255, 56, 203),
+        (200, 149, 255),
+        (199, 55, 255),
     ],
     dtype=np.uint8,
 )
@@ -49,10 +65,19 @@ def annotate(image: np.ndarray, detections: Detections, *, copy: bool = True) ->
             text, cv2.FONT_HERSHEY_SIMPLEX, 0.4 * thickness, 1
         )
         top = max(y1 - text_height - baseline - 2, 0)
-        cv2.rectangle(canvas, (x1, top), (x1 + text_width + 2, top + text_height + baseline + 2),
-                      color, -1)
-        cv2.putText(canvas, text, (x1 + 1, top + text_height + 1), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.4 * thickness, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.rectangle(
+            canvas, (x1, top), (x1 + text_width + 2, top + text_height + baseline + 2), color, -1
+        )
+        cv2.putText(
+            canvas,
+            text,
+            (x1 + 1, top + text_height + 1),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4 * thickness,
+            (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )
         if detections.keypoints is not None:
             for x, y in detections.keypoints[row]:
                 cv2.circle(canvas, (int(x), int(y)), thickness + 1, color, -1, cv2.LINE_AA)

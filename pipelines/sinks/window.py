@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -40,7 +41,5 @@ class WindowSink:
             self.stop_requested = True
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(cv2.error):  # the window may already be gone
             cv2.destroyWindow(self.title)
-        except cv2.error:
-            pass

@@ -49,9 +49,7 @@ class ListSource:
 
 def box_at_index(frame):
     x = float(frame.index)
-    return Detections(
-        xyxy=[[x, 1, x + 10, 11]], confidence=[0.5], class_id=[1], labels=("a", "b")
-    )
+    return Detections(xyxy=[[x, 1, x + 10, 11]], confidence=[0.5], class_id=[1], labels=("a", "b"))
 
 
 def test_jsonl_and_video_written_for_every_frame(tmp_path):
@@ -109,8 +107,9 @@ def test_live_jsonl_time_is_relative_to_first_frame(tmp_path):
     sink.write(Frame(image, 0, 5_000_000_000), Detections.empty())
     sink.write(Frame(image, 1, 5_250_000_000), Detections.empty())
     sink.close()
-    times = [json.loads(line)["ts"] for line in (tmp_path / "live.jsonl").read_text().split("\n")
-             if line]
+    times = [
+        json.loads(line)["ts"] for line in (tmp_path / "live.jsonl").read_text().split("\n") if line
+    ]
     assert times == [0.0, 0.25]
 
 

@@ -31,12 +31,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_native_logs() -> None:
+    """Keeps OpenCV's and FFmpeg's own warnings off stderr (``-v`` shows them).
+
+    ubiq reports a camera or stream that fails as one line of its own; the native
+    libraries would add several more. Set before the first capture is opened.
+    """
+    import os
+
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    os.environ.setdefault("OPENCV_VIDEOIO_DEBUG", "0")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI and returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose == 0:
+        quiet_native_logs()
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return 2

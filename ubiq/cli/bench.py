@@ -36,8 +36,19 @@ def _bench_in_process(args: argparse.Namespace, model: str) -> dict:
 
 
 def _bench_in_child(args: argparse.Namespace, model: str) -> dict:
-    command = [sys.executable, "-m", "ubiq", "bench", model, "--in-process", "--json",
-               "--runs", str(args.runs), "--warmup", str(args.warmup)]
+    command = [
+        sys.executable,
+        "-m",
+        "ubiq",
+        "bench",
+        model,
+        "--in-process",
+        "--json",
+        "--runs",
+        str(args.runs),
+        "--warmup",
+        str(args.warmup),
+    ]
     if args.threads:
         command += ["--threads", str(args.threads)]
     if args.backend:

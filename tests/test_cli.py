@@ -1,0 +1,245 @@
+"""The `ubiq` command line end to end, in child processes, with real models."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+from support import run_ubiq
+
+from ubiq.types import iou_matrix
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    """Asserts a failed run printed exactly one line (no traceback) and returns it."""
+    assert result.returncode != 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_demo_finds_the_astronaut_face_in_90_percent_of_frames(blazeface_path, tmp_path):
+    from ubiq.hardware.sources.demo import demo_ground_truth
+
+    jsonl, video = tmp_path / "demo.jsonl", tmp_path / "demo.mp4"
+    result = run_ubiq(
+        "detect",
+        "--source",
+        "demo",
+        "--model",
+        "blazeface",
+        "--jsonl",
+        str(jsonl),
+        "--save",
+        str(video),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "150 frames" in result.stderr and "stopped by end" in result.stderr
+    truth = demo_ground_truth()
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [r["frame"] for r in records] == list(range(len(truth)))
+    hits = 0
+    for record, box in zip(records, truth):
+        assert set(record) == {"frame", "ts", "detections"}
+        boxes = [d["xyxy"] for d in record["detections"]]
+        assert all(d["label"] == "face" for d in record["detections"])
+        if boxes and iou_matrix(np.asarray(boxes), box[None]).max() >= 0.5:
+            hits += 1
+    assert hits / len(truth) >= 0.9, f"face found in {hits} of {len(truth)} frames"
+    capture = cv2.VideoCapture(str(video))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == len(truth)
+    capture.release()
+
+
+def test_sigterm_stops_cleanly_and_keeps_outputs(blazeface_path, tmp_path):
+    from ubiq.hardware.sources.demo import make_pan_zoom_clip
+    from ubiq.models.runtime.bench import sample_image
+
+    image = tmp_path / "photo.jpg"
+    cv2.imwrite(str(image), sample_image())
+    clip = tmp_path / "long.mp4"
+    make_pan_zoom_clip(image, clip, (250, 80, 380, 230), frames=900, size=(320, 240), seed=3)
+    jsonl, video = tmp_path / "out.jsonl", tmp_path / "out.mp4"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ubiq",
+            "detect",
+            "--source",
+            str(clip),
+            "--model",
+            str(blazeface_path),
+            "--jsonl",
+            str(jsonl),
+            "--save",
+            str(video),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if jsonl.exists() and len(jsonl.read_text().splitlines()) >= 10:
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert "stopped by signal" in stderr
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert 10 <= len(lines) < 900
+    capture = cv2.VideoCapture(str(video))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == len(lines)
+    capture.release()
+
+
+def test_runtime_never_imports_torch(blazeface_path, yolo_onnx, tmp_path):
+    code = (
+        "import sys; from ubiq.cli import main\n"
+        f"assert main(['detect', '--source', 'demo', '--model', {str(yolo_onnx)!r}, "
+        "'--max-frames', '3']) == 0\n"
+        f"assert main(['detect', '--source', 'demo', '--model', {str(blazeface_path)!r}, "
+        "'--max-frames', '3']) == 0\n"
+        "heavy = [m for m in ('torch', 'torchvision', 'ultralytics') if m in sys.modules]\n"
+        "print('heavy', heavy)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "heavy []" in result.stdout
+
+
+def test_yolo_export_runs_from_its_onnx_metadata(yolo_onnx, tmp_path):
+    # No sidecar: the labels and size come from the metadata Ultralytics writes.
+    bare = tmp_path / "bare.onnx"
+    bare.write_bytes(yolo_onnx.read_bytes())
+    jsonl = tmp_path / "y.jsonl"
+    result = run_ubiq(
+        "detect",
+        "--source",
+        "demo",
+        "--model",
+        str(bare),
+        "--conf",
+        "0.0001",
+        "--classes",
+        "0,2",
+        "--max-frames",
+        "4",
+        "--jsonl",
+        str(jsonl),
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert len(records) == 4
+    # A model built from yolov8n.yaml has no dataset: Ultralytics names its classes "0".."79".
+    found = {(d["class_id"], d["label"]) for r in records for d in r["detections"]}
+    assert found and found <= {(0, "0"), (2, "2")}
+    for record in records:
+        for detection in record["detections"]:
+            x1, y1, x2, y2 = detection["xyxy"]
+            assert 0 <= x1 <= x2 <= 640 and 0 <= y1 <= y2 <= 480
+
+
+def test_unknown_zoo_name_suggests_close_names(ubiq_home):
+    line = one_error_line(run_ubiq("detect", "--source", "demo", "--model", "blazefac"))
+    assert "blazefac" in line and "blazeface" in line
+
+
+def test_missing_model_file(tmp_path):
+    line = one_error_line(run_ubiq("detect", "--model", str(tmp_path / "nope.onnx")))
+    assert "model file not found" in line and "nope.onnx" in line
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".tflite"])
+def test_corrupt_model_file(tmp_path, suffix):
+    path = tmp_path / f"junk{suffix}"
+    path.write_bytes(b"\x00garbage, not a model" * 10)
+    line = one_error_line(run_ubiq("detect", "--model", str(path)))
+    assert "junk" in line and "corrupt or truncated" in line
+
+
+def test_truncated_model_file(blazeface_path, tmp_path):
+    data = blazeface_path.read_bytes()
+    path = tmp_path / "half.tflite"
+    path.write_bytes(data[: len(data) // 2])
+    line = one_error_line(run_ubiq("detect", "--model", str(path)))
+    assert "half.tflite" in line
+
+
+def test_model_whose_outputs_no_decoder_understands(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["images"], ["features"])],
+        "flat",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 192])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "flat.onnx"
+    onnx.save(model, str(path))
+    line = one_error_line(run_ubiq("detect", "--model", str(path)))
+    assert "no decoder understands the outputs of flat.onnx" in line
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{tmp}/missing.mp4", "missing.mp4"),
+        ("{tmp}/empty_folder", "empty_folder"),
+        ("97", "camera 97"),
+        ("rtsp://127.0.0.1:9/stream", "rtsp://127.0.0.1:9/stream"),
+    ],
+)
+def test_bad_sources(blazeface_path, tmp_path, source, expected):
+    (tmp_path / "empty_folder").mkdir()
+    line = one_error_line(
+        run_ubiq("detect", "--model", str(blazeface_path), "--source", source.format(tmp=tmp_path))
+    )
+    assert expected in line
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--conf", "1.5"], "--conf must be between 0 and 1, got 1.5"),
+        (["--classes", "fcae"], "did you mean face"),
+        (["--imgsz", "640"], "--imgsz 640 does not match"),
+        (["--save", "out.txt"], "unsupported video suffix"),
+    ],
+)
+def test_bad_options(blazeface_path, args, expected):
+    line = one_error_line(run_ubiq("detect", "--model", str(blazeface_path), *args))
+    assert expected in line
+
+
+def test_python_m_ubiq_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "ubiq", "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0
+    for command in ("detect", "models", "bench"):
+        assert command in result.stdout
+
+
+def test_bench_reports_latency_and_memory(blazeface_path):
+    result = run_ubiq(
+        "bench", str(blazeface_path), "--runs", "20", "--warmup", "2", "--json", "--threads", "1"
+    )
+    assert result.returncode == 0, result.stderr
+    (report,) = json.loads(result.stdout)
+    assert report["backend"] == "litert" and report["input_shape"] == [1, 128, 128, 3]
+    assert 0 < report["latency_p50_ms"] <= report["latency_p90_ms"]
+    assert 0 < report["peak_rss_mb"] < 1000

@@ -1,0 +1,105 @@
+"""The wheel ships every package under the ubiq namespace; the runtime never needs torch."""
+
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+from support import REPO
+
+PACKAGES = [
+    "ubiq",
+    "ubiq.cli",
+    "ubiq.models",
+    "ubiq.models.runtime",
+    "ubiq.models.runtime.decoders",
+    "ubiq.models.zoo",
+    "ubiq.pipelines",
+    "ubiq.pipelines.sinks",
+    "ubiq.hardware",
+    "ubiq.hardware.sources",
+    "ubiq.apps",
+]
+
+
+@pytest.mark.slow
+def test_wheel_contains_and_imports_every_package(tmp_path):
+    # Build from a copy of the tracked files, so no stale build/ folder can hide a missing file.
+    tracked = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    source = tmp_path / "src"
+    for name in tracked:
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("ubiq-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top_level = {name.split("/")[0] for name in names}
+    assert top_level == {"ubiq", "ubiq-0.1.0.dist-info"}, top_level  # no top-level `models`
+    assert "ubiq/data/astronaut.jpg" in names
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    code = (
+        "import importlib, sys\n"
+        f"for name in {PACKAGES!r}:\n"
+        "    module = importlib.import_module(name)\n"
+        f"    assert module.__file__.startswith({str(tmp_path / 'site')!r}), module.__file__\n"
+        "assert 'torch' not in sys.modules\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+    )
+    assert result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_importing_ubiq_has_no_side_effects(tmp_path):
+    code = (
+        "import os, sys\n"
+        "import cv2  # OpenCV's own loader sets LD_LIBRARY_PATH; not ubiq's doing\n"
+        "before = dict(os.environ)\n"
+        "import ubiq, ubiq.cli, ubiq.models.runtime.model, ubiq.models.zoo, ubiq.hardware.sources\n"
+        "import ubiq.pipelines.runner, ubiq.pipelines.sinks\n"
+        "assert dict(os.environ) == before, set(os.environ) ^ set(before)\n"
+        "heavy = [m for m in ('torch', 'ultralytics', 'torchvision') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+    )
+    assert result.stdout.strip() == "ok", result.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []  # no settings or cache files written

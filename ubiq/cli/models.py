@@ -1,0 +1,207 @@
+"""``ubiq models``: list, pull and inspect zoo models.
+
+```
+ubiq models list [--json]
+ubiq models pull NAME [--force]
+ubiq models info NAME_OR_PATH
+```
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ubiq.errors import ModelError
+from ubiq.manifest import ModelManifest, manifest_path_for
+
+
+def add_parser(subparsers: Any) -> None:
+    """Adds the ``models`` command and its subcommands to the top-level subparsers."""
+    parser = subparsers.add_parser(
+        "models",
+        help="list, pull and inspect zoo models",
+        description="List, pull and inspect the models of the ubiq zoo.",
+    )
+    parser.set_defaults(handler=run, models_parser=parser)
+    commands = parser.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
+
+    list_parser = commands.add_parser("list", help="list zoo models and whether they are cached")
+    list_parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    pull_parser = commands.add_parser("pull", help="fetch a zoo model into the cache")
+    pull_parser.add_argument("name", metavar="NAME", help="zoo name, such as blazeface")
+    pull_parser.add_argument("--force", action="store_true", help="fetch again even if cached")
+    pull_parser.add_argument(
+        "--timeout", type=float, default=20.0, metavar="SECONDS", help="network timeout"
+    )
+
+    info_parser = commands.add_parser("info", help="show a model's manifest and cache status")
+    info_parser.add_argument(
+        "target", metavar="NAME_OR_PATH", help="zoo name or a model file (.onnx, .tflite)"
+    )
+    info_parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _human_size(num_bytes: int) -> str:
+    size = float(num_bytes)
+    for unit in ("B", "KB", "MB"):
+        if size < 1000:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
+
+
+def _entry_rows() -> list[dict[str, Any]]:
+    from ubiq.models.zoo import cached_path, list_entries
+
+    rows = []
+    for entry in list_entries():
+        path = cached_path(entry.name)
+        rows.append(
+            {
+                "name": entry.name,
+                "task": entry.task,
+                "license": entry.license,
+                "cached": path is not None,
+                "size_bytes": path.stat().st_size if path is not None else None,
+                "path": str(path) if path is not None else None,
+                "extra": entry.extra,
+                "description": entry.description,
+            }
+        )
+    return rows
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Prints the zoo as a table (name, task, licence, cached, size) or as JSON."""
+    rows = _entry_rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = [("NAME", "TASK", "LICENCE", "CACHED", "SIZE")]
+    for row in rows:
+        size = _human_size(row["size_bytes"]) if row["cached"] else "-"
+        license_text = row["license"] + (f" [{row['extra']}]" if row["extra"] else "")
+        cached = "yes" if row["cached"] else "no"
+        table.append((row["name"], row["task"], license_text, cached, size))
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    for line in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    """Pulls a zoo model and prints its path."""
+    from ubiq.models.zoo import pull
+
+    path = pull(args.name, force=args.force, timeout_s=args.timeout)
+    print(path)
+    return 0
+
+
+def _path_info(path: Path) -> dict[str, Any]:
+    from ubiq.models.zoo.ultralytics_adapter import (
+        file_sha256,
+        manifest_from_ultralytics_metadata,
+        read_onnx_metadata,
+    )
+
+    sidecar = manifest_path_for(path)
+    info: dict[str, Any] = {"path": str(path), "size_bytes": path.stat().st_size}
+    if sidecar.is_file():
+        info["manifest_from"] = str(sidecar)
+        info["manifest"] = ModelManifest.load(sidecar).to_dict()
+        return info
+    if path.suffix.lower() == ".onnx":
+        metadata, input_name, input_shape = read_onnx_metadata(path)
+        if "names" in metadata:
+            manifest = manifest_from_ultralytics_metadata(
+                metadata, input_name, input_shape, name=path.stem, sha256=file_sha256(path)
+            )
+            info["manifest_from"] = "Ultralytics ONNX metadata"
+            info["manifest"] = manifest.to_dict()
+            return info
+    info["sha256"] = file_sha256(path)
+    info["manifest"] = None
+    info["manifest_from"] = f"none: no {sidecar.name} beside it and no Ultralytics ONNX metadata"
+    return info
+
+
+def _zoo_info(name: str) -> dict[str, Any]:
+    from ubiq.models.zoo import cached_path, get_entry
+
+    entry = get_entry(name)
+    path = cached_path(entry.name)
+    info: dict[str, Any] = {
+        "name": entry.name,
+        "task": entry.task,
+        "license": entry.license,
+        "description": entry.description,
+        "extra": entry.extra,
+        "sha256": entry.sha256 or None,
+        "sources": [source.describe() for source in entry.sources],
+        "cached": path is not None,
+        "path": str(path) if path is not None else None,
+    }
+    sidecar = manifest_path_for(path) if path is not None else None
+    if sidecar is not None and sidecar.is_file():
+        info["manifest"] = ModelManifest.load(sidecar).to_dict()
+    elif entry.manifest:
+        info["manifest"] = entry.manifest
+    else:
+        info["manifest"] = None
+        info["manifest_from"] = "built from the Ultralytics ONNX metadata at pull time"
+    return info
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Prints a zoo model's or a model file's manifest and cache status."""
+    from ubiq.models.zoo import list_entries
+
+    target = Path(args.target).expanduser()
+    names = {entry.name for entry in list_entries()}
+    if args.target in names:
+        info = _zoo_info(args.target)
+    elif target.is_file():
+        info = _path_info(target)
+    elif "/" in args.target or target.suffix:
+        raise ModelError(f"model file not found: {target}")
+    else:
+        info = _zoo_info(args.target)  # raises ZooError with close names
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    manifest = info.pop("manifest")
+    for key, value in info.items():
+        if value is None or value == []:
+            continue
+        if isinstance(value, bool):
+            value = "yes" if value else "no"
+        elif isinstance(value, list):
+            print(f"{key}:")
+            for item in value:
+                print(f"  {item}")
+            continue
+        print(f"{key}: {value}")
+    if manifest:
+        print("manifest:")
+        print(json.dumps(manifest, indent=2))
+    return 0
+
+
+_COMMANDS = {"list": cmd_list, "pull": cmd_pull, "info": cmd_info}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatches ``ubiq models SUBCOMMAND``; prints help and returns 2 without one."""
+    command = _COMMANDS.get(getattr(args, "models_command", None) or "")
+    if command is None:
+        parser = getattr(args, "models_parser", None)
+        if parser is not None:
+            parser.print_help(sys.stderr)
+        return 2
+    return command(args)
