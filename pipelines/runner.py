@@ -8,10 +8,11 @@ stopped, and every sink is closed (the video file finalised, the JSONL flushed).
 from __future__ import annotations
 
 import logging
+import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -145,12 +146,64 @@ class Runner:
             restore()
         return summary
 
+    def _frames(self) -> Iterator[tuple[Frame, object, float]]:
+        """Frames, each with the pipeline's ``prepare`` result and its duration in ms.
+
+        For files the preparation (resize, normalise) runs one frame ahead in a thread of
+        its own, so it overlaps inference; live sources are prepared in the loop, so a
+        frame never waits in a queue while a newer one arrives.
+        """
+        prepare = getattr(self.process, "prepare", None)
+        if prepare is None or getattr(self.source, "is_live", True):
+            for frame in self.source:
+                yield frame, None, 0.0
+            return
+        ready: queue.Queue = queue.Queue(maxsize=2)
+        halt = threading.Event()
+        done = object()
+
+        def work() -> None:
+            try:
+                for frame in self.source:
+                    began = time.perf_counter()
+                    item = (frame, prepare(frame), (time.perf_counter() - began) * 1e3)
+                    while not (halt.is_set() or self._stop.is_set()):
+                        try:
+                            ready.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if halt.is_set() or self._stop.is_set():
+                        return
+            except BaseException as error:  # noqa: BLE001 - handed to the loop and re-raised
+                ready.put(error)
+                return
+            ready.put(done)
+
+        thread = threading.Thread(target=work, name="ubiq-prefetch", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = ready.get()
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            halt.set()
+            thread.join(timeout=2.0)
+
     def _loop(self, summary: RunSummary) -> None:
-        for frame in self.source:
+        complete = getattr(self.process, "complete", None)
+        for frame, prepared, prepare_ms in self._frames():
             if self._stop.is_set():
                 break
-            began = time.perf_counter()
-            detections = self.process(frame)
+            began = time.perf_counter() - prepare_ms / 1e3
+            if prepared is not None and complete is not None:
+                detections = complete(frame, prepared)
+            else:
+                detections = self.process(frame)
             for sink in self.sinks:
                 sink.write(frame, detections)
             summary.latency_ms.append((time.perf_counter() - began) * 1e3)

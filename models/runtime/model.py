@@ -219,7 +219,16 @@ class DetectionModel:
             max_detections=max_detections,
         )
         model.class_ids = model.class_ids_for(classes) if classes else None
+        model.warmup()
         return model
+
+    def warmup(self, runs: int = 1) -> None:
+        """Runs the model on a blank frame so the first real frame is not the slow one."""
+        preprocess = self.manifest.preprocess
+        blank = np.zeros((preprocess.height, preprocess.width, 3), np.uint8)
+        tensor, _ = self.prepare(blank)
+        for _ in range(runs):
+            self.infer(tensor)
 
     @property
     def labels(self) -> tuple[str, ...]:
