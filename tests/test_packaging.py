@@ -11,6 +11,7 @@ from support import REPO
 PACKAGES = [
     "ubiq",
     "ubiq.cli",
+    "ubiq.data",
     "ubiq.models",
     "ubiq.models.runtime",
     "ubiq.models.runtime.decoders",

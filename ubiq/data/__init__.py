@@ -1,0 +1,1 @@
+"""Data files shipped with ubiq: the demo photograph (NASA, public domain)."""
