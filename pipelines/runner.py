@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ubiq.errors import ConfigError, UbiqError
+from ubiq.resources import peak_rss_mb
 from ubiq.types import Detections, Frame
 
 logger = logging.getLogger(__name__)
@@ -29,7 +30,8 @@ class RunSummary:
 
     Attributes:
         frames: Frames processed.
-        elapsed_s: Wall time from the first frame requested to the last one written.
+        elapsed_s: Wall time from the first frame's arrival to the last frame written
+            (opening and closing the source are not counted).
         latency_ms: Per-frame processing time (preprocess + inference + postprocess + sinks).
         inference_ms: Per-frame backend time.
         detections: Total detections over all frames.
@@ -37,6 +39,7 @@ class RunSummary:
         dropped_frames: Live frames replaced by a newer one before being processed.
         reconnects: Times a live source reopened.
         stopped_by: ``"end"``, ``"max-frames"``, ``"signal"`` or ``"window"``.
+        peak_rss_mb: Peak resident memory of the process.
     """
 
     frames: int = 0
@@ -48,6 +51,7 @@ class RunSummary:
     dropped_frames: int = 0
     reconnects: int = 0
     stopped_by: str = "end"
+    peak_rss_mb: float = 0.0
 
     @property
     def fps(self) -> float:
@@ -71,6 +75,7 @@ class RunSummary:
             "dropped_frames": self.dropped_frames,
             "reconnects": self.reconnects,
             "stopped_by": self.stopped_by,
+            "peak_rss_mb": round(self.peak_rss_mb, 1),
         }
 
     def line(self) -> str:
@@ -82,7 +87,7 @@ class RunSummary:
             f"(inference p50 {data['inference_p50_ms']:.1f} ms), "
             f"{data['detections']} detections in {data['frames_with_detections']} frames, "
             f"{data['dropped_frames']} dropped, {data['reconnects']} reconnects, "
-            f"stopped by {data['stopped_by']}"
+            f"peak RSS {data['peak_rss_mb']:.0f} MB, stopped by {data['stopped_by']}"
         )
 
 
@@ -115,6 +120,8 @@ class Runner:
         self.on_frame = on_frame
         self._stop = threading.Event()
         self._stop_reason = "signal"
+        self._first_frame_at: float | None = None
+        self._last_frame_done_at: float | None = None
 
     def stop(self, reason: str = "signal") -> None:
         """Asks the loop to end after the current frame (thread- and signal-safe)."""
@@ -132,16 +139,18 @@ class Runner:
         """
         summary = RunSummary()
         restore = self._install_signal_handlers()
-        start = time.perf_counter()
+        self._first_frame_at = self._last_frame_done_at = None
         try:
             with self.source:
                 self._loop(summary)
         except KeyboardInterrupt:
             summary.stopped_by = "signal"
         finally:
-            summary.elapsed_s = time.perf_counter() - start
+            if self._first_frame_at is not None and self._last_frame_done_at is not None:
+                summary.elapsed_s = self._last_frame_done_at - self._first_frame_at
             summary.dropped_frames = int(getattr(self.source, "dropped_frames", 0))
             summary.reconnects = int(getattr(self.source, "reconnects", 0))
+            summary.peak_rss_mb = peak_rss_mb()
             self._close_sinks()
             restore()
         return summary
@@ -162,29 +171,41 @@ class Runner:
         halt = threading.Event()
         done = object()
 
+        def halted() -> bool:
+            return halt.is_set() or self._stop.is_set()
+
+        def hand_over(item: object) -> bool:
+            """Puts ``item`` unless the loop has stopped listening; False when halted."""
+            while not halted():
+                try:
+                    ready.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
         def work() -> None:
             try:
                 for frame in self.source:
                     began = time.perf_counter()
                     item = (frame, prepare(frame), (time.perf_counter() - began) * 1e3)
-                    while not (halt.is_set() or self._stop.is_set()):
-                        try:
-                            ready.put(item, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if halt.is_set() or self._stop.is_set():
+                    if not hand_over(item):
                         return
             except BaseException as error:  # noqa: BLE001 - handed to the loop and re-raised
-                ready.put(error)
+                hand_over(error)
                 return
-            ready.put(done)
+            hand_over(done)
 
         thread = threading.Thread(target=work, name="ubiq-prefetch", daemon=True)
         thread.start()
         try:
             while True:
-                item = ready.get()
+                try:
+                    item = ready.get(timeout=0.05)
+                except queue.Empty:
+                    if self._stop.is_set() or not thread.is_alive():
+                        return
+                    continue
                 if item is done:
                     return
                 if isinstance(item, BaseException):
@@ -192,7 +213,12 @@ class Runner:
                 yield item
         finally:
             halt.set()
-            thread.join(timeout=2.0)
+            stop_source = getattr(self.source, "stop", None)
+            if stop_source is not None and thread.is_alive():
+                stop_source()  # unblocks a worker waiting on the source
+            thread.join(timeout=5.0)
+            if thread.is_alive():
+                logger.warning("the prefetch thread did not stop within 5 s")
 
     def _loop(self, summary: RunSummary) -> None:
         complete = getattr(self.process, "complete", None)
@@ -200,13 +226,16 @@ class Runner:
             if self._stop.is_set():
                 break
             began = time.perf_counter() - prepare_ms / 1e3
+            if self._first_frame_at is None:
+                self._first_frame_at = began
             if prepared is not None and complete is not None:
                 detections = complete(frame, prepared)
             else:
                 detections = self.process(frame)
             for sink in self.sinks:
                 sink.write(frame, detections)
-            summary.latency_ms.append((time.perf_counter() - began) * 1e3)
+            self._last_frame_done_at = time.perf_counter()
+            summary.latency_ms.append((self._last_frame_done_at - began) * 1e3)
             inference_ms = getattr(self.process, "last_inference_ms", None)
             if inference_ms is not None:
                 summary.inference_ms.append(inference_ms)
@@ -237,6 +266,9 @@ class Runner:
         previous = {}
 
         def handle(signum, _frame) -> None:
+            if self._stop.is_set():
+                # A second signal: do not wait for anything; sinks still close in run().
+                raise KeyboardInterrupt
             logger.warning("received %s; stopping", signal.Signals(signum).name)
             self.stop("signal")
 

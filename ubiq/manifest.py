@@ -168,6 +168,8 @@ class ModelManifest:
             return cls(**data)
         except TypeError as error:
             raise ModelError(f"manifest is incomplete: {error}") from error
+        except ValueError as error:
+            raise ModelError(f"manifest has a value of the wrong type: {error}") from error
 
     def save(self, path: str | Path) -> Path:
         """Writes the manifest as JSON to ``path`` and returns it."""

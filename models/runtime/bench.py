@@ -8,8 +8,6 @@ each model in a fresh process (``ubiq bench A B`` does) to compare them.
 from __future__ import annotations
 
 import platform
-import resource
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,8 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ubiq.errors import ConfigError
-from ubiq.models.runtime.model import DetectionModel
+from ubiq.errors import ConfigError, ModelError
+from ubiq.models.runtime.backend import load_backend
+from ubiq.models.runtime.model import find_manifest, resolve_model_path
+from ubiq.models.runtime.preprocess import prepare_input
+from ubiq.resources import peak_rss_mb
 
 
 @dataclass(frozen=True)
@@ -42,23 +43,6 @@ class BenchResult:
         return asdict(self)
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB.
-
-    On Linux this is ``VmHWM`` from ``/proc/self/status``: ``ru_maxrss`` survives ``exec``
-    and would report the parent's peak for a child started by a large process.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1024.0 if sys.platform != "darwin" else peak / 2**20
-
-
 def sample_image() -> np.ndarray:
     """A real photograph (BGR) to feed the model."""
     from ubiq import __file__ as package_file
@@ -70,6 +54,26 @@ def sample_image() -> np.ndarray:
     return cv2.resize(image, (640, 480))
 
 
+def _bench_inputs(path, runtime) -> dict[str, np.ndarray]:
+    try:
+        manifest = find_manifest(path, runtime)
+    except ModelError:
+        manifest = None
+    if manifest is not None:
+        tensor, _ = prepare_input(sample_image(), manifest.preprocess, manifest.input)
+        return {manifest.input.name: tensor}
+    generator = np.random.default_rng(0)
+    feeds = {}
+    for tensor in runtime.inputs:
+        shape = tuple(1 if axis < 1 else axis for axis in tensor.shape)
+        dtype = np.dtype(tensor.dtype)
+        if np.issubdtype(dtype, np.integer):
+            feeds[tensor.name] = generator.integers(0, 128, shape).astype(dtype)
+        else:
+            feeds[tensor.name] = generator.random(shape).astype(dtype)
+    return feeds
+
+
 def bench_model(
     name_or_path: str,
     *,
@@ -78,25 +82,31 @@ def bench_model(
     threads: int | None = None,
     backend: str | None = None,
 ) -> BenchResult:
-    """Times the backend call of a model.
+    """Times the backend call of a model of any task.
+
+    The input is a real photograph through the model's own preprocessing when its
+    manifest is known, else random values of the input's shape and type.
 
     Raises:
         ConfigError: If ``runs`` or ``warmup`` is out of range.
+        ModelError: If the model is missing, corrupt, or fails to run.
     """
     if runs < 1 or warmup < 0:
         raise ConfigError(f"runs must be >= 1 and warmup >= 0, got runs={runs} warmup={warmup}")
-    model = DetectionModel.load(name_or_path, backend=backend, num_threads=threads)
-    tensor, _ = model.prepare(sample_image())
+    path = resolve_model_path(name_or_path)
+    runtime = load_backend(path, backend, num_threads=threads)
+    feeds = _bench_inputs(path, runtime)
     for _ in range(warmup):
-        model.infer(tensor)
+        runtime.run(feeds)
     times_ms = np.empty(runs)
     for run in range(runs):
         start = time.perf_counter()
-        model.infer(tensor)
+        runtime.run(feeds)
         times_ms[run] = (time.perf_counter() - start) * 1e3
+    tensor = next(iter(feeds.values()))
     return BenchResult(
-        model=str(model.path),
-        backend=model.backend.name,
+        model=str(path),
+        backend=runtime.name,
         input_shape=tuple(tensor.shape),
         threads=threads,
         runs=runs,

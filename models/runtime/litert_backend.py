@@ -114,7 +114,10 @@ class LiteRTBackend:
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Sets the inputs, invokes the interpreter and returns copies of the outputs."""
-        for name, value in feeds.items():
-            self.interpreter.set_tensor(self._input_index[name], value)
-        self.interpreter.invoke()
+        try:
+            for name, value in feeds.items():
+                self.interpreter.set_tensor(self._input_index[name], value)
+            self.interpreter.invoke()
+        except (ValueError, RuntimeError) as error:
+            raise ModelError(f"{self.path.name} failed to run: {error}") from error
         return {name: self.interpreter.get_tensor(index) for name, index in self._output_index}

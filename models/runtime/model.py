@@ -57,9 +57,40 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
         return path
     if path.suffix.lower() in MODEL_SUFFIXES or "/" in text or "\\" in text:
         raise ModelError(f"model file not found: {text}")
-    from ubiq.models.zoo import resolve_model
+    from ubiq.models.zoo import cached_path, get_entry, resolve_model
 
+    entry = get_entry(text)
+    if entry.extra and cached_path(entry.name) is None:
+        return _pull_in_child(entry.name)
     return Path(resolve_model(text))
+
+
+def _pull_in_child(name: str) -> Path:
+    """Pulls a zoo entry that needs a toolchain extra (torch, Ultralytics) in a child
+    process, so the runtime process never imports them.
+
+    Raises:
+        ZooError: With the child's error line when the pull fails.
+    """
+    import subprocess
+    import sys
+
+    from ubiq.errors import ZooError
+    from ubiq.models.zoo import cached_path
+
+    logger.warning("%s is not cached; pulling it with `ubiq models pull %s`", name, name)
+    completed = subprocess.run(
+        [sys.executable, "-m", "ubiq", "models", "pull", name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    path = cached_path(name)
+    if completed.returncode != 0 or path is None:
+        lines = [line for line in completed.stderr.splitlines() if line.strip()]
+        reason = lines[-1].split("error: ", 1)[-1] if lines else f"exit {completed.returncode}"
+        raise ZooError(reason)
+    return path
 
 
 def _manifest_from_input(backend: Backend) -> InputSpec:
@@ -201,6 +232,9 @@ class DetectionModel:
             raise ModelError(f"{path.name} is a {manifest.task!r} model, not a detection model")
         get_decoder(manifest.decoder.name)  # fail early on an unknown decoder name
         model_width, model_height = _input_size(manifest.input)
+        stride = int(manifest.decoder.params.get("stride", 32) or 1)
+        if imgsz is not None and (imgsz <= 0 or imgsz % stride):
+            raise ConfigError(f"--imgsz must be a positive multiple of {stride}, got {imgsz}")
         if imgsz is not None and (model_width, model_height) != (imgsz, imgsz):
             if model_width > 0 and model_height > 0:
                 raise ConfigError(
@@ -219,7 +253,10 @@ class DetectionModel:
             max_detections=max_detections,
         )
         model.class_ids = model.class_ids_for(classes) if classes else None
-        model.warmup()
+        try:
+            model.warmup()
+        except ModelError as error:
+            raise ModelError(f"{error} (input {manifest.input.shape})") from error
         return model
 
     def warmup(self, runs: int = 1) -> None:
@@ -246,6 +283,11 @@ class DetectionModel:
         for item in classes:
             text = str(item).strip()
             if text.isdigit():
+                if self.labels and int(text) >= len(self.labels):
+                    raise ConfigError(
+                        f"--classes: id {text} is out of range; {self.path.name} has "
+                        f"{len(self.labels)} classes (0-{len(self.labels) - 1})"
+                    )
                 ids.append(int(text))
             elif text in self.labels:
                 ids.append(self.labels.index(text))
@@ -277,7 +319,13 @@ class DetectionModel:
             params=dict(self.manifest.decoder.params),
             output_names=tuple(t.name for t in self.backend.outputs),
         )
-        raw = get_decoder(self.manifest.decoder.name)(outputs, options)
+        try:
+            raw = get_decoder(self.manifest.decoder.name)(outputs, options)
+        except (TypeError, ValueError, KeyError, IndexError) as error:
+            raise ModelError(
+                f"decoder {self.manifest.decoder.name!r} cannot decode the outputs of "
+                f"{self.path.name} (params {dict(self.manifest.decoder.params)}): {error}"
+            ) from error
         keypoints = None
         if raw.keypoints is not None and len(raw.keypoints):
             keypoints = transform.points_to_source(raw.keypoints)

@@ -105,6 +105,14 @@ class OnnxRuntimeBackend:
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Runs the session; returns outputs by name."""
-        results = self.session.run(self._output_names, feeds)
+        """Runs the session; returns outputs by name.
+
+        Raises:
+            ModelError: If onnxruntime rejects the inputs or fails inside the graph.
+        """
+        try:
+            results = self.session.run(self._output_names, feeds)
+        except Exception as error:  # noqa: BLE001 - onnxruntime raises many private types
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ModelError(f"{self.path.name} failed to run: {first_line[:300]}") from error
         return dict(zip(self._output_names, results))

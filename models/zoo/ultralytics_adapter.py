@@ -131,6 +131,8 @@ def manifest_from_ultralytics_metadata(
     defaults = (1, 3, height, width)
     shape = [v if isinstance(v, int) and v > 0 else d for v, d in zip(shape, defaults)]
     params: dict[str, Any] = {"num_classes": len(labels)}
+    with contextlib.suppress(ValueError):  # an unreadable stride keeps the default of 32
+        params["stride"] = int(str(metadata.get("stride", 32)))
     args = _literal(metadata, "args") if "args" in metadata else {}
     if str(metadata.get("end2end", "False")) == "True" or (
         isinstance(args, dict) and args.get("nms")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ubiq.errors import ConfigError
+from ubiq.errors import ConfigError, UbiqError
 from ubiq.types import Detections, Frame
 
 
@@ -43,7 +43,10 @@ class JsonlSink:
             "ts": round(seconds, 6),
             "detections": detections.to_records(),
         }
-        self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        try:
+            self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+        except OSError as error:
+            raise UbiqError(f"--jsonl: cannot write {self.path}: {error.strerror}") from error
         self.lines_written += 1
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from ubiq.errors import ConfigError
 from ubiq.pipelines.sinks.annotate import annotate
@@ -19,18 +20,27 @@ _FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv
 class VideoSink:
     """Writes annotated frames to a video file (``.mp4``, ``.avi``, ``.mkv``).
 
-    The writer opens on the first frame (its size sets the video's) and is released on
-    ``close``, so a stopped run leaves a playable file.
+    The writer opens at once when ``frame_size`` is known (so an unwritable path fails
+    before the run), else on the first frame, and is released on ``close``, so a stopped
+    run leaves a playable file. Frames of another size (a folder of mixed images) are
+    letterboxed to the video's size.
 
     Args:
         path: Output file; its suffix picks the codec.
         fps: Frame rate written into the file (default 30).
+        frame_size: ``(width, height)`` of the video, when known in advance.
 
     Raises:
         ConfigError: If the suffix is unsupported or the file cannot be written.
     """
 
-    def __init__(self, path: str | Path, *, fps: float | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        fps: float | None = None,
+        frame_size: tuple[int, int] | None = None,
+    ) -> None:
         self.path = Path(path)
         suffix = self.path.suffix.lower()
         if suffix not in _FOURCC:
@@ -45,18 +55,35 @@ class VideoSink:
         self.fps = fps if fps and fps > 0 else 30.0
         self._fourcc = cv2.VideoWriter_fourcc(*_FOURCC[suffix])
         self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] | None = None
         self.frames_written = 0
+        self.frames_resized = 0
+        if frame_size is not None:
+            self._writer = self._open(*frame_size)
 
     def _open(self, width: int, height: int) -> cv2.VideoWriter:
         writer = cv2.VideoWriter(str(self.path), self._fourcc, self.fps, (width, height))
         if not writer.isOpened():
             raise ConfigError(f"--save: cannot write video {self.path}")
+        self._size = (width, height)
         return writer
 
     def write(self, frame: Frame, detections: Detections) -> None:
         if self._writer is None:
             self._writer = self._open(frame.width, frame.height)
-        self._writer.write(annotate(frame.image, detections))
+        image = annotate(frame.image, detections)
+        if (frame.width, frame.height) != self._size:
+            image = _fit(image, self._size)
+            if self.frames_resized == 0:
+                logger.warning(
+                    "--save: frame %d is %dx%d, the video is %dx%d; letterboxing it",
+                    frame.index,
+                    frame.width,
+                    frame.height,
+                    *self._size,
+                )
+            self.frames_resized += 1
+        self._writer.write(image)
         self.frames_written += 1
 
     def close(self) -> None:
@@ -64,3 +91,17 @@ class VideoSink:
             self._writer.release()
             self._writer = None
             logger.info("wrote %d frames to %s", self.frames_written, self.path)
+
+
+def _fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Letterboxes ``image`` into a black ``size`` (width, height) canvas."""
+    width, height = size
+    scale = min(width / image.shape[1], height / image.shape[0])
+    new_width = max(1, round(image.shape[1] * scale))
+    new_height = max(1, round(image.shape[0] * scale))
+    canvas = np.zeros((height, width, 3), np.uint8)
+    top, left = (height - new_height) // 2, (width - new_width) // 2
+    canvas[top : top + new_height, left : left + new_width] = cv2.resize(
+        image, (new_width, new_height), interpolation=cv2.INTER_AREA
+    )
+    return canvas

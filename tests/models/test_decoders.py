@@ -383,3 +383,21 @@ def test_options_and_raw_detections_validate():
         RawDetections(np.zeros((2, 4)), np.zeros(2), np.zeros(2), np.zeros((2, 3)))
     empty = RawDetections.empty(num_keypoints=6)
     assert len(empty) == 0 and empty.keypoints.shape == (0, 6, 2)
+
+
+def test_yolo_end_to_end_rows_decode_without_nms():
+    rows = np.zeros((1, 300, 6), np.float32)
+    rows[0, 0] = [10, 20, 50, 80, 0.9, 3]
+    rows[0, 1] = [12, 22, 52, 82, 0.8, 3]  # overlapping: an NMS-free model already chose
+    rows[0, 2] = [100, 100, 120, 140, 0.3, 1]
+    rows[0, 3] = [0, 0, 5, 5, 0.1, 2]  # below the threshold
+    options = DecodeOptions(320, 320, confidence_threshold=0.25, params={"end2end": True})
+    raw = get_decoder("yolo")([rows], options)
+    np.testing.assert_allclose(raw.xyxy[0], [10, 20, 50, 80])
+    assert raw.class_id.tolist() == [3, 3, 1]
+    np.testing.assert_allclose(raw.confidence, [0.9, 0.8, 0.3])
+    filtered = get_decoder("yolo")(
+        [rows],
+        DecodeOptions(320, 320, class_ids=np.array([1]), params={"end2end": True}),
+    )
+    assert filtered.class_id.tolist() == [1]

@@ -314,7 +314,10 @@ def test_manifest_from_ultralytics_metadata() -> None:
     assert (pre.width, pre.height, pre.resize, pre.pad_value) == (320, 320, "letterbox", 114)
     assert pre.mean == (0.0, 0.0, 0.0) and pre.std == (255.0, 255.0, 255.0)
     assert pre.channel_order == "rgb"
-    assert manifest.decoder.name == "yolo" and dict(manifest.decoder.params) == {"num_classes": 2}
+    assert manifest.decoder.name == "yolo" and dict(manifest.decoder.params) == {
+        "num_classes": 2,
+        "stride": 32,
+    }
     # A dynamic export: symbolic axes take the batch of 1 and imgsz (height, width).
     dynamic = zoo.manifest_from_ultralytics_metadata(
         {**REALISTIC_METADATA, "imgsz": "[256, 320]", "end2end": "True"},
@@ -381,7 +384,7 @@ def test_export_ultralytics_from_yaml(tmp_path: Path, monkeypatch: pytest.Monkey
     manifest = ModelManifest.load(out / "model.json")
     assert manifest.name == "yolov8n" and len(manifest.labels) == 80
     assert manifest.input.shape == (1, 3, 320, 320)
-    assert manifest.decoder.params == {"num_classes": 80}
+    assert manifest.decoder.params == {"num_classes": 80, "stride": 32}
     assert manifest.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert manifest.source == "ultralytics:yolov8n.yaml"
     with pytest.raises(ValueError, match=r"imgsz must be a positive multiple of 32, got 300"):
@@ -454,22 +457,42 @@ def test_cli_list_pull_and_info(
     assert info["cached"] is True and info["path"] == str(path)
     assert info["manifest"]["sha256"] == _sha(payload)
 
+    # The served payload is not a real model: info on the file opens it, and says so.
     args = _parse("models", "info", str(path))
-    assert args.handler(args) == 0
-    out = capsys.readouterr().out
-    assert f"manifest_from: {manifest_path_for(path)}" in out and '"decoder"' in out
+    with pytest.raises(ModelError, match="not a valid TFLite model"):
+        args.handler(args)
 
 
 def test_cli_info_on_files_without_a_sidecar(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bare = tmp_path / "bare.tflite"
-    bare.write_bytes(b"not really a model")
+    garbage = tmp_path / "garbage.tflite"
+    garbage.write_bytes(b"not really a model")
+    args = _parse("models", "info", str(garbage), "--json")
+    with pytest.raises(ModelError, match="garbage.tflite: not a valid TFLite model"):
+        args.handler(args)
+    args = _parse("models", "info", str(tmp_path / "clip.mp4"))
+    (tmp_path / "clip.mp4").write_bytes(b"x")
+    with pytest.raises(ModelError, match="unknown model format '.mp4'"):
+        args.handler(args)
+
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Flatten", ["images"], ["features"])],
+        "flat",
+        [onnx.helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
+        [onnx.helper.make_tensor_value_info("features", onnx.TensorProto.FLOAT, [1, 192])],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    bare = tmp_path / "bare.onnx"
+    onnx.save(model, str(bare))
     args = _parse("models", "info", str(bare), "--json")
     assert args.handler(args) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["manifest"] is None and info["manifest_from"].startswith("none: no bare.json")
-    assert info["sha256"] == _sha(b"not really a model")
+    assert info["manifest"] is None and "no decoder understands" in info["manifest_from"]
+    assert info["sha256"] == _sha(bare.read_bytes())
+    assert info["outputs"] == [["features", [1, 192], "float32"]]
 
     args = _parse("models", "info", str(tmp_path / "gone.onnx"))
     with pytest.raises(ModelError, match=r"model file not found"):
@@ -492,5 +515,8 @@ def test_cli_info_reads_ultralytics_onnx_metadata(
     assert args.handler(args) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["manifest_from"] == "Ultralytics ONNX metadata"
-    assert info["manifest"]["decoder"] == {"name": "yolo", "params": {"num_classes": 80}}
+    assert info["manifest"]["decoder"] == {
+        "name": "yolo",
+        "params": {"num_classes": 80, "stride": 32},
+    }
     assert info["manifest"]["input"]["shape"] == [1, 3, 320, 320]

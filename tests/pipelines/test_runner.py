@@ -1,5 +1,6 @@
 import json
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -129,3 +130,61 @@ def test_annotate_draws_inside_the_box_only():
     assert image.sum() == 0  # the input is untouched
     assert drawn[60, 40].any() and drawn[40, 60].any()  # edges drawn
     assert not drawn[60, 60].any() and not drawn[95, 5].any()
+
+
+class SlowPreparePipeline:
+    """A pipeline whose ``prepare`` is the slow side (like a 1080p frame)."""
+
+    def __init__(self, prepare_s):
+        self.prepare_s = prepare_s
+        self.completed = []
+
+    def prepare(self, frame):
+        time.sleep(self.prepare_s)
+        return frame.index * 10
+
+    def complete(self, frame, prepared):
+        self.completed.append(prepared)
+        return box_at_index(frame)
+
+    def __call__(self, frame):  # pragma: no cover - the runner uses prepare/complete
+        raise AssertionError("prefetch path expected")
+
+
+def test_prefetch_passes_prepared_work_in_order():
+    pipeline = SlowPreparePipeline(0.0)
+    summary = Runner(ListSource(20), pipeline).run()
+    assert summary.frames == 20
+    assert pipeline.completed == [index * 10 for index in range(20)]
+
+
+def test_stop_while_prefetch_is_preparing_does_not_hang(tmp_path):
+    jsonl_path = tmp_path / "out.jsonl"
+    runner = Runner(ListSource(1000), SlowPreparePipeline(0.05), [JsonlSink(jsonl_path)])
+    timer = threading.Timer(0.3, runner.stop)
+    started = time.monotonic()
+    timer.start()
+    summary = runner.run()
+    timer.join()
+    assert time.monotonic() - started < 3.0
+    assert summary.stopped_by == "signal" and 1 <= summary.frames < 1000
+    assert len(jsonl_path.read_text().splitlines()) == summary.frames
+
+
+def test_max_frames_with_prefetch_stops_promptly():
+    started = time.monotonic()
+    summary = Runner(ListSource(1000), SlowPreparePipeline(0.001), max_frames=5).run()
+    assert summary.frames == 5 and summary.stopped_by == "max-frames"
+    assert time.monotonic() - started < 1.5
+    assert threading.active_count() < 5  # the prefetch thread was joined
+
+
+def test_elapsed_time_starts_at_the_first_frame():
+    class SlowToOpen(ListSource):
+        def __enter__(self):
+            time.sleep(0.5)
+            return super().__enter__()
+
+    summary = Runner(SlowToOpen(3), box_at_index).run()
+    assert summary.frames == 3 and summary.elapsed_s < 0.4
+    assert summary.peak_rss_mb > 10

@@ -63,3 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ubiq {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `ubiq models info x | head`: the reader left; that is not an error.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -56,7 +56,10 @@ def _bench_in_child(args: argparse.Namespace, model: str) -> dict:
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     if completed.returncode != 0:
         lines = completed.stderr.strip().splitlines()
-        raise UbiqError(lines[-1] if lines else f"benchmark of {model} failed")
+        reason = lines[-1].split("error: ", 1)[-1] if lines else f"benchmark of {model} failed"
+        error = UbiqError(reason)
+        error.exit_code = completed.returncode
+        raise error
     return json.loads(completed.stdout)[0]
 
 

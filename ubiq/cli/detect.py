@@ -62,6 +62,31 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(handler=run)
 
 
+def _check_output_paths(args: argparse.Namespace) -> None:
+    """Fails before any work when an output could not be written or would clobber the input.
+
+    Raises:
+        ConfigError: Naming the option and the path.
+    """
+    from pathlib import Path
+
+    from ubiq.errors import ConfigError
+
+    source = Path(args.source).expanduser()
+    for option in ("save", "jsonl", "summary_json"):
+        value = getattr(args, option)
+        if not value:
+            continue
+        path = Path(value).expanduser()
+        flag = "--" + option.replace("_", "-")
+        if source.exists() and path.exists() and path.resolve() == source.resolve():
+            raise ConfigError(f"{flag} {value} is the source itself; choose another file")
+        parent = path.parent if str(path.parent) else Path(".")
+        existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
+        if existing is None or not existing.is_dir():
+            raise ConfigError(f"{flag}: cannot create {value}: {existing} is not a folder")
+
+
 def run(args: argparse.Namespace) -> int:
     import cv2
 
@@ -77,7 +102,12 @@ def run(args: argparse.Namespace) -> int:
     cv2.setNumThreads(1)
     if args.vid_stride < 1:
         raise ConfigError(f"--vid-stride must be >= 1, got {args.vid_stride}")
-    classes = [c for c in args.classes.split(",") if c.strip()] if args.classes else None
+    classes = None
+    if args.classes is not None:
+        classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+        if not classes:
+            raise ConfigError(f"--classes must name at least one class, got {args.classes!r}")
+    _check_output_paths(args)
     model = DetectionModel.load(
         args.model,
         backend=args.backend,
@@ -89,28 +119,43 @@ def run(args: argparse.Namespace) -> int:
     )
     source = open_source(args.source, vid_stride=args.vid_stride)
     sinks = []
+    # Open the source before any output file: a camera or URL that fails must not
+    # truncate a JSONL or video that is already there.
+    source.open()
     try:
         if args.jsonl:
-            sinks.append(JsonlSink(args.jsonl, relative_time=source.is_live))
+            sinks.append(JsonlSink(args.jsonl, relative_time=True))
         if args.save:
-            sinks.append(VideoSink(args.save, fps=(source.fps or 30.0) / args.vid_stride))
+            sinks.append(
+                VideoSink(
+                    args.save,
+                    fps=(source.fps or 30.0) / args.vid_stride,
+                    frame_size=source.frame_size,
+                )
+            )
         if args.show:
-            sinks.append(WindowSink(f"ubiq detect: {args.source}"))
+            sinks.append(WindowSink(f"ubiq detect: {source.source_id}"))
     except ConfigError:
         for sink in sinks:
             sink.close()
+        source.close()
         raise
     summary = Runner(source, DetectPipeline(model), sinks, max_frames=args.max_frames).run()
     outputs = [p for p in (args.save, args.jsonl) if p]
     print(
-        f"ubiq detect: {model.manifest.name} ({model.backend.name}) on {args.source}: "
+        f"ubiq detect: {model.manifest.name} ({model.backend.name}) on {source.source_id}: "
         f"{summary.line()}" + (f"; wrote {', '.join(outputs)}" if outputs else ""),
         file=sys.stderr,
     )
     if args.summary_json:
-        data = summary.to_dict() | {"model": str(model.path), "source": args.source}
-        with open(args.summary_json, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
+        data = summary.to_dict() | {"model": str(model.path), "source": source.source_id}
+        try:
+            with open(args.summary_json, "w", encoding="utf-8") as handle:
+                json.dump(data, handle, indent=2)
+        except OSError as error:
+            raise ConfigError(
+                f"--summary-json: cannot write {args.summary_json}: {error.strerror}"
+            ) from error
     if summary.frames == 0 and summary.stopped_by == "end":
         print("ubiq detect: error: the source gave no frames", file=sys.stderr)
         return 3

@@ -104,30 +104,38 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def _path_info(path: Path) -> dict[str, Any]:
-    from ubiq.models.zoo.ultralytics_adapter import (
-        file_sha256,
-        manifest_from_ultralytics_metadata,
-        read_onnx_metadata,
-    )
+    """Opens the file with its runtime (so a corrupt file is an error) and finds its manifest
+    the way ``ubiq detect`` does."""
+    from ubiq.errors import ModelError
+    from ubiq.models.runtime.backend import load_backend
+    from ubiq.models.runtime.model import find_manifest
+    from ubiq.models.zoo.ultralytics_adapter import file_sha256
 
+    runtime = load_backend(path)
+    info: dict[str, Any] = {
+        "path": str(path),
+        "size_bytes": path.stat().st_size,
+        "sha256": file_sha256(path),
+        "backend": runtime.name,
+        "inputs": [[t.name, list(t.shape), t.dtype] for t in runtime.inputs],
+        "outputs": [[t.name, list(t.shape), t.dtype] for t in runtime.outputs],
+    }
     sidecar = manifest_path_for(path)
-    info: dict[str, Any] = {"path": str(path), "size_bytes": path.stat().st_size}
+    try:
+        manifest = find_manifest(path, runtime)
+    except ModelError as error:
+        info["manifest"] = None
+        info["manifest_from"] = f"none: {error}"
+        return info
     if sidecar.is_file():
         info["manifest_from"] = str(sidecar)
-        info["manifest"] = ModelManifest.load(sidecar).to_dict()
-        return info
-    if path.suffix.lower() == ".onnx":
-        metadata, input_name, input_shape = read_onnx_metadata(path)
-        if "names" in metadata:
-            manifest = manifest_from_ultralytics_metadata(
-                metadata, input_name, input_shape, name=path.stem, sha256=file_sha256(path)
-            )
-            info["manifest_from"] = "Ultralytics ONNX metadata"
-            info["manifest"] = manifest.to_dict()
-            return info
-    info["sha256"] = file_sha256(path)
-    info["manifest"] = None
-    info["manifest_from"] = f"none: no {sidecar.name} beside it and no Ultralytics ONNX metadata"
+    elif "names" in runtime.metadata:
+        info["manifest_from"] = "Ultralytics ONNX metadata"
+    elif "ubiq.manifest" in runtime.metadata:
+        info["manifest_from"] = "ubiq.manifest ONNX metadata"
+    else:
+        info["manifest_from"] = "guessed from the output shapes"
+    info["manifest"] = manifest.to_dict()
     return info
 
 

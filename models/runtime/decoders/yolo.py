@@ -66,6 +66,31 @@ def _channels_first(
     return (prediction if channels_first else prediction.T), num_classes
 
 
+def _decode_end_to_end(prediction: np.ndarray, options: DecodeOptions) -> RawDetections:
+    """Decodes an NMS-free export: ``(1, N, 6)`` rows of ``x1, y1, x2, y2, score, class``.
+
+    Raises:
+        ModelError: If the rows do not have at least 6 values.
+    """
+    rows = prediction.reshape(-1, prediction.shape[-1])
+    if rows.shape[1] < 6:
+        raise ModelError(
+            f"end-to-end yolo output must have rows of x1, y1, x2, y2, score, class; "
+            f"got shape {prediction.shape}"
+        )
+    keep = rows[:, 4] > options.confidence_threshold
+    if options.class_ids is not None:
+        keep &= np.isin(rows[:, 5].astype(np.int64), options.class_ids)
+    rows = rows[keep]
+    rows = rows[np.argsort(-rows[:, 4], kind="stable")[: options.max_detections]]
+    return RawDetections(
+        xyxy=rows[:, :4].astype(np.float32),
+        confidence=rows[:, 4].astype(np.float32),
+        class_id=rows[:, 5].astype(np.int64),
+        keypoints=None,
+    )
+
+
 def decode_yolo(outputs: Sequence[np.ndarray], options: DecodeOptions) -> RawDetections:
     """Decodes an Ultralytics detection (or pose) export.
 
@@ -85,6 +110,8 @@ def decode_yolo(outputs: Sequence[np.ndarray], options: DecodeOptions) -> RawDet
         ModelError: If no output has a usable shape.
     """
     params = options.params
+    if params.get("end2end"):
+        return _decode_end_to_end(_prediction(outputs), options)
     num_classes = params.get("num_classes")
     num_keypoints = int(params.get("num_keypoints", 0))
     keypoint_dims = int(params.get("keypoint_dims", 3))
