@@ -31,15 +31,20 @@ BIN = Path(sys.executable).parent
 
 
 def run_child(command: list[str], cwd: Path) -> tuple[float, float, str]:
-    """Runs a command; returns (wall seconds, peak RSS MiB, stderr)."""
-    start = time.perf_counter()
-    process = subprocess.Popen(
-        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    _, status, usage = os.wait4(process.pid, 0)
-    wall_s = time.perf_counter() - start
-    stdout, stderr = process.stdout.read(), process.stderr.read()
-    process.returncode = os.waitstatus_to_exitcode(status)
+    """Runs a command; returns (wall seconds, peak RSS MiB, stdout + stderr).
+
+    Output goes to temporary files, not pipes, so a chatty child cannot block on a full
+    pipe while this process waits for it in ``os.wait4``.
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall_s = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if process.returncode != 0:
         sys.exit(f"command failed ({process.returncode}): {' '.join(command)}\n{stderr[-2000:]}")
     return wall_s, usage.ru_maxrss / 1024.0, stdout + stderr

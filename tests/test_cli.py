@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -243,3 +244,163 @@ def test_bench_reports_latency_and_memory(blazeface_path):
     assert report["backend"] == "litert" and report["input_shape"] == [1, 128, 128, 3]
     assert 0 < report["latency_p50_ms"] <= report["latency_p90_ms"]
     assert 0 < report["peak_rss_mb"] < 1000
+
+
+def test_zoo_model_needing_the_yolo_extra_never_loads_torch_in_detect(tmp_path):
+    # Offline the pull fails; it must fail in a child, leaving this process torch-free.
+    code = (
+        "import sys; from ubiq.cli import main\n"
+        "code = main(['detect', '--model', 'yolov8n', '--max-frames', '1'])\n"
+        "heavy = [m for m in ('torch', 'ultralytics') if m in sys.modules]\n"
+        "print('exit', code, 'heavy', heavy)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "UBIQ_HOME": str(tmp_path / "empty")},
+        timeout=300,
+    )
+    assert "heavy []" in result.stdout, result.stderr
+    assert "exit 0" not in result.stdout
+    assert "yolov8n" in result.stderr
+
+
+def test_detect_peak_rss_stays_under_300_mb(yolo_onnx, tmp_path):
+    summary = tmp_path / "summary.json"
+    result = run_ubiq(
+        "detect", "--source", "demo", "--model", str(yolo_onnx), "--summary-json", str(summary)
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(summary.read_text())
+    assert data["frames"] == 150
+    assert 30 < data["peak_rss_mb"] < 300
+
+
+def test_image_folder_mixed_sizes_stride_and_relative_time(blazeface_path, tmp_path):
+    from ubiq.models.runtime.bench import sample_image
+
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    photo = sample_image()
+    for index, size in enumerate([(640, 480), (320, 320), (800, 450), (640, 480)]):
+        cv2.imwrite(str(folder / f"img{index}.jpg"), cv2.resize(photo, size))
+    jsonl, video = tmp_path / "out.jsonl", tmp_path / "out.mp4"
+    result = run_ubiq(
+        "detect",
+        "--source",
+        str(folder),
+        "--model",
+        str(blazeface_path),
+        "--jsonl",
+        str(jsonl),
+        "--save",
+        str(video),
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [r["frame"] for r in records] == [0, 1, 2, 3]
+    assert records[0]["ts"] == 0.0 and all(0 <= r["ts"] < 60 for r in records)
+    capture = cv2.VideoCapture(str(video))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 4  # none dropped for its size
+    capture.release()
+    strided = run_ubiq(
+        "detect",
+        "--source",
+        str(folder),
+        "--model",
+        str(blazeface_path),
+        "--vid-stride",
+        "2",
+        "--jsonl",
+        str(jsonl),
+    )
+    assert strided.returncode == 0, strided.stderr
+    assert [json.loads(line)["frame"] for line in jsonl.read_text().splitlines()] == [0, 1]
+
+
+def test_failed_source_keeps_existing_outputs(blazeface_path, tmp_path):
+    jsonl = tmp_path / "keep.jsonl"
+    jsonl.write_text('{"frame": 0}\n')
+    line = one_error_line(
+        run_ubiq("detect", "--model", str(blazeface_path), "--source", "97", "--jsonl", str(jsonl))
+    )
+    assert "camera 97" in line
+    assert jsonl.read_text() == '{"frame": 0}\n'
+
+
+def test_remote_video_file_is_read_to_its_end(blazeface_path, tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    from ubiq.models.runtime.bench import sample_image
+
+    # MJPG in AVI streams without seeking (Python's http.server has no Range support).
+    writer = cv2.VideoWriter(
+        str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 30, (320, 240)
+    )
+    photo = cv2.resize(sample_image(), (320, 240))
+    for index in range(40):
+        writer.write(np.roll(photo, index * 3, axis=1))
+    writer.release()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        jsonl = tmp_path / "remote.jsonl"
+        result = run_ubiq(
+            "detect",
+            "--model",
+            str(blazeface_path),
+            "--jsonl",
+            str(jsonl),
+            "--source",
+            f"http://127.0.0.1:{server.server_address[1]}/clip.avi",
+            timeout=60,
+        )
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    frames = [json.loads(line)["frame"] for line in jsonl.read_text().splitlines()]
+    assert frames == list(range(40))
+    assert "0 reconnects" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--classes", ","], "--classes must name at least one class"),
+        (["--classes", "5"], "id 5 is out of range"),
+        (["--summary-json", "/proc/version/s.json"], "--summary-json: cannot create"),
+    ],
+)
+def test_more_bad_options(blazeface_path, args, expected):
+    line = one_error_line(run_ubiq("detect", "--model", str(blazeface_path), *args))
+    assert expected in line
+
+
+def test_imgsz_must_suit_the_model(yolo_onnx):
+    line = one_error_line(run_ubiq("detect", "--model", str(yolo_onnx), "--imgsz", "333"))
+    assert "--imgsz must be a positive multiple of 32, got 333" in line
+
+
+def test_bench_times_a_model_without_a_decoder(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 16, 16])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "relu.onnx"
+    onnx.save(model, str(path))
+    result = run_ubiq("bench", str(path), "--runs", "5", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)[0]["input_shape"] == [1, 3, 16, 16]

@@ -36,6 +36,9 @@ from .video import (
     redact_url,
 )
 
+# Suffixes of http(s) URLs read as remote files (every frame, ending at the end), not streams.
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".ts", ".mpg", ".mpeg")
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "CaptureFactory",
@@ -116,6 +119,11 @@ def open_source(
                 f"unsupported stream scheme in {redact_url(spec)!r}; "
                 f"expected one of {', '.join(STREAM_SCHEMES)}"
             )
+        url_path = spec.split("?", 1)[0].lower()
+        if scheme.group(1).lower() in ("http", "https") and url_path.endswith(VIDEO_EXTENSIONS):
+            remote = VideoFileSource(spec, vid_stride=vid_stride, source_id=redact_url(spec))
+            remote.timeout_ms = round(max(open_timeout_s, read_timeout_s) * 1000)
+            return remote
         return StreamSource(
             spec,
             open_timeout_s=open_timeout_s,
@@ -133,11 +141,11 @@ def open_source(
     except OSError as error:
         raise SourceError(f"cannot open source {spec[:200]!r}: {error.strerror}") from error
     if path.is_dir():
-        return ImageSource(list_images(path), source_id=spec)
+        return ImageSource(list_images(path)[::vid_stride], source_id=spec)
     if path.is_file():
         if is_image_path(path):
             return ImageSource([path], source_id=spec)
         return VideoFileSource(path, vid_stride=vid_stride, source_id=spec)
     if any(character in spec for character in GLOB_CHARACTERS):
-        return ImageSource(glob_images(spec), source_id=spec)
+        return ImageSource(glob_images(spec)[::vid_stride], source_id=spec)
     raise SourceError(f"source file not found: {spec}")

@@ -21,6 +21,7 @@ import numpy as np
 
 import ubiq.errors
 from ubiq.errors import ConfigError, SourceError
+from ubiq.paths import ubiq_home
 
 from .base import check_positive
 from .video import VideoFileSource
@@ -41,11 +42,6 @@ DEMO_SIZE = (640, 480)
 DEMO_FPS = 30.0
 DEMO_SEED = 7
 _CLIP_FORMAT_VERSION = 1
-
-
-def ubiq_home() -> Path:
-    """Returns ``$UBIQ_HOME``, or ``~/.cache/ubiq`` when it is unset or empty."""
-    return Path(os.environ.get("UBIQ_HOME") or "~/.cache/ubiq").expanduser()
 
 
 def _smooth_unit(times: np.ndarray, rng: np.random.Generator, cycles: float) -> np.ndarray:

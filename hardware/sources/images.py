@@ -70,10 +70,14 @@ def glob_images(pattern: str) -> list[Path]:
     return sorted(paths, key=_natural_key)
 
 
-def _read_image(path: Path) -> np.ndarray | None:
+def _read_image(path: Path, *, warn: bool = True) -> np.ndarray | None:
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        logger.warning("skipping %s: cannot decode it as an image", path)
+        logger.log(
+            logging.WARNING if warn else logging.DEBUG,
+            "skipping %s: cannot decode it as an image",
+            path,
+        )
     return image
 
 
@@ -109,11 +113,17 @@ class ImageSource(PrefetchingSource):
         self._first: tuple[int, np.ndarray] | None = None
 
     def _open(self) -> None:
+        skipped = []
         for position, path in enumerate(self.paths):
             if not path.is_file():
                 raise SourceError(f"source file not found: {path}")
-            image = _read_image(path)
-            if image is not None:
+            # Quiet until one image decodes: if none does, the error alone says it.
+            image = _read_image(path, warn=False)
+            if image is None:
+                skipped.append(path)
+            else:
+                for bad in skipped:
+                    logger.warning("skipping %s: cannot decode it as an image", bad)
                 self._first = (position, image)
                 self._frame_size = (int(image.shape[1]), int(image.shape[0]))
                 logger.info("opened %d image(s) from %s", len(self.paths), self.source_id)

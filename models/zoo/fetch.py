@@ -25,6 +25,7 @@ from typing import BinaryIO
 
 from ubiq.errors import ConfigError, ModelError, ZooError
 from ubiq.manifest import ModelManifest, manifest_path_for
+from ubiq.paths import ubiq_home
 
 from .catalog import ZooEntry, ZooSource, get_entry, list_entries
 from .ultralytics_adapter import YOLO_INSTALL_HINT, file_sha256
@@ -43,17 +44,6 @@ _CHUNK_BYTES = 1 << 16
 
 class _SourceFailed(Exception):
     """One source could not deliver the model; the message is the short reason."""
-
-
-def ubiq_home() -> Path:
-    """Returns ubiq's cache root: ``$UBIQ_HOME``, else ``$XDG_CACHE_HOME/ubiq``, else
-    ``~/.cache/ubiq``. The environment is read on every call."""
-    home = os.environ.get("UBIQ_HOME")
-    if home:
-        return Path(home).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "ubiq"
 
 
 def cache_dir() -> Path:

@@ -88,6 +88,8 @@ def _check_output_paths(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     import cv2
 
     from ubiq.errors import ConfigError
@@ -150,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
     if args.summary_json:
         data = summary.to_dict() | {"model": str(model.path), "source": source.source_id}
         try:
+            Path(args.summary_json).expanduser().parent.mkdir(parents=True, exist_ok=True)
             with open(args.summary_json, "w", encoding="utf-8") as handle:
                 json.dump(data, handle, indent=2)
         except OSError as error:

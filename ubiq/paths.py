@@ -1,0 +1,17 @@
+"""Where ubiq keeps files: one cache root for models, demo clips and engine caches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def ubiq_home() -> Path:
+    """Returns ubiq's cache root: ``$UBIQ_HOME``, else ``$XDG_CACHE_HOME/ubiq``, else
+    ``~/.cache/ubiq``. The environment is read on every call, never at import."""
+    home = os.environ.get("UBIQ_HOME")
+    if home:
+        return Path(home).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "ubiq"
