@@ -22,3 +22,21 @@ def run_ubiq(
         env={**os.environ, **(env or {})},
         check=False,
     )
+
+
+def one_op_onnx(path: Path, op: str, input_shape: list[int], output_shape: list[int]) -> Path:
+    """Writes a one-node float ONNX model (input ``images``, output ``features``)."""
+    import pytest
+
+    onnx = pytest.importorskip("onnx")
+    helper, float_type = onnx.helper, onnx.TensorProto.FLOAT
+    graph = helper.make_graph(
+        [helper.make_node(op, ["images"], ["features"])],
+        path.stem,
+        [helper.make_tensor_value_info("images", float_type, input_shape)],
+        [helper.make_tensor_value_info("features", float_type, output_shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

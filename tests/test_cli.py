@@ -12,7 +12,7 @@ import time
 import cv2
 import numpy as np
 import pytest
-from support import run_ubiq
+from support import one_op_onnx, run_ubiq
 
 from ubiq.types import iou_matrix
 
@@ -178,19 +178,7 @@ def test_truncated_model_file(blazeface_path, tmp_path):
 
 
 def test_model_whose_outputs_no_decoder_understands(tmp_path):
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Flatten", ["images"], ["features"])],
-        "flat",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 8, 8])],
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 192])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    path = tmp_path / "flat.onnx"
-    onnx.save(model, str(path))
+    path = one_op_onnx(tmp_path / "flat.onnx", "Flatten", [1, 3, 8, 8], [1, 192])
     line = one_error_line(run_ubiq("detect", "--model", str(path)))
     assert "no decoder understands the outputs of flat.onnx" in line
 
@@ -388,19 +376,7 @@ def test_imgsz_must_suit_the_model(yolo_onnx):
 
 
 def test_bench_times_a_model_without_a_decoder(tmp_path):
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])],
-        "relu",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 16, 16])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    path = tmp_path / "relu.onnx"
-    onnx.save(model, str(path))
+    path = one_op_onnx(tmp_path / "relu.onnx", "Relu", [1, 3, 16, 16], [1, 3, 16, 16])
     result = run_ubiq("bench", str(path), "--runs", "5", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)[0]["input_shape"] == [1, 3, 16, 16]

@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from support import one_op_onnx
 
 from ubiq.cli import models as models_cli
 from ubiq.errors import ModelError, ZooError
@@ -476,17 +477,7 @@ def test_cli_info_on_files_without_a_sidecar(
     with pytest.raises(ModelError, match="unknown model format '.mp4'"):
         args.handler(args)
 
-    onnx = pytest.importorskip("onnx")
-    graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("Flatten", ["images"], ["features"])],
-        "flat",
-        [onnx.helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, [1, 3, 8, 8])],
-        [onnx.helper.make_tensor_value_info("features", onnx.TensorProto.FLOAT, [1, 192])],
-    )
-    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    bare = tmp_path / "bare.onnx"
-    onnx.save(model, str(bare))
+    bare = one_op_onnx(tmp_path / "bare.onnx", "Flatten", [1, 3, 8, 8], [1, 192])
     args = _parse("models", "info", str(bare), "--json")
     assert args.handler(args) == 0
     info = json.loads(capsys.readouterr().out)
@@ -511,6 +502,7 @@ def test_cli_info_reads_ultralytics_onnx_metadata(
 ) -> None:
     path = zoo.export_ultralytics("yolov8n.yaml", tmp_path / "export", imgsz=320)
     manifest_path_for(path).unlink()
+    capsys.readouterr()  # drop what Ultralytics printed on its first import
     args = _parse("models", "info", str(path), "--json")
     assert args.handler(args) == 0
     info = json.loads(capsys.readouterr().out)
