@@ -14,12 +14,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ubiq.errors import ConfigError, UbiqError
 from ubiq.resources import peak_rss_mb
-from ubiq.types import Detections, Frame
+from ubiq.types import Detections, Event, Frame
+
+if TYPE_CHECKING:
+    from ubiq.hardware.health import HealthMonitor
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +44,9 @@ class RunSummary:
         reconnects: Times a live source reopened.
         stopped_by: ``"end"``, ``"max-frames"``, ``"signal"`` or ``"window"``.
         peak_rss_mb: Peak resident memory of the process.
+        max_temperature_c: Hottest temperature seen by the health monitor (``None``: no
+            monitor, or no readable sensor).
+        throttle_events: Times throttling started (``None``: no monitor).
     """
 
     frames: int = 0
@@ -52,6 +59,8 @@ class RunSummary:
     reconnects: int = 0
     stopped_by: str = "end"
     peak_rss_mb: float = 0.0
+    max_temperature_c: float | None = None
+    throttle_events: int | None = None
 
     @property
     def fps(self) -> float:
@@ -61,8 +70,8 @@ class RunSummary:
         return float(np.percentile(values, q)) if len(values) else 0.0
 
     def to_dict(self) -> dict:
-        """Returns the summary as JSON-safe numbers."""
-        return {
+        """Returns the summary as JSON-safe numbers (health fields only when known)."""
+        data = {
             "frames": self.frames,
             "elapsed_s": round(self.elapsed_s, 3),
             "fps": round(self.fps, 2),
@@ -77,11 +86,16 @@ class RunSummary:
             "stopped_by": self.stopped_by,
             "peak_rss_mb": round(self.peak_rss_mb, 1),
         }
+        if self.max_temperature_c is not None:
+            data["max_temperature_c"] = round(self.max_temperature_c, 1)
+        if self.throttle_events is not None:
+            data["throttle_events"] = self.throttle_events
+        return data
 
     def line(self) -> str:
         """One human line for stderr."""
         data = self.to_dict()
-        return (
+        text = (
             f"{data['frames']} frames in {data['elapsed_s']:.2f} s ({data['fps']:.1f} FPS), "
             f"latency p50 {data['latency_p50_ms']:.1f} ms p90 {data['latency_p90_ms']:.1f} ms "
             f"(inference p50 {data['inference_p50_ms']:.1f} ms), "
@@ -89,6 +103,11 @@ class RunSummary:
             f"{data['dropped_frames']} dropped, {data['reconnects']} reconnects, "
             f"peak RSS {data['peak_rss_mb']:.0f} MB, stopped by {data['stopped_by']}"
         )
+        if "max_temperature_c" in data:
+            text += f", max {data['max_temperature_c']:.1f} C"
+        if "throttle_events" in data:
+            text += f", {data['throttle_events']} throttle events"
+        return text
 
 
 class Runner:
@@ -100,6 +119,9 @@ class Runner:
         sinks: Objects with ``write(frame, detections)`` and ``close()``.
         max_frames: Stop after this many frames (``None``: until the source ends).
         on_frame: Optional callback after each frame (for progress displays).
+        health: Optional ``HealthMonitor``; sampled at most every ``health.interval_s``
+            (only a clock check per frame), its events logged at WARNING.
+        on_event: Optional callback for health events (e.g. to write them to a sink).
     """
 
     def __init__(
@@ -110,6 +132,8 @@ class Runner:
         *,
         max_frames: int | None = None,
         on_frame: Callable[[Frame, Detections], None] | None = None,
+        health: HealthMonitor | None = None,
+        on_event: Callable[[Event], None] | None = None,
     ) -> None:
         if max_frames is not None and max_frames < 1:
             raise ConfigError(f"--max-frames must be >= 1, got {max_frames}")
@@ -118,6 +142,9 @@ class Runner:
         self.sinks = list(sinks)
         self.max_frames = max_frames
         self.on_frame = on_frame
+        self.health = health
+        self.on_event = on_event
+        self._next_health_at = 0.0
         self._stop = threading.Event()
         self._stop_reason = "signal"
         self._first_frame_at: float | None = None
@@ -140,6 +167,7 @@ class Runner:
         summary = RunSummary()
         restore = self._install_signal_handlers()
         self._first_frame_at = self._last_frame_done_at = None
+        self._next_health_at = 0.0
         try:
             with self.source:
                 self._loop(summary)
@@ -151,6 +179,9 @@ class Runner:
             summary.dropped_frames = int(getattr(self.source, "dropped_frames", 0))
             summary.reconnects = int(getattr(self.source, "reconnects", 0))
             summary.peak_rss_mb = peak_rss_mb()
+            if self.health is not None:
+                summary.max_temperature_c = self.health.max_temperature_c
+                summary.throttle_events = self.health.throttle_events
             self._close_sinks()
             restore()
         return summary
@@ -244,6 +275,8 @@ class Runner:
             summary.frames_with_detections += bool(len(detections))
             if self.on_frame is not None:
                 self.on_frame(frame, detections)
+            if self.health is not None and self._last_frame_done_at >= self._next_health_at:
+                self._sample_health(self._last_frame_done_at)
             if any(getattr(sink, "stop_requested", False) for sink in self.sinks):
                 summary.stopped_by = "window"
                 break
@@ -252,6 +285,19 @@ class Runner:
                 break
         if self._stop.is_set():
             summary.stopped_by = self._stop_reason
+
+    def _sample_health(self, now: float) -> None:
+        """Samples the health monitor; a failing sensor read is logged, never fatal."""
+        self._next_health_at = now + self.health.interval_s
+        try:
+            _health, events = self.health.sample()
+        except (OSError, ValueError) as error:
+            logger.warning("health sample failed: %s", error)
+            return
+        for event in events:
+            logger.warning("%s: %s", event.kind, dict(event.payload))
+            if self.on_event is not None:
+                self.on_event(event)
 
     def _close_sinks(self) -> None:
         for sink in self.sinks:

@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
 fi
-stamp=".venv/.ubiq-${profile}-$(cat pyproject.toml scripts/setup-venv.sh | sha256sum | cut -c1-16)"
+stamp=".venv/.ubiq-${profile}-$(cat pyproject.toml scripts/*.sh | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then
   exit 0
 fi
@@ -21,7 +21,10 @@ case "$profile" in
     "${pip[@]}" -e .
     ;;
   dev)
+    bash scripts/install-system-deps.sh
     "${pip[@]}" -e ".[dev]"
+    # PyGObject for the GStreamer sources; newer releases need a newer GLib than Debian 12.
+    "${pip[@]}" "pygobject<3.51"
     # torch and ultralytics are toolchain-only (never imported by `ubiq detect`); the tests
     # use them to export real YOLO models offline. torch 2.14.1 is served from local disk.
     "${pip[@]}" "torch==2.14.1" "torchvision==0.29.1"

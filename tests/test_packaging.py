@@ -20,6 +20,7 @@ PACKAGES = [
     "ubiq.pipelines.sinks",
     "ubiq.hardware",
     "ubiq.hardware.sources",
+    "ubiq.hardware.fakes",
     "ubiq.apps",
 ]
 

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from ubiq.errors import ConfigError, ModelError
+from ubiq.hardware.accelerators import DeviceSpec
 from ubiq.models.runtime.backend import load_backend
 from ubiq.models.runtime.model import find_manifest, resolve_model_path
 from ubiq.models.runtime.preprocess import prepare_input
@@ -28,6 +29,7 @@ class BenchResult:
 
     model: str
     backend: str
+    device: str
     input_shape: tuple[int, ...]
     threads: int | None
     runs: int
@@ -81,20 +83,23 @@ def bench_model(
     warmup: int = 20,
     threads: int | None = None,
     backend: str | None = None,
+    device: str | DeviceSpec = "auto",
 ) -> BenchResult:
     """Times the backend call of a model of any task.
 
     The input is a real photograph through the model's own preprocessing when its
-    manifest is known, else random values of the input's shape and type.
+    manifest is known, else random values of the input's shape and type. ``device`` is as
+    for :func:`~ubiq.models.runtime.backend.load_backend`.
 
     Raises:
-        ConfigError: If ``runs`` or ``warmup`` is out of range.
+        ConfigError: If ``runs``, ``warmup`` or ``device`` is out of range.
         ModelError: If the model is missing, corrupt, or fails to run.
+        BackendUnavailable: If the backend or the device is missing.
     """
     if runs < 1 or warmup < 0:
         raise ConfigError(f"runs must be >= 1 and warmup >= 0, got runs={runs} warmup={warmup}")
     path = resolve_model_path(name_or_path)
-    runtime = load_backend(path, backend, num_threads=threads)
+    runtime = load_backend(path, backend, num_threads=threads, device=device)
     feeds = _bench_inputs(path, runtime)
     for _ in range(warmup):
         runtime.run(feeds)
@@ -107,6 +112,7 @@ def bench_model(
     return BenchResult(
         model=str(path),
         backend=runtime.name,
+        device=str(getattr(runtime, "device", "cpu")),
         input_shape=tuple(tensor.shape),
         threads=threads,
         runs=runs,

@@ -6,13 +6,20 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ubiq.errors import BackendUnavailable, ModelError
+from ubiq.errors import BackendUnavailable, ConfigError, ModelError
+from ubiq.hardware.accelerators import (
+    DeviceSpec,
+    check_edgetpu_model,
+    load_edgetpu_delegate,
+    ops_left_on_cpu,
+    parse_device,
+)
 from ubiq.models.runtime.backend import TensorInfo
 
 logger = logging.getLogger(__name__)
@@ -59,11 +66,29 @@ def native_stderr_captured(lines: list[str]) -> Iterator[None]:
 
 
 class LiteRTBackend:
-    """Runs a ``.tflite`` file with the LiteRT interpreter on the CPU.
+    """Runs a ``.tflite`` file with the LiteRT interpreter on the CPU or a Coral Edge TPU.
+
+    Args:
+        path: The model file.
+        num_threads: Interpreter threads (``None``: the runtime's default).
+        experimental_delegates: Delegates to hand the interpreter as they are.
+        device: ``"auto"``, ``"cpu"``, ``"coral[:usb|usb:N|pci|pci:N]"`` or a
+            :class:`~ubiq.hardware.accelerators.DeviceSpec`. ``auto`` uses an Edge TPU for
+            ``_edgetpu.tflite`` files when one answers, else the CPU.
+        delegate_loader: ``load_delegate(library, options)``; ``None`` uses the runtime's.
+
+    Attributes:
+        device: ``"coral"`` or ``"cpu"``.
+        device_reason: One line on why ``auto`` chose it (empty for an explicit device).
+        ops_on_cpu: ``(ops left on the CPU, all ops)`` with an Edge TPU, ``None`` when
+            unknown.
 
     Raises:
-        BackendUnavailable: If no LiteRT runtime is installed.
-        ModelError: If the file is corrupt, truncated or not a TFLite flatbuffer.
+        BackendUnavailable: If no LiteRT runtime is installed, or ``coral`` was asked for and
+            libedgetpu or the Edge TPU is missing.
+        ConfigError: If ``device`` is an onnxruntime device.
+        ModelError: If the file is corrupt, truncated or not a TFLite flatbuffer, or ``coral``
+            was asked for a model that is not int8 / Edge TPU compiled.
     """
 
     name = "litert"
@@ -74,23 +99,52 @@ class LiteRTBackend:
         *,
         num_threads: int | None = None,
         experimental_delegates: list | None = None,
+        device: str | DeviceSpec = "cpu",
+        delegate_loader: Callable[..., Any] | None = None,
     ) -> None:
         interpreter_class = import_interpreter()
         self.path = Path(path)
+        spec = parse_device(device)
+        if spec.kind not in ("auto", "cpu", "coral"):
+            raise ConfigError(
+                f"--device {spec} runs ONNX models on onnxruntime, but {self.path.name} is a "
+                "TFLite model: use --device cpu or coral, or an .onnx model"
+            )
+        self.device = "cpu"
+        self.device_reason = ""
+        self.fallback_reason: str | None = None
+        self.ops_on_cpu: tuple[int, int] | None = None
+        delegates = list(experimental_delegates or [])
+        edgetpu_file = self.path.name.lower().endswith("_edgetpu.tflite")
+        if spec.kind == "coral" or (spec.kind == "auto" and edgetpu_file):
+            delegate = self._edgetpu_delegate(interpreter_class, spec, delegate_loader)
+            if delegate is not None:
+                delegates.append(delegate)
+                self.device = "coral"
+        elif spec.kind == "auto":
+            self.device_reason = (
+                "device auto: cpu (a TFLite model; the Edge TPU runs _edgetpu.tflite files)"
+            )
+            logger.info("%s", self.device_reason)
         native_lines: list[str] = []
         try:
             with native_stderr_captured(native_lines):
                 self.interpreter = interpreter_class(
                     model_path=str(path),
                     num_threads=num_threads,
-                    experimental_delegates=experimental_delegates,
+                    experimental_delegates=delegates or None,
                 )
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            needs_tpu = (
+                f" ({self.path.name} needs an Edge TPU: {self.device_reason})"
+                if edgetpu_file and self.device == "cpu"
+                else ""
+            )
             raise ModelError(
                 f"cannot load {path}: not a valid TFLite model (corrupt or truncated?): "
-                f"{first_line[:200]}"
+                f"{first_line[:200]}{needs_tpu}"
             ) from error
         for line in native_lines:
             if not line.startswith("INFO:"):
@@ -111,6 +165,51 @@ class LiteRTBackend:
         self._input_index = {d["name"]: d["index"] for d in input_details}
         self._output_index = [(d["name"], d["index"]) for d in output_details]
         self.metadata: dict[str, str] = {}
+
+    def _edgetpu_delegate(
+        self, interpreter_class: Any, spec: DeviceSpec, loader: Callable[..., Any] | None
+    ) -> Any:
+        """Checks the model, loads the Edge TPU delegate and reports ops left on the CPU.
+
+        Returns:
+            The delegate, or ``None`` when ``auto`` found no Edge TPU.
+
+        Raises:
+            ModelError: If ``coral`` was asked for a model an Edge TPU cannot run.
+            BackendUnavailable: If ``coral`` was asked for and no Edge TPU answers.
+        """
+        try:
+            inspector = interpreter_class(model_path=str(self.path))
+        except (ValueError, RuntimeError) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ModelError(
+                f"cannot load {self.path}: not a valid TFLite model (corrupt or truncated?): "
+                f"{first_line[:200]}"
+            ) from error
+        if spec.kind == "coral":
+            check_edgetpu_model(self.path, inspector)
+        coral = spec if spec.kind == "coral" else DeviceSpec("coral")
+        try:
+            delegate = load_edgetpu_delegate(coral, loader)
+        except BackendUnavailable as error:
+            if spec.explicit:
+                raise
+            self.device_reason = f"device auto: cpu (no Edge TPU: {error.missing} is missing)"
+            logger.info("%s", self.device_reason)
+            return None
+        if not spec.explicit:
+            self.device_reason = "device auto: coral (Edge TPU delegate loaded)"
+            logger.info("%s", self.device_reason)
+        self.ops_on_cpu = ops_left_on_cpu(inspector)
+        if self.ops_on_cpu is None:
+            logger.info("coral: this LiteRT runtime cannot tell which ops run on the CPU")
+        elif self.ops_on_cpu[0]:
+            logger.warning(
+                "coral: %d of %d ops of %s run on the CPU (edgetpu_compiler did not map them)",
+                *self.ops_on_cpu,
+                self.path.name,
+            )
+        return delegate
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Sets the inputs, invokes the interpreter and returns copies of the outputs."""

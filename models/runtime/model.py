@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ubiq.errors import ConfigError, ModelError
+from ubiq.hardware.accelerators import DeviceSpec
 from ubiq.manifest import (
     MANIFEST_METADATA_KEY,
     DecoderSpec,
@@ -209,6 +210,7 @@ class DetectionModel:
         *,
         backend: str | None = None,
         num_threads: int | None = None,
+        device: str | DeviceSpec = "auto",
         confidence_threshold: float = 0.25,
         iou_threshold: float = 0.45,
         classes: Sequence[str | int] | None = None,
@@ -217,16 +219,20 @@ class DetectionModel:
     ) -> DetectionModel:
         """Opens a model by zoo name or path.
 
+        ``device`` is ``auto``, ``cpu``, ``cuda``, ``tensorrt``, ``openvino`` or
+        ``coral[:usb|usb:N|pci|pci:N]``; ``model.backend.device_reason`` says what ``auto``
+        chose.
+
         Raises:
             ConfigError: If a threshold, class name or image size is invalid.
             ModelError: If the file is missing, corrupt, or its outputs are not understood.
-            BackendUnavailable: If the backend's library is missing.
+            BackendUnavailable: If the backend's library or the device is missing.
         """
         for name, value in (("conf", confidence_threshold), ("iou", iou_threshold)):
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"--{name} must be between 0 and 1, got {value}")
         path = resolve_model_path(name_or_path)
-        runtime = load_backend(path, backend, num_threads=num_threads)
+        runtime = load_backend(path, backend, num_threads=num_threads, device=device)
         manifest = find_manifest(path, runtime)
         if manifest.task != "detect":
             raise ModelError(f"{path.name} is a {manifest.task!r} model, not a detection model")

@@ -9,6 +9,16 @@ from pathlib import Path
 import numpy as np
 
 from ubiq.errors import BackendUnavailable, ModelError
+from ubiq.hardware.accelerators import (
+    PROVIDER_FOR_DEVICE,
+    DeviceSpec,
+    onnxruntime_providers,
+    parse_device,
+    provider_names,
+    require_provider,
+    resolve_onnxruntime_auto,
+    session_fallback,
+)
 from ubiq.models.runtime.backend import TensorInfo
 
 logger = logging.getLogger(__name__)
@@ -43,11 +53,31 @@ def _shape(shape: list) -> tuple[int, ...]:
     return tuple(int(v) if isinstance(v, int) else -1 for v in shape)
 
 
+def _make_engine_cache(providers: list) -> None:
+    """Creates the TensorRT engine cache folder a provider list names, if any."""
+    for provider in providers:
+        if isinstance(provider, tuple) and "trt_engine_cache_path" in provider[1]:
+            Path(provider[1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
+
+
 class OnnxRuntimeBackend:
-    """Runs an ``.onnx`` file with onnxruntime.
+    """Runs an ``.onnx`` file with onnxruntime on the CPU, CUDA, TensorRT or OpenVINO.
+
+    Args:
+        path: The model file.
+        num_threads: Intra-op threads (``None``: onnxruntime's default).
+        options: Session options; explicit ``providers`` there override ``device``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"tensorrt"``, ``"openvino"`` or a
+            :class:`~ubiq.hardware.accelerators.DeviceSpec`.
+
+    Attributes:
+        device: The device that was resolved (``"cpu"`` when ``auto`` found nothing else).
+        device_reason: One line on why ``auto`` chose it (empty for an explicit device).
+        fallback_reason: Set when onnxruntime silently fell back (``auto`` only).
 
     Raises:
-        BackendUnavailable: If onnxruntime is not installed.
+        BackendUnavailable: If onnxruntime is not installed, the device's execution provider
+            is not built in, or an explicitly requested provider fell back to another.
         ModelError: If the file is corrupt, truncated or not ONNX.
     """
 
@@ -59,6 +89,7 @@ class OnnxRuntimeBackend:
         *,
         num_threads: int | None = None,
         options: OnnxRuntimeOptions | None = None,
+        device: str | DeviceSpec = "cpu",
     ) -> None:
         try:
             import onnxruntime as ort
@@ -80,19 +111,45 @@ class OnnxRuntimeBackend:
         }
         session_options.graph_optimization_level = levels[options.graph_optimization]
         session_options.log_severity_level = 3
-        providers = list(options.providers or ["CPUExecutionProvider"])
         self.path = Path(path)
+        spec = parse_device(device)
+        self.explicit_device = spec.explicit
+        self.device_reason = ""
+        self.fallback_reason: str | None = None
+        if options.providers:
+            providers = list(options.providers)
+            spec = DeviceSpec("cpu") if spec.kind == "auto" else spec
+        else:
+            available = list(ort.get_available_providers())
+            if spec.kind == "auto":
+                spec, self.device_reason = resolve_onnxruntime_auto(available)
+                logger.info("%s", self.device_reason)
+            require_provider(spec, available)
+            providers = ["CPUExecutionProvider"]
+            if self.path.is_file():
+                providers = onnxruntime_providers(spec, self.path)
+                _make_engine_cache(providers)
+        self.device = spec.kind
+        if spec.kind != "cpu" and logger.isEnabledFor(logging.INFO):
+            session_options.log_severity_level = 2  # -v: show why a provider did not load
         try:
             self.session = ort.InferenceSession(
                 str(path), sess_options=session_options, providers=providers
             )
         except Exception as error:  # noqa: BLE001 - onnxruntime raises many private types
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            if spec.kind != "cpu":
+                raise ModelError(
+                    f"cannot load {path} on {spec.kind} (providers "
+                    f"{', '.join(provider_names(providers))}): {first_line[:200]}; "
+                    "try --device cpu to tell a model fault from a device fault"
+                ) from error
             raise ModelError(
                 f"cannot load {path}: not a valid ONNX model (corrupt or truncated?): "
                 f"{first_line[:200]}"
             ) from error
         self.providers = tuple(self.session.get_providers())
+        self._check_fallback(spec, providers)
         self.inputs = [
             TensorInfo(i.name, _shape(i.shape), _ORT_TYPES.get(i.type, i.type))
             for i in self.session.get_inputs()
@@ -103,6 +160,23 @@ class OnnxRuntimeBackend:
         ]
         self._output_names = [o.name for o in self.outputs]
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def _check_fallback(self, spec: DeviceSpec, providers: list) -> None:
+        """Reports a provider that was asked for but did not load.
+
+        Raises:
+            BackendUnavailable: If the device was requested explicitly.
+        """
+        reason = session_fallback(spec, providers, self.providers)
+        if reason is None:
+            return
+        if self.explicit_device:
+            raise BackendUnavailable(
+                spec.kind, missing=f"a working {PROVIDER_FOR_DEVICE[spec.kind]}", hint=reason
+            )
+        self.fallback_reason = reason
+        self.device = self.providers[0].removesuffix("ExecutionProvider").lower()
+        logger.warning("device %s: %s", spec, reason)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Runs the session; returns outputs by name.

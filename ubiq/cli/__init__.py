@@ -17,7 +17,7 @@ from ubiq.errors import UbiqError
 
 def build_parser() -> argparse.ArgumentParser:
     """Returns the top-level parser with every subcommand."""
-    from ubiq.cli import bench, detect, models
+    from ubiq.cli import bench, deploy, detect, doctor, models
 
     parser = argparse.ArgumentParser(
         prog="ubiq", description="Embedded intelligence kit: detect, track, segment, listen."
@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_parser(subparsers)
     models.add_parser(subparsers)
     bench.add_parser(subparsers)
+    doctor.add_parser(subparsers)
+    deploy.add_parser(subparsers)
     return parser
 
 

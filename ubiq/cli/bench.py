@@ -22,6 +22,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--warmup", type=int, default=20, help="untimed runs first (default 20)")
     parser.add_argument("--threads", type=int, default=None, help="inference threads")
     parser.add_argument("--backend", choices=("onnxruntime", "litert"), default=None)
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto, cpu, cuda, tensorrt, openvino or coral[:usb|usb:N|pci|pci:N] (default: auto)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     parser.set_defaults(handler=run)
@@ -31,7 +36,12 @@ def _bench_in_process(args: argparse.Namespace, model: str) -> dict:
     from ubiq.models.runtime.bench import bench_model
 
     return bench_model(
-        model, runs=args.runs, warmup=args.warmup, threads=args.threads, backend=args.backend
+        model,
+        runs=args.runs,
+        warmup=args.warmup,
+        threads=args.threads,
+        backend=args.backend,
+        device=args.device,
     ).to_dict()
 
 
@@ -53,6 +63,7 @@ def _bench_in_child(args: argparse.Namespace, model: str) -> dict:
         command += ["--threads", str(args.threads)]
     if args.backend:
         command += ["--backend", args.backend]
+    command += ["--device", args.device]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     if completed.returncode != 0:
         lines = completed.stderr.strip().splitlines()
@@ -64,6 +75,9 @@ def _bench_in_child(args: argparse.Namespace, model: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ubiq.hardware.accelerators import parse_device
+
+    parse_device(args.device)  # a bad --device fails once, before any child starts
     if args.in_process or len(args.models) == 1:
         results = [_bench_in_process(args, model) for model in args.models]
     else:
@@ -72,13 +86,15 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(results, indent=2))
         return 0
     base = results[0]
-    header = f"{'model':40} {'backend':11} {'p50 ms':>8} {'p90 ms':>8} {'FPS':>8} {'RSS MB':>8}"
+    header = f"{'model':40} {'backend':11} {'device':9} {'p50 ms':>8} {'p90 ms':>8}"
+    header += f" {'FPS':>8} {'RSS MB':>8}"
     if len(results) > 1:
         header += f" {'speed-up':>9}"
     print(header)
     for result in results:
         line = (
-            f"{result['model'][-40:]:40} {result['backend']:11} {result['latency_p50_ms']:8.2f} "
+            f"{result['model'][-40:]:40} {result['backend']:11} {result.get('device', ''):9} "
+            f"{result['latency_p50_ms']:8.2f} "
             f"{result['latency_p90_ms']:8.2f} {result['fps']:8.1f} {result['peak_rss_mb']:8.1f}"
         )
         if len(results) > 1:

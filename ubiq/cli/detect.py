@@ -43,6 +43,13 @@ def add_parser(subparsers) -> None:
         default=None,
         help="inference backend (default: by model file type)",
     )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto, cpu, cuda, tensorrt, openvino (ONNX models) or "
+        "coral[:usb|usb:N|pci|pci:N] (Edge TPU .tflite models) (default: auto, which says "
+        "what it chose and why)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="inference threads")
     parser.add_argument("--save", default=None, help="write annotated video here (.mp4, .avi)")
     parser.add_argument("--jsonl", default=None, help="write one JSON line per frame here")
@@ -87,12 +94,20 @@ def _check_output_paths(args: argparse.Namespace) -> None:
             raise ConfigError(f"{flag}: cannot create {value}: {existing} is not a folder")
 
 
+def _device_text(backend) -> str:
+    """``litert, cpu`` or, after ``--device auto``, ``onnxruntime, device auto: cpu (...)``."""
+    reason = getattr(backend, "fallback_reason", None) or getattr(backend, "device_reason", "")
+    return f"{backend.name}, {reason or getattr(backend, 'device', 'cpu')}"
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import cv2
 
     from ubiq.errors import ConfigError
+    from ubiq.hardware.accelerators import parse_device
+    from ubiq.hardware.health import HealthMonitor
     from ubiq.hardware.sources import open_source
     from ubiq.models.runtime.model import DetectionModel
     from ubiq.pipelines.detect import DetectPipeline
@@ -110,10 +125,12 @@ def run(args: argparse.Namespace) -> int:
         if not classes:
             raise ConfigError(f"--classes must name at least one class, got {args.classes!r}")
     _check_output_paths(args)
+    device = parse_device(args.device)
     model = DetectionModel.load(
         args.model,
         backend=args.backend,
         num_threads=args.threads,
+        device=device,
         confidence_threshold=args.conf,
         iou_threshold=args.iou,
         classes=classes,
@@ -142,10 +159,14 @@ def run(args: argparse.Namespace) -> int:
             sink.close()
         source.close()
         raise
-    summary = Runner(source, DetectPipeline(model), sinks, max_frames=args.max_frames).run()
+    # Temperature and throttling, sampled every few seconds (a Pi that throttles runs slower).
+    summary = Runner(
+        source, DetectPipeline(model), sinks, max_frames=args.max_frames, health=HealthMonitor()
+    ).run()
     outputs = [p for p in (args.save, args.jsonl) if p]
     print(
-        f"ubiq detect: {model.manifest.name} ({model.backend.name}) on {source.source_id}: "
+        f"ubiq detect: {model.manifest.name} ({_device_text(model.backend)}) "
+        f"on {source.source_id}: "
         f"{summary.line()}" + (f"; wrote {', '.join(outputs)}" if outputs else ""),
         file=sys.stderr,
     )

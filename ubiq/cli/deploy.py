@@ -1,0 +1,317 @@
+"""``ubiq deploy``: a systemd unit for an app, and a bundle to copy to a device.
+
+``install`` renders ``deploy/systemd/ubiq@.service.in`` (kept in this module too, so an
+installed wheel has it) into ``<unit-dir>/ubiq@APP.service``; it never runs ``systemctl``
+or ``useradd`` itself, it prints the commands. ``bundle`` packs a model, its manifest,
+an optional config and a ``check.sh`` into ``APP-TARGET.tar.gz``. Models are shipped as
+they are: ubiq has no per-target converter yet, and ``bundle.json`` says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import re
+import shlex
+import shutil
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+from ubiq import __version__
+from ubiq.errors import ConfigError, UbiqError
+
+UNIT_TEMPLATE = """\
+# ubiq app @APP@: rendered by `ubiq deploy install` from deploy/systemd/ubiq@.service.in.
+# No WatchdogSec=: ubiq does not send sd_notify WATCHDOG=1 pings, so Type=simple and
+# Restart=on-failure are the supervision.
+[Unit]
+Description=ubiq app %i
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+User=@USER@
+SupplementaryGroups=video audio
+StateDirectory=ubiq
+WorkingDirectory=/var/lib/ubiq
+Environment=UBIQ_HOME=/var/lib/ubiq PYTHONUNBUFFERED=1
+ExecStart=@EXEC_START@
+Restart=on-failure
+RestartSec=5
+KillSignal=SIGTERM
+TimeoutStopSec=15
+StandardOutput=journal
+StandardError=journal
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+TARGETS = ("pi5", "jetson", "coral", "x86")
+_APP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_SYSTEMD_SPECIAL = re.compile(r"[\s\"'\\;]")
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "deploy",
+        help="install an app as a systemd service, or bundle it for a device",
+        description="Deploy an app: `install` writes a systemd unit, `bundle` packs a model, "
+        "its manifest, a config and a check script into a .tar.gz for a device.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    install = actions.add_parser(
+        "install",
+        help="write ubiq@APP.service (needs root unless --dry-run)",
+        description="Writes <unit-dir>/ubiq@APP.service running COMMAND as a system user. "
+        "Prints the systemctl commands to run; runs none itself.",
+    )
+    install.add_argument("app", help="app name (letters, digits, '-', '_', '.')")
+    install.add_argument(
+        "--command", required=True, help='the command to run, e.g. "ubiq detect csi:0 ..."'
+    )
+    install.add_argument("--user", default="ubiq", help="system user to run as (default ubiq)")
+    install.add_argument(
+        "--unit-dir", type=Path, default=Path("/etc/systemd/system"), help="where to write"
+    )
+    install.add_argument("--dry-run", action="store_true", help="print the unit, write nothing")
+    install.set_defaults(handler=run_install)
+
+    bundle = actions.add_parser(
+        "bundle",
+        help="pack model, manifest, config and check.sh into APP-TARGET.tar.gz",
+        description="Packs a model file as it is (no per-target conversion yet), its "
+        "manifest, an optional config and check.sh (ubiq doctor + ubiq bench on the device).",
+    )
+    bundle.add_argument("app", help="app name (letters, digits, '-', '_', '.')")
+    bundle.add_argument("--target", required=True, choices=TARGETS, help="device kind")
+    bundle.add_argument("--model", required=True, help="model file or zoo name")
+    bundle.add_argument("--config", type=Path, default=None, help="app config file (YAML)")
+    bundle.add_argument("--out", type=Path, required=True, help="output folder")
+    bundle.set_defaults(handler=run_bundle)
+
+
+def _check_app(app: str) -> str:
+    if not _APP_NAME.match(app):
+        raise ConfigError(
+            f"APP must be letters, digits, '-', '_' or '.', starting with a letter or digit; "
+            f"got {app!r}"
+        )
+    return app
+
+
+def _systemd_quote(argument: str) -> str:
+    """Quotes one argument for ``ExecStart=`` (``%`` and ``$`` are escaped as systemd wants)."""
+    text = argument.replace("%", "%%").replace("$", "$$")
+    if argument == "" or _SYSTEMD_SPECIAL.search(argument):
+        text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+def exec_start(command: str) -> str:
+    """Turns a shell-style command into an ``ExecStart=`` value with an absolute program.
+
+    Args:
+        command: e.g. ``"ubiq detect csi:0 --model blazeface"``.
+
+    Raises:
+        ConfigError: If the command is empty, unparsable, or its program is not found.
+    """
+    try:
+        words = shlex.split(command)
+    except ValueError as error:
+        raise ConfigError(f"--command could not be parsed ({error}): {command!r}") from error
+    if not words:
+        raise ConfigError("--command must not be empty, e.g. --command 'ubiq detect csi:0'")
+    program = words[0]
+    if not os.path.isabs(program):
+        found = shutil.which(program)
+        beside_python = Path(sys.executable).parent / program
+        if found is None and beside_python.is_file():
+            found = str(beside_python)
+        if found is None:
+            raise ConfigError(
+                f"--command program {program!r} is not on PATH; give its absolute path, "
+                f"e.g. /opt/ubiq/.venv/bin/{program}"
+            )
+        program = os.path.abspath(found)
+    return " ".join(_systemd_quote(word) for word in [program, *words[1:]])
+
+
+def render_unit(app: str, command: str, user: str = "ubiq") -> str:
+    """Renders the systemd unit of ``app``.
+
+    Args:
+        app: App name; the unit is ``ubiq@APP.service``.
+        command: The command the service runs.
+        user: The system user it runs as.
+
+    Raises:
+        ConfigError: If a value is invalid (see :func:`exec_start`).
+    """
+    _check_app(app)
+    if not _APP_NAME.match(user):
+        raise ConfigError(f"--user must be a plain user name, got {user!r}")
+    return (
+        UNIT_TEMPLATE.replace("@APP@", app)
+        .replace("@USER@", user)
+        .replace("@EXEC_START@", exec_start(command))
+    )
+
+
+def _user_exists(user: str) -> bool:
+    import pwd  # POSIX only: imported here so `ubiq --help` works everywhere
+
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        return False
+    return True
+
+
+def run_install(args: argparse.Namespace) -> int:
+    unit = render_unit(args.app, args.command, args.user)
+    name = f"ubiq@{args.app}.service"
+    if args.dry_run:
+        print(f"# {args.unit_dir / name}")
+        print(unit, end="")
+        return 0
+    unit_dir = args.unit_dir
+    if not unit_dir.is_dir() or not os.access(unit_dir, os.W_OK):
+        raise UbiqError(
+            f"cannot write {unit_dir / name}: installing a service needs root; run "
+            f"sudo {shlex.join(['ubiq', 'deploy', 'install', args.app, '--command', args.command])}"
+            f" (or add --dry-run to see the unit)"
+        )
+    path = unit_dir / name
+    path.write_text(unit)
+    print(f"wrote {path}")
+    steps = []
+    if not _user_exists(args.user):
+        steps.append(f"sudo useradd --system --groups video,audio {args.user}")
+    steps += [
+        "sudo systemctl daemon-reload",
+        f"sudo systemctl enable --now ubiq@{args.app}",
+        f"journalctl -u ubiq@{args.app} -f",
+    ]
+    print("next:\n" + "\n".join(f"  {step}" for step in steps))
+    return 0
+
+
+def _check_script(model_name: str) -> str:
+    return f"""#!/bin/sh
+# Run on the device after unpacking: reports the machine, then times the bundled model.
+# UBIQ=/path/to/ubiq overrides the command (default: ubiq on PATH).
+set -eu
+cd "$(dirname "$0")"
+UBIQ="${{UBIQ:-ubiq}}"
+echo "== $UBIQ doctor --json (also saved to doctor.json)"
+"$UBIQ" doctor --json | tee doctor.json
+echo "== $UBIQ bench model/{model_name} --runs 20"
+"$UBIQ" bench "model/{model_name}" --runs 20
+"""
+
+
+def _conversion(target: str, model: Path) -> str:
+    if target == "coral":
+        if not model.name.endswith("_edgetpu.tflite"):
+            raise ConfigError(
+                f"--target coral needs a model compiled for the Edge TPU (*_edgetpu.tflite), "
+                f"got {model.name}; quantize it to full int8 and run edgetpu_compiler on it"
+            )
+        return "none (already compiled for the Edge TPU)"
+    return f"none (ubiq has no converter for {target} yet)"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_bundle(
+    app: str, target: str, model: str | Path, out_dir: Path, config: Path | None = None
+) -> Path:
+    """Writes ``<out_dir>/APP-TARGET.tar.gz``.
+
+    Members (under ``APP/``): ``bundle.json``, ``check.sh`` (mode 755), ``model/<file>``,
+    ``model/<manifest>.json`` when the model has a sidecar manifest, ``config/<file>``.
+
+    Args:
+        app: App name.
+        target: One of ``pi5``, ``jetson``, ``coral``, ``x86``.
+        model: A model file or zoo name.
+        out_dir: Folder for the archive (created).
+        config: Optional app config file, copied as is.
+
+    Returns:
+        The archive's path.
+
+    Raises:
+        ConfigError: For a bad name, target, config path or a coral model not compiled for
+            the Edge TPU.
+        ModelError: If the model file is not found.
+    """
+    from ubiq.manifest import manifest_path_for
+    from ubiq.models.zoo import resolve_model
+
+    _check_app(app)
+    if target not in TARGETS:
+        raise ConfigError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if config is not None and not Path(config).is_file():
+        raise ConfigError(f"--config file not found: {config}")
+    model_path = Path(resolve_model(model))
+    conversion = _conversion(target, model_path)
+    manifest = manifest_path_for(model_path)
+    manifest = manifest if manifest.is_file() else None
+    info = {
+        "app": app,
+        "target": target,
+        "ubiq_version": __version__,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": {
+            "file": f"model/{model_path.name}",
+            "sha256": _sha256(model_path),
+            "size_bytes": model_path.stat().st_size,
+            "manifest": f"model/{manifest.name}" if manifest else None,
+        },
+        "config": f"config/{Path(config).name}" if config else None,
+        "conversion": conversion,
+        "check": "check.sh",
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    archive = out_dir / f"{app}-{target}.tar.gz"
+    partial = archive.with_name(archive.name + ".partial")
+
+    def add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
+        member = tarfile.TarInfo(f"{app}/{name}")
+        member.size, member.mode, member.mtime = len(data), mode, int(time.time())
+        tar.addfile(member, io.BytesIO(data))
+
+    with tarfile.open(partial, "w:gz") as tar:
+        add_bytes(tar, "bundle.json", (json.dumps(info, indent=2) + "\n").encode())
+        add_bytes(tar, "check.sh", _check_script(model_path.name).encode(), 0o755)
+        tar.add(model_path, arcname=f"{app}/model/{model_path.name}")
+        if manifest:
+            tar.add(manifest, arcname=f"{app}/model/{manifest.name}")
+        if config:
+            tar.add(config, arcname=f"{app}/config/{Path(config).name}")
+    partial.replace(archive)
+    return archive
+
+
+def run_bundle(args: argparse.Namespace) -> int:
+    archive = build_bundle(args.app, args.target, args.model, args.out, args.config)
+    print(f"wrote {archive}")
+    print(f"on the device: tar xzf {archive.name} && sh {args.app}/check.sh")
+    return 0
