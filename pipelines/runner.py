@@ -20,6 +20,7 @@ import numpy as np
 
 from ubiq.errors import ConfigError, UbiqError
 from ubiq.resources import peak_rss_mb
+from ubiq.systemd import Watchdog, notify
 from ubiq.types import Detections, Event, Frame
 
 if TYPE_CHECKING:
@@ -143,6 +144,7 @@ class Runner:
         self.max_frames = max_frames
         self.on_frame = on_frame
         self.health = health
+        self._watchdog = Watchdog()
         self.on_event = on_event
         self._next_health_at = 0.0
         self._stop = threading.Event()
@@ -170,6 +172,7 @@ class Runner:
         self._next_health_at = 0.0
         try:
             with self.source:
+                notify("READY=1")  # under systemd Type=notify: the source is open
                 self._loop(summary)
         except KeyboardInterrupt:
             summary.stopped_by = "signal"
@@ -182,6 +185,7 @@ class Runner:
             if self.health is not None:
                 summary.max_temperature_c = self.health.max_temperature_c
                 summary.throttle_events = self.health.throttle_events
+            notify("STOPPING=1")
             self._close_sinks()
             restore()
         return summary
@@ -265,6 +269,7 @@ class Runner:
                 detections = self.process(frame)
             for sink in self.sinks:
                 sink.write(frame, detections)
+            self._watchdog.ping()
             self._last_frame_done_at = time.perf_counter()
             summary.latency_ms.append((self._last_frame_done_at - began) * 1e3)
             inference_ms = getattr(self.process, "last_inference_ms", None)

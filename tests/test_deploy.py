@@ -25,7 +25,9 @@ def test_rendered_unit_fields():
     unit = render_unit("people", "/usr/bin/true --flag 'two words' 50%", user="edge")
     lines = unit.splitlines()
     for expected in (
-        "Type=simple",
+        "Type=notify",
+        "NotifyAccess=main",
+        "WatchdogSec=60",
         "User=edge",
         "SupplementaryGroups=video audio",
         "Restart=on-failure",
@@ -36,7 +38,6 @@ def test_rendered_unit_fields():
         'ExecStart=/usr/bin/true --flag "two words" 50%%',
     ):
         assert expected in lines
-    assert not any(line.startswith("WatchdogSec=") for line in lines)
     assert "@" not in unit.replace("ubiq@", "")  # every placeholder filled
 
 

@@ -1,3 +1,4 @@
+import contextlib
 import json
 import threading
 import time
@@ -188,3 +189,63 @@ def test_elapsed_time_starts_at_the_first_frame():
     summary = Runner(SlowToOpen(3), box_at_index).run()
     assert summary.frames == 3 and summary.elapsed_s < 0.4
     assert summary.peak_rss_mb > 10
+
+
+def test_systemd_notify_ready_watchdog_and_stopping(tmp_path, monkeypatch):
+    import socket
+
+    address = str(tmp_path / "notify.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(address)
+    server.settimeout(1.0)
+    monkeypatch.setenv("NOTIFY_SOCKET", address)
+    monkeypatch.setenv("WATCHDOG_USEC", "20000")  # pings at most every 10 ms
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+
+    class PacedSource(ListSource):
+        def __iter__(self):
+            for frame in super().__iter__():
+                time.sleep(0.005)
+                yield frame
+
+    messages = []
+
+    def receive():  # like systemd: read as messages arrive
+        with contextlib.suppress(TimeoutError):
+            while True:
+                messages.append(server.recv(64).decode())
+
+    reader = threading.Thread(target=receive)
+    reader.start()
+    summary = Runner(PacedSource(20), box_at_index).run()
+    reader.join()
+    server.close()
+    assert summary.frames == 20
+    assert messages[0] == "READY=1" and messages[-1] == "STOPPING=1"
+    pings = messages.count("WATCHDOG=1")
+    assert 3 <= pings <= 20  # rate-limited, yet sent while frames flow
+
+
+def test_a_full_notify_socket_never_blocks_the_pipeline(tmp_path, monkeypatch):
+    import socket
+
+    from ubiq.systemd import notify
+
+    address = str(tmp_path / "full.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(address)  # nobody reads: the queue fills up
+    monkeypatch.setenv("NOTIFY_SOCKET", address)
+    started = time.monotonic()
+    sent = [notify("WATCHDOG=1") for _ in range(2000)]
+    server.close()
+    assert time.monotonic() - started < 5.0
+    assert sent[0] is True and sent[-1] is False
+
+
+def test_no_notify_socket_means_no_messages(monkeypatch):
+    from ubiq.systemd import Watchdog, notify
+
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")
+    assert notify("READY=1") is False
+    assert Watchdog().enabled is False

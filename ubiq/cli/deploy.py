@@ -27,15 +27,18 @@ from ubiq.errors import ConfigError, UbiqError
 
 UNIT_TEMPLATE = """\
 # ubiq app @APP@: rendered by `ubiq deploy install` from deploy/systemd/ubiq@.service.in.
-# No WatchdogSec=: ubiq does not send sd_notify WATCHDOG=1 pings, so Type=simple and
-# Restart=on-failure are the supervision.
+# The runner sends READY=1 once its source is open and WATCHDOG=1 with every frame
+# (at most every WatchdogSec/2): a pipeline that delivers no frame for WatchdogSec
+# (a hung camera, a wedged runtime) is restarted. ExecStart must be a ubiq pipeline.
 [Unit]
 Description=ubiq app %i
 After=network-online.target
 Wants=network-online.target
 
 [Service]
-Type=simple
+Type=notify
+NotifyAccess=main
+WatchdogSec=60
 User=@USER@
 SupplementaryGroups=video audio
 StateDirectory=ubiq
