@@ -172,6 +172,21 @@ def _camera_source(
     return CsiSource(index, **options, **live)
 
 
+def _use_jetson_decoder(rtsp_decoder: str, platform_root: Path) -> bool:
+    """Whether an rtsp:// source goes through GStreamer's nvv4l2decoder (Jetson hardware
+    decode) instead of FFmpeg: ``"nvv4l2"`` forces it, ``"ffmpeg"`` never, ``"auto"`` on a
+    Jetson (``/etc/nv_tegra_release`` present).
+
+    Raises:
+        ConfigError: If ``rtsp_decoder`` is not one of those.
+    """
+    if rtsp_decoder not in ("auto", "ffmpeg", "nvv4l2"):
+        raise ConfigError(f"rtsp_decoder must be auto, ffmpeg or nvv4l2, got {rtsp_decoder!r}")
+    if rtsp_decoder == "auto":
+        return (platform_root / "etc" / "nv_tegra_release").is_file()
+    return rtsp_decoder == "nvv4l2"
+
+
 def open_source(
     spec: str,
     *,
@@ -180,6 +195,8 @@ def open_source(
     open_timeout_s: float = 5.0,
     read_timeout_s: float = 5.0,
     stale_after_s: float = 10.0,
+    rtsp_decoder: str = "auto",
+    platform_root: Path = Path("/"),
 ) -> Source:
     """Builds the source a spec names; it opens when entered (``with``) or iterated.
 
@@ -198,6 +215,9 @@ def open_source(
         open_timeout_s: How long a stream may take to connect.
         read_timeout_s: How long one stream read may block.
         stale_after_s: Seconds without a frame after which a live source counts as dropped.
+        rtsp_decoder: ``"auto"`` (nvv4l2decoder on a Jetson, else FFmpeg), ``"ffmpeg"`` or
+            ``"nvv4l2"``.
+        platform_root: Where to look for ``/etc/nv_tegra_release`` (tests use fake trees).
 
     Returns:
         An unopened :class:`Source`.
@@ -242,6 +262,19 @@ def open_source(
             remote = VideoFileSource(spec, vid_stride=vid_stride, source_id=redact_url(spec))
             remote.timeout_ms = round(max(open_timeout_s, read_timeout_s) * 1000)
             return remote
+        if scheme.group(1).lower() == "rtsp" and _use_jetson_decoder(rtsp_decoder, platform_root):
+            from .gstreamer import GStreamerSource, jetson_rtsp_pipeline
+
+            safe = redact_url(spec)
+            return GStreamerSource(
+                jetson_rtsp_pipeline(spec),
+                read_timeout_s=read_timeout_s,
+                source_id=safe,
+                description=f"stream {safe} (nvv4l2decoder)",
+                vid_stride=vid_stride,
+                reconnect=reconnect,
+                stale_after_s=stale_after_s,
+            )
         return StreamSource(
             spec,
             open_timeout_s=open_timeout_s,

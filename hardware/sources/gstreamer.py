@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ubiq.errors import SourceError
+from ubiq.errors import ConfigError, SourceError
 
 from .base import CaptureLike, check_positive
 from .video import LiveSource
@@ -122,6 +122,29 @@ def csi_pipeline(
         f"video/x-raw(memory:NVMM),width={sensor_size[0]},height={sensor_size[1]},"
         f"framerate={framerate} ! nvvidconv flip-method={flip_method} ! "
         f"video/x-raw,width={size[0]},height={size[1]},format=BGRx ! videoconvert ! "
+        "video/x-raw,format=BGR ! appsink drop=1 max-buffers=1"
+    )
+
+
+def jetson_rtsp_pipeline(url: str, *, latency_ms: int = 200, codec: str = "h264") -> str:
+    """Builds the Jetson RTSP pipeline with hardware decoding (nvv4l2decoder).
+
+    Args:
+        url: The ``rtsp://`` address.
+        latency_ms: rtspsrc jitter buffer.
+        codec: ``"h264"`` or ``"h265"``.
+
+    Returns:
+        A pipeline description ending in an appsink that keeps only the latest frame.
+
+    Raises:
+        ConfigError: If ``codec`` is not h264 or h265.
+    """
+    if codec not in ("h264", "h265"):
+        raise ConfigError(f"codec must be h264 or h265, got {codec!r}")
+    return (
+        f"rtspsrc location={url} latency={int(latency_ms)} ! rtp{codec}depay ! {codec}parse ! "
+        "nvv4l2decoder ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! "
         "video/x-raw,format=BGR ! appsink drop=1 max-buffers=1"
     )
 

@@ -129,3 +129,30 @@ def test_existing_specs_are_unchanged(cameras) -> None:
     assert open_source("0").device == 0
     assert open_source("/dev/video3").device == "/dev/video3"
     assert type(open_source("rtsp://cam/stream")).__name__ == "StreamSource"
+
+
+def test_rtsp_uses_the_jetson_hardware_decoder_on_a_jetson(tmp_path):
+    from ubiq.hardware.sources import GStreamerSource, StreamSource, open_source
+
+    url = "rtsp://user:secret@10.0.0.5:554/stream1"
+    assert isinstance(open_source(url, platform_root=tmp_path), StreamSource)  # not a Jetson
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "nv_tegra_release").write_text("# R36 (release), REVISION: 4.3\n")
+    source = open_source(url, platform_root=tmp_path)
+    assert isinstance(source, GStreamerSource)
+    assert source.pipeline.startswith(f"rtspsrc location={url} latency=200 ! rtph264depay")
+    assert "nvv4l2decoder ! nvvidconv" in source.pipeline
+    assert source.pipeline.endswith("appsink drop=1 max-buffers=1")
+    assert "secret" not in source.source_id
+    forced = open_source(url, platform_root=tmp_path, rtsp_decoder="ffmpeg")
+    assert isinstance(forced, StreamSource)
+    with pytest.raises(ValueError, match="rtsp_decoder must be auto, ffmpeg or nvv4l2"):
+        open_source(url, rtsp_decoder="gpu")
+
+
+def test_jetson_rtsp_pipeline_codecs():
+    from ubiq.hardware.sources.gstreamer import jetson_rtsp_pipeline
+
+    assert "rtph265depay ! h265parse" in jetson_rtsp_pipeline("rtsp://h/s", codec="h265")
+    with pytest.raises(ValueError, match="codec must be h264 or h265, got 'vp8'"):
+        jetson_rtsp_pipeline("rtsp://h/s", codec="vp8")
