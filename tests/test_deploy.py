@@ -186,3 +186,57 @@ def test_bundle_rejects_bad_inputs(tmp_path, blazeface_path):
         build_bundle("cam", "pi5", blazeface_path, tmp_path, tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="--target must be one of"):
         build_bundle("cam", "pi3", blazeface_path, tmp_path)
+
+
+def test_install_errors_name_the_subcommand_not_the_service_command(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ubiq",
+            "deploy",
+            "install",
+            "bad name/x",
+            "--command",
+            "ubiq detect",
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert result.stderr.startswith("ubiq deploy: error: APP must be")
+
+
+def test_bundle_into_an_unwritable_folder_is_one_line(blazeface_path, tmp_path):
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ubiq",
+            "deploy",
+            "bundle",
+            "app",
+            "--target",
+            "pi5",
+            "--model",
+            str(blazeface_path),
+            "--out",
+            str(blocker / "sub"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("ubiq deploy: error: --out: cannot write")
+    assert not list(tmp_path.glob("**/*.partial"))

@@ -137,14 +137,14 @@ class LiteRTBackend:
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            needs_tpu = (
-                f" ({self.path.name} needs an Edge TPU: {self.device_reason})"
-                if edgetpu_file and self.device == "cpu"
-                else ""
-            )
+            if edgetpu_file and self.device == "cpu":
+                raise ModelError(
+                    f"{self.path.name} is compiled for the Edge TPU and cannot run on the CPU "
+                    f"({self.device_reason}): {first_line[:200]}"
+                ) from error
             raise ModelError(
                 f"cannot load {path}: not a valid TFLite model (corrupt or truncated?): "
-                f"{first_line[:200]}{needs_tpu}"
+                f"{first_line[:200]}"
             ) from error
         for line in native_lines:
             if not line.startswith("INFO:"):

@@ -222,3 +222,32 @@ def test_cli_detect_reads_a_gstreamer_pipeline(blazeface_path: Path, tmp_path: P
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert len(records) == 10
+
+
+def test_sigterm_while_a_source_opens_closes_it_cleanly(blazeface_path):
+    pytest.importorskip("gi", reason="PyGObject is not installed")
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    # appsrc never produces a frame: the source is stuck in its first read when stopped.
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ubiq",
+            "detect",
+            "--model",
+            str(blazeface_path),
+            "--source",
+            "gst:appsrc ! videoconvert ! video/x-raw,format=BGR ! appsink",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2.0)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert "stopped by signal while opening" in stderr

@@ -10,6 +10,7 @@ they are: ubiq has no per-target converter yet, and ``bundle.json`` says so.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
@@ -78,7 +79,11 @@ def add_parser(subparsers) -> None:
     )
     install.add_argument("app", help="app name (letters, digits, '-', '_', '.')")
     install.add_argument(
-        "--command", required=True, help='the command to run, e.g. "ubiq detect csi:0 ..."'
+        "--command",
+        required=True,
+        dest="service_command",
+        metavar="COMMAND",
+        help='the command to run, e.g. "ubiq detect csi:0 ..."',
     )
     install.add_argument("--user", default="ubiq", help="system user to run as (default ubiq)")
     install.add_argument(
@@ -180,7 +185,7 @@ def _user_exists(user: str) -> bool:
 
 
 def run_install(args: argparse.Namespace) -> int:
-    unit = render_unit(args.app, args.command, args.user)
+    unit = render_unit(args.app, args.service_command, args.user)
     name = f"ubiq@{args.app}.service"
     if args.dry_run:
         print(f"# {args.unit_dir / name}")
@@ -190,15 +195,23 @@ def run_install(args: argparse.Namespace) -> int:
     if not unit_dir.is_dir() or not os.access(unit_dir, os.W_OK):
         raise UbiqError(
             f"cannot write {unit_dir / name}: installing a service needs root; run "
-            f"sudo {shlex.join(['ubiq', 'deploy', 'install', args.app, '--command', args.command])}"
-            f" (or add --dry-run to see the unit)"
+            "sudo "
+            + shlex.join(["ubiq", "deploy", "install", args.app, "--command", args.service_command])
+            + " (or add --dry-run to see the unit)"
         )
     path = unit_dir / name
-    path.write_text(unit)
+    try:
+        path.write_text(unit)
+    except OSError as error:
+        raise ConfigError(f"cannot write {path}: {error.strerror}") from error
     print(f"wrote {path}")
     steps = []
     if not _user_exists(args.user):
         steps.append(f"sudo useradd --system --groups video,audio {args.user}")
+    steps.append(
+        f"for a Coral: sudo usermod -aG plugdev {args.user} (USB) or -aG apex (PCIe), "
+        "then add the group to SupplementaryGroups= in the unit"
+    )
     steps += [
         "sudo systemctl daemon-reload",
         f"sudo systemctl enable --now ubiq@{args.app}",
@@ -292,9 +305,28 @@ def build_bundle(
         "check": "check.sh",
     }
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     archive = out_dir / f"{app}-{target}.tar.gz"
     partial = archive.with_name(archive.name + ".partial")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_archive(partial, archive, app, info, model_path, manifest, config)
+    except OSError as error:
+        with contextlib.suppress(OSError):  # nothing to remove when the folder is unusable
+            partial.unlink(missing_ok=True)
+        raise ConfigError(f"--out: cannot write {archive}: {error.strerror}") from error
+    return archive
+
+
+def _write_archive(
+    partial: Path,
+    archive: Path,
+    app: str,
+    info: dict,
+    model_path: Path,
+    manifest: Path | None,
+    config: str | Path | None,
+) -> None:
+    """Writes the bundle to ``partial`` and moves it to ``archive`` when complete."""
 
     def add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
         member = tarfile.TarInfo(f"{app}/{name}")
@@ -310,7 +342,6 @@ def build_bundle(
         if config:
             tar.add(config, arcname=f"{app}/config/{Path(config).name}")
     partial.replace(archive)
-    return archive
 
 
 def run_bundle(args: argparse.Namespace) -> int:

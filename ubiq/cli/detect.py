@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from ubiq.errors import SourceError
+
 DEFAULT_MODEL = "blazeface"
 
 
@@ -100,6 +102,46 @@ def _device_text(backend) -> str:
     return f"{backend.name}, {reason or getattr(backend, 'device', 'cpu')}"
 
 
+def _open_interruptibly(source) -> bool:
+    """Opens ``source``; a SIGINT or SIGTERM meanwhile closes it cleanly instead of killing
+    the process mid-open (which can leave a camera daemon such as nvargus wedged).
+
+    A camera blocked in its first read notices the signal when that read returns (at most
+    its read timeout).
+
+    Returns:
+        ``False`` when a signal arrived (the source is closed again), else ``True``.
+
+    Raises:
+        SourceError: If the source cannot be opened and no signal arrived.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        source.open()
+        return True
+    received: list[int] = []
+
+    def handle(signum, _frame) -> None:
+        received.append(signum)
+        source.stop()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        source.open()
+    except SourceError:
+        if not received:
+            raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        source.close()
+        return False
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -140,7 +182,9 @@ def run(args: argparse.Namespace) -> int:
     sinks = []
     # Open the source before any output file: a camera or URL that fails must not
     # truncate a JSONL or video that is already there.
-    source.open()
+    if not _open_interruptibly(source):
+        print(f"ubiq detect: stopped by signal while opening {source.source_id}", file=sys.stderr)
+        return 0
     try:
         if args.jsonl:
             sinks.append(JsonlSink(args.jsonl, relative_time=True))
