@@ -8,7 +8,6 @@ hardware at import time; every probe happens when a device is chosen.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import platform
 import re
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ubiq.errors import BackendUnavailable, ConfigError, ModelError
-from ubiq.paths import ubiq_home
+from ubiq.paths import file_sha256, ubiq_home
 
 logger = logging.getLogger(__name__)
 
@@ -114,15 +113,6 @@ def parse_device(text: str | DeviceSpec | None) -> DeviceSpec:
 # ---------------------------------------------------------------- onnxruntime providers
 
 
-def model_sha256(path: str | Path) -> str:
-    """Returns the hex sha256 of a model file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def tensorrt_version() -> str:
     """Returns the TensorRT version (``tensorrt`` module, else onnxruntime's build info),
     or ``"unknown"``."""
@@ -179,7 +169,7 @@ def engine_cache_dir(
     """
     version = trt_version if trt_version is not None else tensorrt_version()
     device = device_name if device_name is not None else gpu_name()
-    key = f"{model_sha256(model_path)[:16]}-trt{_slug(version)}-{_slug(device)}"
+    key = f"{file_sha256(model_path)[:16]}-trt{_slug(version)}-{_slug(device)}"
     return ubiq_home() / "engines" / key
 
 

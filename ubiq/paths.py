@@ -1,7 +1,9 @@
-"""Where ubiq keeps files: one cache root for models, demo clips and engine caches."""
+"""Where ubiq keeps files (one cache root for models, demo clips and engine caches), and
+file checksums."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -15,3 +17,12 @@ def ubiq_home() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "ubiq"
+
+
+def file_sha256(path: str | Path) -> str:
+    """Returns the hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

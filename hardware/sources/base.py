@@ -50,6 +50,33 @@ class CaptureLike(Protocol):
     def release(self) -> None: ...
 
 
+class ArrayCapture:
+    """Shared ``grab``/``get`` for ``CaptureLike`` adapters over libraries that hand over
+    arrays (picamera2, a GStreamer appsink). Subclasses set ``fps`` and ``size`` (width,
+    height) and implement ``read``, ``isOpened`` and ``release``."""
+
+    fps: float = 0.0
+    size: tuple[int, int] = (0, 0)
+
+    def read(self) -> tuple[bool, np.ndarray | None]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def grab(self) -> bool:
+        """Reads and discards one frame."""
+        return self.read()[0]
+
+    def get(self, property_id: int) -> float:
+        """Answers ``CAP_PROP_FPS``, ``CAP_PROP_FRAME_WIDTH`` and ``CAP_PROP_FRAME_HEIGHT``;
+        0 for anything else."""
+        if property_id == cv2.CAP_PROP_FPS:
+            return float(self.fps)
+        if property_id == cv2.CAP_PROP_FRAME_WIDTH:
+            return float(self.size[0])
+        if property_id == cv2.CAP_PROP_FRAME_HEIGHT:
+            return float(self.size[1])
+        return 0.0
+
+
 def check_positive(name: str, value: float, *, integer: bool = False) -> None:
     """Validates a numeric option at a public boundary.
 

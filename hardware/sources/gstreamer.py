@@ -24,7 +24,7 @@ import numpy as np
 
 from ubiq.errors import ConfigError, SourceError
 
-from .base import CaptureLike, check_positive
+from .base import ArrayCapture, CaptureLike, check_positive
 from .video import LiveSource
 
 logger = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-class GstCapture:
+class GstCapture(ArrayCapture):
     """A ``CaptureLike`` over a PyGObject pipeline and its appsink.
 
     Args:
@@ -172,8 +172,8 @@ class GstCapture:
         self._gst = gst
         self.description = pipeline
         self._timeout_ns = max(1, round(read_timeout_s * 1e9))
-        self._fps = 0.0
-        self._size = (0, 0)
+        self.fps = 0.0
+        self.size = (0, 0)
         try:
             self._pipeline: Any | None = gst.parse_launch(pipeline)
         except GLib.Error as error:
@@ -262,8 +262,8 @@ class GstCapture:
             )
         has_rate, numerator, denominator = structure.get_fraction("framerate")
         if has_rate and denominator:
-            self._fps = numerator / denominator
-        self._size = (width, height)
+            self.fps = numerator / denominator
+        self.size = (width, height)
         buffer = sample.get_buffer()
         mapped, info = buffer.map(self._gst.MapFlags.READ)
         if not mapped:
@@ -284,20 +284,6 @@ class GstCapture:
         if conversion is None:
             return pixels.copy()
         return cv2.cvtColor(np.ascontiguousarray(pixels), conversion)
-
-    def grab(self) -> bool:
-        """Pulls and discards one sample."""
-        return self.read()[0]
-
-    def get(self, property_id: int) -> float:
-        """Answers ``CAP_PROP_FPS`` and the frame size once a sample arrived; else 0."""
-        if property_id == cv2.CAP_PROP_FPS:
-            return float(self._fps)
-        if property_id == cv2.CAP_PROP_FRAME_WIDTH:
-            return float(self._size[0])
-        if property_id == cv2.CAP_PROP_FRAME_HEIGHT:
-            return float(self._size[1])
-        return 0.0
 
     def release(self) -> None:
         """Stops the pipeline; safe to call twice."""

@@ -22,7 +22,7 @@ import numpy as np
 
 from ubiq.errors import ConfigError, SourceError
 
-from .base import check_positive
+from .base import ArrayCapture, check_positive
 from .video import LiveSource
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def picamera_to_bgr(array: np.ndarray, stream_format: str) -> np.ndarray:
     return cv2.cvtColor(array, cv2.COLOR_RGBA2BGR)
 
 
-class PicameraCapture:
+class PicameraCapture(ArrayCapture):
     """A ``CaptureLike`` over one started ``Picamera2``; ``release()`` stops and closes it.
 
     Args:
@@ -114,20 +114,6 @@ class PicameraCapture:
         except (RuntimeError, OSError, TimeoutError) as error:
             raise SourceError(f"picamera2 capture failed: {error}") from error
         return True, picamera_to_bgr(array, self.stream_format)
-
-    def grab(self) -> bool:
-        """Captures and discards one frame."""
-        return self.read()[0]
-
-    def get(self, property_id: int) -> float:
-        """Answers ``CAP_PROP_FPS``, ``CAP_PROP_FRAME_WIDTH`` and ``CAP_PROP_FRAME_HEIGHT``."""
-        if property_id == cv2.CAP_PROP_FPS:
-            return float(self.fps)
-        if property_id == cv2.CAP_PROP_FRAME_WIDTH:
-            return float(self.size[0])
-        if property_id == cv2.CAP_PROP_FRAME_HEIGHT:
-            return float(self.size[1])
-        return 0.0
 
     def release(self) -> None:
         """Stops and closes the camera; safe to call twice."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -22,6 +21,7 @@ from typing import Any
 
 from ubiq.errors import ConfigError, ModelError
 from ubiq.manifest import DecoderSpec, InputSpec, ModelManifest, Preprocess, manifest_path_for
+from ubiq.paths import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -209,15 +209,6 @@ def manifest_from_onnx(path: str | Path, **kwargs: Any) -> ModelManifest:
         raise ModelError(f"{path} has no Ultralytics metadata and no manifest beside it")
     kwargs.setdefault("sha256", file_sha256(path))
     return manifest_from_ultralytics_metadata(metadata, input_name, input_shape, **kwargs)
-
-
-def file_sha256(path: str | Path) -> str:
-    """Returns the hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager

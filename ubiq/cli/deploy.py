@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -25,6 +24,7 @@ from pathlib import Path
 
 from ubiq import __version__
 from ubiq.errors import ConfigError, UbiqError
+from ubiq.paths import file_sha256
 
 UNIT_TEMPLATE = """\
 # ubiq app @APP@: rendered by `ubiq deploy install` from deploy/systemd/ubiq@.service.in.
@@ -246,14 +246,6 @@ def _conversion(target: str, model: Path) -> str:
     return f"none (ubiq has no converter for {target} yet)"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def build_bundle(
     app: str, target: str, model: str | Path, out_dir: Path, config: Path | None = None
 ) -> Path:
@@ -296,7 +288,7 @@ def build_bundle(
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": {
             "file": f"model/{model_path.name}",
-            "sha256": _sha256(model_path),
+            "sha256": file_sha256(model_path),
             "size_bytes": model_path.stat().st_size,
             "manifest": f"model/{manifest.name}" if manifest else None,
         },
