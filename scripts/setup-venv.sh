@@ -22,12 +22,13 @@ case "$profile" in
     ;;
   dev)
     bash scripts/install-system-deps.sh
-    "${pip[@]}" -e ".[dev]"
+    # torch first, pinned: the [train] extra would otherwise pull a newer CUDA build.
+    "${pip[@]}" "torch==2.14.1" "torchvision==0.29.1"
+    "${pip[@]}" -e ".[dev,train]"
     # PyGObject for the GStreamer sources; newer releases need a newer GLib than Debian 12.
     "${pip[@]}" "pygobject<3.51"
     # torch and ultralytics are toolchain-only (never imported by `ubiq detect`); the tests
-    # use them to export real YOLO models offline. torch 2.14.1 is served from local disk.
-    "${pip[@]}" "torch==2.14.1" "torchvision==0.29.1"
+    # use them to train and export real models offline. torch 2.14.1 is served from local disk.
     "${pip[@]}" "ultralytics>=8.3" "onnxslim>=0.1"
     # ultralytics pulls in opencv-python, which overwrites the cv2 module of
     # opencv-python-headless (a different major version here): keep only the headless 4.x.

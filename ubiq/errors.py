@@ -31,6 +31,12 @@ class ModelError(UbiqError):
     exit_code = 4
 
 
+class DatasetError(UbiqError):
+    """A dataset folder is malformed: a missing label file, a class id out of range, ..."""
+
+    exit_code = 6
+
+
 class ZooError(ModelError):
     """A model zoo entry is unknown or none of its sources could be fetched."""
 

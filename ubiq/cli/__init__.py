@@ -17,7 +17,7 @@ from ubiq.errors import UbiqError
 
 def build_parser() -> argparse.ArgumentParser:
     """Returns the top-level parser with every subcommand."""
-    from ubiq.cli import bench, deploy, detect, doctor, models
+    from ubiq.cli import bench, data, deploy, detect, doctor, export, models, train
 
     parser = argparse.ArgumentParser(
         prog="ubiq", description="Embedded intelligence kit: detect, track, segment, listen."
@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_parser(subparsers)
     doctor.add_parser(subparsers)
     deploy.add_parser(subparsers)
+    data.add_parser(subparsers)
+    train.add_parser(subparsers)
+    export.add_parser(subparsers)
     return parser
 
 

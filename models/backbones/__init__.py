@@ -1,0 +1,1 @@
+"""Efficient backbones (torch side, never imported by the runtime)."""

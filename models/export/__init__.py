@@ -1,0 +1,1 @@
+"""Export of trained models to ONNX and TFLite with their manifests (torch side)."""

@@ -1,0 +1,1 @@
+"""Task heads and necks assembled onto the backbones (torch side)."""
