@@ -4,6 +4,7 @@
 ubiq models list [--json]
 ubiq models pull NAME [--force]
 ubiq models info NAME_OR_PATH
+ubiq models backbones [--json] [--width W] [--imgsz 224]
 ```
 """
 
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ubiq.errors import ModelError
+from ubiq.errors import BackendUnavailable, ConfigError, ModelError
 from ubiq.manifest import ModelManifest, manifest_path_for
 
 
@@ -44,6 +45,23 @@ def add_parser(subparsers: Any) -> None:
         "target", metavar="NAME_OR_PATH", help="zoo name or a model file (.onnx, .tflite)"
     )
     info_parser.add_argument("--json", action="store_true", help="print JSON")
+
+    backbones_parser = commands.add_parser(
+        "backbones",
+        help="list the trainable backbones with their parameters and MACs (needs [train])",
+        description=(
+            "List the backbone families with the parameters and multiply-accumulates (MACs) "
+            "of their 1000-class classifier (comparable with the papers) and of the dense "
+            "backbone alone, and the backbone's stride-8/16/32 channels."
+        ),
+    )
+    backbones_parser.add_argument("--json", action="store_true", help="print JSON")
+    backbones_parser.add_argument(
+        "--width", type=float, default=1.0, metavar="W", help="channel multiplier (default 1.0)"
+    )
+    backbones_parser.add_argument(
+        "--imgsz", type=int, default=224, metavar="PIXELS", help="square input size for MACs"
+    )
 
 
 def _human_size(num_bytes: int) -> str:
@@ -201,7 +219,58 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"list": cmd_list, "pull": cmd_pull, "info": cmd_info}
+def cmd_backbones(args: argparse.Namespace) -> int:
+    """Prints every backbone family's parameters and MACs as a table or as JSON.
+
+    Raises:
+        BackendUnavailable: If torch is not installed.
+        ConfigError: If the width or image size is not positive.
+    """
+    try:
+        import torch  # noqa: F401
+    except ImportError as error:
+        raise BackendUnavailable("train", "torch", "pip install 'ubiq[train]'") from error
+    from ubiq.models.backbones import BACKBONES
+    from ubiq.models.backbones.profile import backbone_report
+
+    if not args.width > 0:
+        raise ConfigError(f"--width must be a number > 0, got {args.width}")
+    if args.imgsz <= 0:
+        raise ConfigError(f"--imgsz must be a positive number of pixels, got {args.imgsz}")
+    rows = [backbone_report(name, args.width, args.imgsz) for name in BACKBONES]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = [
+        (
+            "NAME",
+            "WIDTH",
+            "PARAMS (M)",
+            f"MACS@{args.imgsz} (M)",
+            "BACKBONE PARAMS (M)",
+            "BACKBONE MACS (M)",
+            "OUT CHANNELS",
+        )
+    ]
+    for row in rows:
+        table.append(
+            (
+                row["name"],
+                f"{row['width']:g}",
+                f"{row['params'] / 1e6:.2f}",
+                f"{row['macs'] / 1e6:.1f}",
+                f"{row['backbone_params'] / 1e6:.2f}",
+                f"{row['backbone_macs'] / 1e6:.1f}",
+                "/".join(str(channels) for channels in row["out_channels"]),
+            )
+        )
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    for line in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+    return 0
+
+
+_COMMANDS = {"list": cmd_list, "pull": cmd_pull, "info": cmd_info, "backbones": cmd_backbones}
 
 
 def run(args: argparse.Namespace) -> int:
