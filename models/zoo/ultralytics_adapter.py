@@ -303,3 +303,66 @@ def export_ultralytics(
     manifest.save(manifest_path_for(target))
     logger.info("exported %s to %s", weights_or_yaml, target)
     return target
+
+
+def train_ultralytics(
+    arch: str,
+    data_yaml: str | Path,
+    out_dir: str | Path,
+    *,
+    epochs: int,
+    imgsz: int,
+    batch: int = 16,
+    seed: int = 0,
+) -> Path:
+    """Trains an Ultralytics architecture from scratch on a YOLO-layout dataset, on the CPU.
+
+    The architecture is built from its yaml (``yolov8n`` -> ``yolov8n.yaml``), so nothing
+    is downloaded. Ultralytics writes its usual run folder (``weights/best.pt``,
+    ``results.csv``, plots) into ``out_dir``; the best weights are then exported to
+    ``out_dir/model.onnx`` with their manifest.
+
+    Returns:
+        Path of the exported ONNX file.
+
+    Raises:
+        ModelError: If Ultralytics is not installed or training fails.
+    """
+    if not isinstance(imgsz, int) or imgsz <= 0 or imgsz % 32:
+        raise ConfigError(f"imgsz must be a positive multiple of 32, got {imgsz!r}")
+    try:
+        from ultralytics import YOLO
+    except ImportError as error:
+        raise ModelError(
+            f"training {arch!r} needs Ultralytics (AGPL-3.0), which is not installed: "
+            f"{YOLO_INSTALL_HINT}"
+        ) from error
+    out_dir = Path(out_dir).expanduser().resolve()
+    data_yaml = Path(data_yaml).expanduser().resolve()
+    spec = arch if arch.endswith((".yaml", ".pt")) else f"{arch}.yaml"
+    try:
+        with _working_directory(out_dir.parent if out_dir.parent.exists() else Path.cwd()):
+            model = YOLO(spec)
+            model.train(
+                data=str(data_yaml),
+                epochs=epochs,
+                imgsz=imgsz,
+                batch=batch,
+                device="cpu",
+                workers=0,
+                seed=seed,
+                deterministic=True,
+                pretrained=False,
+                amp=False,
+                project=str(out_dir.parent),
+                name=out_dir.name,
+                exist_ok=True,
+                verbose=False,
+            )
+    except _ULTRALYTICS_ERRORS as error:
+        reason = " ".join(str(error).replace("\u274c", "").split())
+        raise ModelError(f"Ultralytics could not train {arch!r}: {reason}") from error
+    best = out_dir / "weights" / "best.pt"
+    if not best.is_file():
+        raise ModelError(f"Ultralytics training wrote no {best}")
+    return export_ultralytics(str(best), out_dir, imgsz, stem="model", name=Path(spec).stem)

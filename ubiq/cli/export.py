@@ -1,9 +1,51 @@
-"""``ubiq export``: placeholder, filled in by the models issue."""
+"""``ubiq export``: a ``ubiq train`` checkpoint to ONNX or TFLite with its manifest.
+
+```
+ubiq export runs/det/weights/best.pt --format onnx [--out model.onnx]
+ubiq export runs/det/weights/best.pt --format tflite [--int8 --calib DATA.yaml]
+```
+"""
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
 from typing import Any
+
+from ubiq.errors import BackendUnavailable
 
 
 def add_parser(subparsers: Any) -> None:
-    """Adds nothing yet."""
+    """Adds the ``export`` command."""
+    parser = subparsers.add_parser(
+        "export",
+        help="export a trained checkpoint to ONNX or TFLite",
+        description="Export a ubiq checkpoint with its manifest, checked against torch.",
+    )
+    parser.add_argument("checkpoint", metavar="CKPT", help="weights/best.pt of a ubiq train run")
+    parser.add_argument("--format", choices=("onnx", "tflite"), default="onnx")
+    parser.add_argument("--out", help="output file (default: RUN/model.onnx)")
+    parser.add_argument("--int8", action="store_true", help="tflite: full int8 (Coral form)")
+    parser.add_argument("--calib", help="tflite --int8: calibration data (data.yaml or folder)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        from ubiq.models.export.onnx_export import export_onnx
+    except ImportError as error:
+        raise BackendUnavailable(
+            "export", error.name or "torch", "pip install 'ubiq[train]'"
+        ) from error
+    out = args.out
+    if args.format == "tflite" and out:
+        out = str(Path(out).with_suffix(".onnx"))
+    result = export_onnx(args.checkpoint, out)
+    print(f"onnx: {result.path} (max |onnx - torch| {result.max_abs_diff:.1e})")
+    print(f"manifest: {result.manifest_path}")
+    if args.format == "tflite":
+        from ubiq.models.export.tflite import export_tflite_cli
+
+        for line in export_tflite_cli(result, int8=args.int8, calib=args.calib):
+            print(line)
+    return 0

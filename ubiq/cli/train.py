@@ -1,9 +1,102 @@
-"""``ubiq train``: placeholder, filled in by the models issue."""
+"""``ubiq train``: train a detector, classifier or segmenter on the CPU.
+
+```
+ubiq train --task detect --backbone mobilenet_v2 --width 0.5 --data DATA.yaml \
+    --epochs 30 --imgsz 320 --out runs/det
+ubiq train --resume --out runs/det
+ubiq train --task detect --arch yolov8n --data DATA.yaml --epochs 10 --out runs/yolo
+```
+"""
 
 from __future__ import annotations
 
+import argparse
+import sys
+from pathlib import Path
 from typing import Any
+
+from ubiq.errors import BackendUnavailable, ConfigError
 
 
 def add_parser(subparsers: Any) -> None:
-    """Adds nothing yet."""
+    """Adds the ``train`` command."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model (detect, classify, segment) on the CPU",
+        description="Train a ubiq model, or an Ultralytics one with --arch, on the CPU.",
+    )
+    parser.add_argument("--task", choices=("detect", "classify", "segment", "kws"))
+    parser.add_argument("--data", help="data.yaml (detect, segment) or image-folder root")
+    parser.add_argument("--out", required=True, help="run folder (weights/, results.csv/png)")
+    parser.add_argument("--backbone", default="mobilenet_v2", help="see `ubiq models backbones`")
+    parser.add_argument("--width", type=float, default=1.0, help="backbone width multiplier")
+    parser.add_argument("--arch", help="train an Ultralytics architecture instead (yolov8n, ...)")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--imgsz", type=int, default=320, help="square input size (x32)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=3e-3, help="peak AdamW learning rate")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.arch:
+        return _run_ultralytics(args)
+    if not args.resume:
+        if not args.task:
+            raise ConfigError("--task is required (detect, classify or segment)")
+        if not args.data:
+            raise ConfigError("--data is required")
+    try:
+        from ubiq.models.train.trainer import TrainOptions, train
+    except ImportError as error:
+        raise BackendUnavailable(
+            "train", error.name or "torch", "pip install 'ubiq[train]'"
+        ) from error
+    options = TrainOptions(
+        task=args.task or "detect",
+        data=str(args.data or ""),
+        out=args.out,
+        backbone=args.backbone,
+        width=args.width,
+        epochs=args.epochs,
+        imgsz=args.imgsz,
+        batch=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        threads=args.threads,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
+    result = train(options, resume=args.resume)
+    metrics = "  ".join(f"{k} {v:.3f}" for k, v in result.metrics.items())
+    print(f"trained {result.epochs} epochs in {result.seconds / 60:.1f} min; best: {metrics}")
+    print(f"weights: {result.best}")
+    print(f"curves:  {Path(result.out) / 'results.png'}")
+    print(f"export:  ubiq export {result.best} --format onnx")
+    return 0
+
+
+def _run_ultralytics(args: argparse.Namespace) -> int:
+    if args.task not in (None, "detect"):
+        raise ConfigError(f"--arch trains detectors only, not --task {args.task}")
+    if not args.data:
+        raise ConfigError("--data is required")
+    if not Path(args.data).is_file():
+        raise ConfigError(f"--data {args.data} does not exist")
+    from ubiq.models.zoo.ultralytics_adapter import train_ultralytics
+
+    onnx_path = train_ultralytics(
+        args.arch,
+        args.data,
+        args.out,
+        epochs=args.epochs,
+        imgsz=args.imgsz,
+        batch=args.batch,
+        seed=args.seed,
+    )
+    print(f"trained {args.arch} with Ultralytics (AGPL-3.0) in {args.out}")
+    print(f"exported: {onnx_path}")
+    return 0
