@@ -9,6 +9,7 @@ NAME.onnx`` runs it with nothing else. Detectors export in the Ultralytics layou
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from ubiq.errors import ModelError
-from ubiq.manifest import DecoderSpec, InputSpec, ModelManifest, manifest_path_for
+from ubiq.manifest import DecoderSpec, InputSpec, ModelManifest, Preprocess, manifest_path_for
 from ubiq.models.nets import ModelConfig, build_model
 
 __all__ = ["ExportResult", "export_onnx", "load_checkpoint", "manifest_for"]
@@ -65,23 +66,37 @@ def manifest_for(config: ModelConfig, name: str, source: str) -> ModelManifest:
 
     height, width = config.imgsz
     resize = "stretch" if config.task == "classify" else "letterbox"
+    preprocess = image_preprocess(config.imgsz, resize)
+    if config.task == "kws":
+        # Not an image: the input is log-mel features, whose settings travel in the
+        # decoder params; the image fields say "no resize, no scaling".
+        preprocess = Preprocess(
+            width=width, height=height, resize="stretch", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)
+        )
     decoders = {
         "detect": DecoderSpec("yolo", {"num_classes": config.num_classes}),
         "classify": DecoderSpec("softmax", {}),
         "segment": DecoderSpec("mask", {"background": 0}),
-        "kws": DecoderSpec("softmax", {}),
+        "kws": DecoderSpec("softmax", {"features": dict(config.extra.get("features", {}))}),
     }
     return ModelManifest(
         name=name,
         task=config.task,
         format="onnx",
-        input=InputSpec(name="images", shape=(1, config.in_channels, height, width), layout="NCHW"),
-        preprocess=image_preprocess(config.imgsz, resize),
+        input=InputSpec(
+            name=input_name(config), shape=(1, config.in_channels, height, width), layout="NCHW"
+        ),
+        preprocess=preprocess,
         decoder=decoders[config.task],
         labels=config.labels,
         license="Apache-2.0",
         source=source,
     )
+
+
+def input_name(config: ModelConfig) -> str:
+    """The input tensor's name: ``features`` for keyword spotters, else ``images``."""
+    return "features" if config.task == "kws" else "images"
 
 
 def _export_module(model: torch.nn.Module) -> torch.nn.Module:
@@ -123,13 +138,16 @@ def export_onnx(
     example = torch.rand(1, config.in_channels, height, width)
     module = _export_module(model)
     output_name = "output0" if config.task == "detect" else "logits"
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # The neck's size check is a Python branch the tracer fixes for this input size.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         reference_fn = model.predict if config.task == "detect" else model
         torch.onnx.export(
             module,
             (example,),
             str(out),
-            input_names=["images"],
+            input_names=[input_name(config)],
             output_names=[output_name],
             opset_version=OPSET,
             dynamo=False,
@@ -150,7 +168,7 @@ def export_onnx(
     with torch.no_grad():
         for tensor in inputs:
             expected = reference_fn(tensor).numpy()
-            (actual,) = session.run(None, {"images": tensor.numpy()})
+            (actual,) = session.run(None, {input_name(config): tensor.numpy()})
             worst = max(worst, float(np.abs(expected - actual).max()))
     if worst > tolerance:
         raise ModelError(f"ONNX export {out} differs from torch by {worst:.2e} (> {tolerance:.0e})")

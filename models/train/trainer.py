@@ -6,6 +6,8 @@ One loop serves every task; a small task object knows its data, loss and metric:
   mAP50-95 (COCO rules) on the ``val`` split, decoded by the runtime's own decoder.
 - ``classify``: image folders, cross-entropy, top-1.
 - ``segment``: YOLO-layout data with ``masks/``, cross-entropy per pixel, mIoU.
+- ``kws``: keyword folders of WAV clips, log-mel features, DS-CNN, top-1 (see
+  :mod:`ubiq.models.train.kws`).
 
 Files under ``out``: ``weights/last.pt`` (every epoch), ``weights/best.pt`` (best
 fitness), ``results.csv`` and ``results.png`` (curves). ``resume`` continues from
@@ -38,6 +40,9 @@ __all__ = ["TrainOptions", "TrainResult", "TrainingInterrupted", "train"]
 log = logging.getLogger(__name__)
 
 
+_TASK_NAMES = ("detect", "classify", "segment", "kws")
+
+
 class TrainingInterrupted(UbiqError):
     """The run was stopped; ``last.pt`` holds the last completed epoch."""
 
@@ -49,13 +54,15 @@ class TrainOptions:
     """Options of a training run (stored in every checkpoint).
 
     Attributes:
-        task: ``detect``, ``classify`` or ``segment``.
-        data: ``data.yaml`` (detect, segment) or an image-folder root (classify).
+        task: ``detect``, ``classify``, ``segment`` or ``kws``.
+        data: ``data.yaml`` (detect, segment), an image-folder root (classify) or a
+            keyword folder of 16 kHz WAV clips (kws, see ``ubiq data keywords``).
         out: Output folder.
         backbone: Backbone name.
         width: Backbone width multiplier.
         epochs: Epochs to train.
-        imgsz: Square input size in pixels (a multiple of 32).
+        imgsz: Square input size in pixels (a multiple of 32); unused by ``kws``, whose
+            input is 1 s of log-mel features (40 x 98).
         batch: Images per step.
         lr: Peak learning rate of AdamW (cosine decay after a linear warm-up).
         weight_decay: AdamW weight decay.
@@ -81,11 +88,8 @@ class TrainOptions:
 
     def check(self) -> None:
         """Raises ConfigError naming the first bad option."""
-        if self.task not in ("detect", "classify", "segment"):
-            raise ConfigError(
-                f"--task {self.task!r} is not one of detect, classify, segment "
-                "(kws training comes with the speech pipeline)"
-            )
+        if self.task not in _TASK_NAMES:
+            raise ConfigError(f"--task {self.task!r} is not one of {', '.join(_TASK_NAMES)}")
         for name in ("epochs", "imgsz", "batch"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name} must be positive, got {getattr(self, name)}")
@@ -276,7 +280,18 @@ class _SegmentTask:
         return metrics["miou"]
 
 
-_TASKS = {"detect": _DetectTask, "classify": _ClassifyTask, "segment": _SegmentTask}
+def _kws_task(options: TrainOptions):
+    from ubiq.models.train.kws import KwsTask
+
+    return KwsTask(options)
+
+
+_TASKS = {
+    "detect": _DetectTask,
+    "classify": _ClassifyTask,
+    "segment": _SegmentTask,
+    "kws": _kws_task,
+}
 
 
 def _random_shift(images: torch.Tensor, rng: np.random.Generator, fraction: float):

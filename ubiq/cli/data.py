@@ -4,6 +4,7 @@
 ubiq data synth --out DIR [--train N] [--val N] [--imgsz N] [--seed S] [--max-objects K]
 ubiq data digits --out DIR [--val-fraction F] [--seed S] [--size N]
 ubiq data faces --out DIR [--val-fraction F] [--seed S] [--size N]
+ubiq data keywords --out DIR --words yes,no,stop [--seed S]
 ubiq data check DATA_YAML_OR_FOLDER
 ```
 """
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ubiq.errors import DatasetError
+from ubiq.errors import ConfigError, DatasetError
 
 
 def add_parser(subparsers: Any) -> None:
@@ -55,6 +56,15 @@ def add_parser(subparsers: Any) -> None:
         )
         folder.add_argument("--seed", type=int, default=0, metavar="S", help="split seed")
         folder.add_argument("--size", type=int, default=32, metavar="N", help="image side (px)")
+
+    keywords = commands.add_parser(
+        "keywords", help="write a keyword-spotting set spoken by espeak-ng (WAV folders)"
+    )
+    keywords.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    keywords.add_argument(
+        "--words", required=True, help="comma-separated keywords, such as yes,no,stop"
+    )
+    keywords.add_argument("--seed", type=int, default=0, help="random seed")
 
     check = commands.add_parser(
         "check", help="validate a YOLO data.yaml or an image folder and count its classes"
@@ -181,7 +191,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"synth": cmd_synth, "digits": cmd_digits, "faces": cmd_faces, "check": cmd_check}
+def cmd_keywords(args: argparse.Namespace) -> int:
+    """Writes a keyword set with espeak-ng and prints its path."""
+    from ubiq.models.datasets.speech import make_keyword_set
+
+    words = [word.strip() for word in args.words.split(",") if word.strip()]
+    if not words:
+        raise ConfigError(f"--words names no keyword: {args.words!r}")
+    root = make_keyword_set(args.out, words, seed=args.seed, progress=sys.stderr.isatty())
+    print(root)
+    return 0
+
+
+_COMMANDS = {
+    "synth": cmd_synth,
+    "digits": cmd_digits,
+    "faces": cmd_faces,
+    "keywords": cmd_keywords,
+    "check": cmd_check,
+}
 
 
 def run(args: argparse.Namespace) -> int:
