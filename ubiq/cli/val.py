@@ -1,0 +1,136 @@
+"""``ubiq val``: a detector's mAP on a YOLO-layout split, through the deployment runtime.
+
+```
+ubiq val MODEL --data DATA.yaml [--split val] [--conf 0.001] [--iou 0.6] [--json]
+```
+
+Runs exactly what ``ubiq detect`` runs (the model's manifest, preprocessing, decoder and
+backend: ONNX Runtime or LiteRT) on every image of the split and scores the detections
+with COCO rules (mAP50, mAP50-95, per class). Needs no torch, so it measures a model on
+the device that will run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ubiq.errors import ConfigError, DatasetError
+
+
+def add_parser(subparsers: Any) -> None:
+    """Adds the ``val`` command."""
+    parser = subparsers.add_parser(
+        "val",
+        help="score a detector's mAP on a YOLO-layout dataset split",
+        description="Score a detector (any model ubiq detect runs) on a dataset split.",
+    )
+    parser.add_argument("model", metavar="MODEL", help="zoo name or model file")
+    parser.add_argument("--data", required=True, help="data.yaml of a YOLO-layout dataset")
+    parser.add_argument("--split", default="val", help="split to score (default: val)")
+    parser.add_argument("--conf", type=float, default=0.001, help="confidence threshold")
+    parser.add_argument("--iou", type=float, default=0.6, help="NMS IoU threshold")
+    parser.add_argument("--max-det", type=int, default=100, help="detections per image")
+    parser.add_argument("--backend", default=None, help="onnxruntime or litert")
+    parser.add_argument("--threads", type=int, default=None, help="inference threads")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(handler=run)
+
+
+def evaluate(
+    model_path: str,
+    data_yaml: Path,
+    split: str = "val",
+    *,
+    confidence_threshold: float = 0.001,
+    iou_threshold: float = 0.6,
+    max_detections: int = 100,
+    backend: str | None = None,
+    num_threads: int | None = None,
+) -> dict[str, Any]:
+    """Scores ``model_path`` on ``split`` of ``data_yaml``; returns the metrics as a dict.
+
+    Raises:
+        DatasetError: If the dataset is malformed or its classes do not match the model's.
+        ModelError: If the model cannot be loaded or decoded.
+    """
+    import cv2
+
+    from ubiq.models.datasets.yolo import load_yolo_split
+    from ubiq.models.runtime.model import DetectionModel
+    from ubiq.models.train.metrics import MapAccumulator
+
+    dataset = load_yolo_split(Path(data_yaml), split)
+    model = DetectionModel.load(
+        model_path,
+        backend=backend,
+        num_threads=num_threads,
+        confidence_threshold=confidence_threshold,
+        iou_threshold=iou_threshold,
+        max_detections=max_detections,
+    )
+    if model.labels and len(model.labels) != len(dataset.names):
+        raise DatasetError(
+            f"{Path(model_path).name} has {len(model.labels)} classes but {data_yaml} has "
+            f"{len(dataset.names)} ({', '.join(dataset.names)})"
+        )
+    accumulator = MapAccumulator(len(dataset.names), max_detections)
+    started = time.perf_counter()
+    for item in dataset.items:
+        image = cv2.imread(str(item.image_path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise DatasetError(f"cannot read image {item.image_path}")
+        height, width = image.shape[:2]
+        truth = np.asarray(item.boxes_xyxy_norm, np.float32).reshape(-1, 4)
+        truth = truth * np.array([width, height, width, height], np.float32)
+        detections = model(image)
+        accumulator.add(
+            detections.xyxy, detections.confidence, detections.class_id, truth, item.class_ids
+        )
+    seconds = time.perf_counter() - started
+    metrics = accumulator.compute()
+    names = list(dataset.names)
+    return {
+        "model": str(model.path),
+        "data": str(data_yaml),
+        "split": split,
+        "images": len(dataset.items),
+        "map50": metrics.map50,
+        "map50_95": metrics.map50_95,
+        "precision": metrics.precision,
+        "recall": metrics.recall,
+        "per_class_ap50": {names[k]: v for k, v in metrics.per_class_ap50.items()},
+        "per_class_ap50_95": {names[k]: v for k, v in metrics.per_class_ap50_95.items()},
+        "seconds": seconds,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    if not Path(args.data).is_file():
+        raise ConfigError(f"--data {args.data} does not exist")
+    result = evaluate(
+        args.model,
+        Path(args.data),
+        args.split,
+        confidence_threshold=args.conf,
+        iou_threshold=args.iou,
+        max_detections=args.max_det,
+        backend=args.backend,
+        num_threads=args.threads,
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(
+        f"{Path(result['model']).name} on {result['images']} {args.split} images: "
+        f"mAP50 {result['map50']:.3f}  mAP50-95 {result['map50_95']:.3f}  "
+        f"P {result['precision']:.3f}  R {result['recall']:.3f}  ({result['seconds']:.1f} s)"
+    )
+    for name, ap50 in result["per_class_ap50"].items():
+        print(f"  {name:16s} AP50 {ap50:.3f}  AP50-95 {result['per_class_ap50_95'][name]:.3f}")
+    return 0
