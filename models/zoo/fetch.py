@@ -27,7 +27,7 @@ from ubiq.errors import ConfigError, ModelError, ZooError
 from ubiq.manifest import ModelManifest, manifest_path_for
 from ubiq.paths import ubiq_home
 
-from .catalog import ZooEntry, ZooSource, get_entry, list_entries
+from .catalog import PACKAGE_DATA, ZooEntry, ZooSource, get_entry, list_entries
 from .ultralytics_adapter import YOLO_INSTALL_HINT, file_sha256
 
 logger = logging.getLogger(__name__)
@@ -256,13 +256,43 @@ def _fetch_ultralytics(
         raise _SourceFailed(_one_line(error)) from error
 
 
-_FETCHERS = {"url": _fetch_url, "pip-wheel": _fetch_wheel, "ultralytics": _fetch_ultralytics}
+def _packaged_file(member: str) -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files(PACKAGE_DATA).joinpath("models", member)))
+
+
+def _fetch_package(
+    entry: ZooEntry, source: ZooSource, target: Path, progress: bool, timeout_s: float
+) -> None:
+    del progress, timeout_s  # a local copy
+    packaged = _packaged_file(source.member)
+    if not packaged.is_file():
+        raise _SourceFailed(f"{packaged} is missing from this install")
+
+    def write(stream: BinaryIO) -> None:
+        with open(packaged, "rb") as handle:
+            shutil.copyfileobj(handle, stream)
+
+    _stage_and_commit(entry, target, str(packaged), write)
+
+
+_FETCHERS = {
+    "url": _fetch_url,
+    "pip-wheel": _fetch_wheel,
+    "ultralytics": _fetch_ultralytics,
+    "package": _fetch_package,
+}
 
 
 def _write_manifest(entry: ZooEntry, model_path: Path, source: str) -> Path:
     sha256 = file_sha256(model_path)
+    packaged = [s for s in entry.sources if s.kind == "package"]
     if entry.manifest:
         manifest = ModelManifest.from_dict({**entry.manifest, "sha256": sha256, "source": source})
+    elif packaged:
+        shipped = ModelManifest.load(manifest_path_for(_packaged_file(packaged[0].member)))
+        manifest = shipped.with_updates(sha256=sha256, source=shipped.source or source)
     else:
         from .ultralytics_adapter import manifest_from_onnx
 
