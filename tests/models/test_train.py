@@ -296,3 +296,35 @@ def test_ubiq_val_rejects_a_dataset_with_other_classes(tiny_run, tmp_path):
     result = run_ubiq("val", str(exported.path), "--data", str(other))
     assert result.returncode != 0
     assert "classes" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_arch_yolov8n_trains_through_ultralytics_on_the_same_data(tiny_data, tmp_path):
+    pytest.importorskip("ultralytics")
+    out = tmp_path / "yolo"
+    result = run_ubiq(
+        "train",
+        "--task",
+        "detect",
+        "--arch",
+        "yolov8n",
+        "--data",
+        str(tiny_data),
+        "--epochs",
+        "1",
+        "--imgsz",
+        "64",
+        "--batch",
+        "8",
+        "--out",
+        str(out),
+        env={"YOLO_CONFIG_DIR": str(tmp_path / "yolo-settings")},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (out / "weights" / "best.pt").is_file() and (out / "results.csv").is_file()
+    manifest = json.loads((out / "model.json").read_text())
+    assert manifest["labels"] == ["cat", "cup", "rocket", "motorcycle", "astronaut", "coin"]
+    assert manifest["license"] == "AGPL-3.0"
+    scored = run_ubiq("val", str(out / "model.onnx"), "--data", str(tiny_data), "--json")
+    assert scored.returncode == 0, scored.stderr
+    assert json.loads(scored.stdout)["images"] == 8
