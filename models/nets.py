@@ -136,7 +136,10 @@ class Detector(nn.Module):
     """Backbone, :class:`LiteFPN` neck and :class:`AnchorFreeHead`.
 
     ``forward`` returns what the loss needs; :meth:`predict` returns the export form
-    ``(N, 4 + K, A)`` (``cx, cy, w, h`` in input pixels, then sigmoid scores).
+    ``(N, 4 + K, A)``: ``cx, cy, w, h`` as fractions of the input width and height, then
+    sigmoid scores. Boxes and scores then share one range (0..1), so an int8 export can
+    quantize the tensor with one scale and keep both (boxes in pixels would leave every
+    score at zero); the runtime's ``yolo`` decoder scales them back (``normalized``).
     """
 
     def __init__(self, backbone: nn.Module, neck: nn.Module, head: AnchorFreeHead) -> None:
@@ -161,13 +164,13 @@ class Detector(nn.Module):
         shapes = [tuple(f.shape[-2:]) for f in features]
         points, point_strides = make_points(shapes, self.strides, device=x.device)
         if self.export_mode:
-            return _export_tensor(logits, distances, points)
+            return _export_tensor(logits, distances, points, x.shape[-2:])
         return logits, distances, points, point_strides
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Returns ``(N, 4 + K, A)``: ``cx, cy, w, h`` in input pixels and sigmoid scores."""
+        """Returns ``(N, 4 + K, A)``: normalized ``cx, cy, w, h`` and sigmoid scores."""
         logits, distances, points, _ = self._raw(x)
-        return _export_tensor(logits, distances, points)
+        return _export_tensor(logits, distances, points, x.shape[-2:])
 
     def _raw(self, x: torch.Tensor):
         mode = self.export_mode
@@ -179,11 +182,13 @@ class Detector(nn.Module):
 
 
 def _export_tensor(
-    logits: torch.Tensor, distances: torch.Tensor, points: torch.Tensor
+    logits: torch.Tensor, distances: torch.Tensor, points: torch.Tensor, size
 ) -> torch.Tensor:
+    height, width = int(size[0]), int(size[1])
+    scale = torch.tensor([1.0 / width, 1.0 / height], device=logits.device)
     boxes = distances_to_xyxy(points, distances)
-    centers = (boxes[..., :2] + boxes[..., 2:]) / 2
-    sizes = boxes[..., 2:] - boxes[..., :2]
+    centers = (boxes[..., :2] + boxes[..., 2:]) * (scale / 2)
+    sizes = (boxes[..., 2:] - boxes[..., :2]) * scale
     return torch.cat((centers, sizes, logits.sigmoid()), -1).transpose(1, 2)
 
 

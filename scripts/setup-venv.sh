@@ -24,7 +24,8 @@ case "$profile" in
     bash scripts/install-system-deps.sh
     # torch first, pinned: the [train] extra would otherwise pull a newer CUDA build.
     "${pip[@]}" "torch==2.14.1" "torchvision==0.29.1"
-    "${pip[@]}" -e ".[dev,train]"
+    # One command for all extras: pip resolves litert-torch's pins together with the rest.
+    "${pip[@]}" -e ".[dev,train,tflite]"
     # PyGObject for the GStreamer sources; newer releases need a newer GLib than Debian 12.
     "${pip[@]}" "pygobject<3.51"
     # torch and ultralytics are toolchain-only (never imported by `ubiq detect`); the tests

@@ -74,7 +74,7 @@ def manifest_for(config: ModelConfig, name: str, source: str) -> ModelManifest:
             width=width, height=height, resize="stretch", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)
         )
     decoders = {
-        "detect": DecoderSpec("yolo", {"num_classes": config.num_classes}),
+        "detect": DecoderSpec("yolo", {"num_classes": config.num_classes, "normalized": True}),
         "classify": DecoderSpec("softmax", {}),
         "segment": DecoderSpec("mask", {"background": 0}),
         "kws": DecoderSpec("softmax", {"features": dict(config.extra.get("features", {}))}),
@@ -125,8 +125,7 @@ def export_onnx(
         The paths, the manifest and the largest difference from torch.
 
     Raises:
-        ModelError: If the export fails or differs from torch beyond ``tolerance`` (detector
-            boxes are compared in units of the input size, scores as they are).
+        ModelError: If the export fails or differs from torch beyond ``tolerance``.
     """
     import onnx
     import onnxruntime as ort
@@ -166,16 +165,11 @@ def export_onnx(
     if check_images is not None:
         inputs += [torch.from_numpy(np.asarray(x, np.float32))[None] for x in check_images]
     worst = 0.0
-    scale = np.ones(1, np.float32)
-    if config.task == "detect":
-        # Boxes are in input pixels: compare them in units of the input size, as mAP does.
-        rows = [width, height, width, height] + [1] * config.num_classes
-        scale = np.asarray(rows, np.float32)[None, :, None]
     with torch.no_grad():
         for tensor in inputs:
             expected = reference_fn(tensor).numpy()
             (actual,) = session.run(None, {input_name(config): tensor.numpy()})
-            worst = max(worst, float(np.abs((expected - actual) / scale).max()))
+            worst = max(worst, float(np.abs(expected - actual).max()))
     if worst > tolerance:
         raise ModelError(f"ONNX export {out} differs from torch by {worst:.2e} (> {tolerance:.0e})")
     log.info("exported %s (max |onnx - torch| %.2e)", out, worst)

@@ -121,7 +121,7 @@ class TfliteExportResult:
         max_abs_diff: Largest ``|float tflite - torch|`` over the check inputs and outputs.
         int8_cosine: Per output, the worst cosine similarity of the dequantized int8 output
             to torch over the check inputs; empty without ``int8``.
-        manifest_path: The manifest written beside the int8 (else float) file, if any.
+        manifest_path: The manifest beside the int8 (else float) file, if any.
         seconds: Conversion and quantization times, such as ``{"float": 6.1, "int8": 0.7}``.
         notes: What did not convert, or converted with a caveat, one line each.
     """
@@ -413,9 +413,9 @@ def export_tflite(
         tolerance: Largest allowed ``|float tflite - torch|`` per output, in units of
             ``max(1, max |torch output|)`` (boxes in pixels differ by float32 rounding of
             their magnitude).
-        manifest: The model's (ONNX) manifest; when given, a copy describing the written
+        manifest: The model's (ONNX) manifest; when given, a copy describing each written
             file (format, input name, shape, layout, dtype and quantization) is saved
-            beside the int8 file (else the float file) as ``NAME_int8.json``.
+            beside it (``NAME_float32.json``, ``NAME_int8.json``).
 
     Returns:
         The files, their tensors and ops, and the agreement with torch.
@@ -495,7 +495,9 @@ def export_tflite(
         notes.append(f"outputs {last_outputs} are channels-last (N, H, W, C)")
     manifest_path = None
     if manifest is not None:
-        manifest_path = _write_manifest(manifest, int8_info or float_info, channels_last_input)
+        manifest_path = _write_manifest(manifest, float_info, channels_last_input)
+        if int8_info is not None:
+            manifest_path = _write_manifest(manifest, int8_info, channels_last_input)
     return TfliteExportResult(
         float_model=float_info,
         int8_model=int8_info,

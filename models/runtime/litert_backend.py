@@ -164,6 +164,13 @@ class LiteRTBackend:
         }
         self._input_index = {d["name"]: d["index"] for d in input_details}
         self._output_index = [(d["name"], d["index"]) for d in output_details]
+        # Full-integer models (the Coral form) give int8/uint8 outputs: decoders get them
+        # dequantized, ``(q - zero_point) * scale``, so they see the same values as float.
+        self._output_dequantize = {
+            d["name"]: (float(d["quantization"][0]), int(d["quantization"][1]))
+            for d in output_details
+            if np.dtype(d["dtype"]).kind in "iu" and d.get("quantization", (0.0, 0))[0]
+        }
         self.metadata: dict[str, str] = {}
 
     def _edgetpu_delegate(
@@ -212,11 +219,21 @@ class LiteRTBackend:
         return delegate
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Sets the inputs, invokes the interpreter and returns copies of the outputs."""
+        """Sets the inputs, invokes the interpreter and returns copies of the outputs.
+
+        Integer outputs with quantization parameters come back dequantized to float32.
+        """
         try:
             for name, value in feeds.items():
                 self.interpreter.set_tensor(self._input_index[name], value)
             self.interpreter.invoke()
         except (ValueError, RuntimeError) as error:
             raise ModelError(f"{self.path.name} failed to run: {error}") from error
-        return {name: self.interpreter.get_tensor(index) for name, index in self._output_index}
+        outputs = {}
+        for name, index in self._output_index:
+            value = self.interpreter.get_tensor(index)
+            if name in self._output_dequantize:
+                scale, zero_point = self._output_dequantize[name]
+                value = (value.astype(np.float32) - zero_point) * scale
+            outputs[name] = value
+        return outputs

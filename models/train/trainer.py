@@ -173,7 +173,8 @@ def decode_predictions(
     iou_threshold: float = 0.6,
     max_detections: int = 100,
 ):
-    """Decodes one ``(1, 4 + K, A)`` export-form prediction with the runtime's decoder."""
+    """Decodes one ``(1, 4 + K, A)`` export-form prediction (normalized boxes) with the
+    runtime's decoder; boxes come back in input pixels."""
     from ubiq.models.runtime.decoders import DecodeOptions
     from ubiq.models.runtime.decoders.yolo import decode_yolo
 
@@ -184,7 +185,7 @@ def decode_predictions(
         iou_threshold=iou_threshold,
         class_ids=None,
         max_detections=max_detections,
-        params={"num_classes": int(prediction.shape[1] - 4)},
+        params={"num_classes": int(prediction.shape[1] - 4), "normalized": True},
         output_names=("output0",),
     )
     return decode_yolo([prediction], options)

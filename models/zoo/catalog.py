@@ -342,7 +342,7 @@ _UBIQ_DET_MNV2 = ZooEntry(
     "on the generated photo set (cat, cup, rocket, motorcycle, astronaut, coin); ships with "
     "ubiq.",
     filename="ubiq-det-mnv2.onnx",
-    sha256="e5439c186c4764c8f2d38432981565f9539d587b505bb9e0f18fca478899cf7f",
+    sha256="fb37181822a32529af64c3af9f42035a73405e2bebf84c72ae750132a422364c",
     sources=(ZooSource(kind="package", member="ubiq-det-mnv2.onnx"),),
     manifest={},
 )

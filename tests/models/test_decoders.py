@@ -401,3 +401,25 @@ def test_yolo_end_to_end_rows_decode_without_nms():
         DecodeOptions(320, 320, class_ids=np.array([1]), params={"end2end": True}),
     )
     assert filtered.class_id.tolist() == [1]
+
+
+def test_yolo_decoder_scales_normalized_boxes_to_input_pixels():
+    from ubiq.models.runtime.decoders import DecodeOptions
+    from ubiq.models.runtime.decoders.yolo import decode_yolo
+
+    prediction = np.zeros((1, 4 + 2, 8), np.float32)
+    prediction[0, :4, 1] = [0.5, 0.25, 0.2, 0.1]  # cx, cy, w, h as fractions
+    prediction[0, 5, 1] = 0.9
+    options = DecodeOptions(
+        input_width=320,
+        input_height=160,
+        confidence_threshold=0.5,
+        iou_threshold=0.5,
+        class_ids=None,
+        max_detections=10,
+        params={"normalized": True},
+        output_names=("y",),
+    )
+    raw = decode_yolo([prediction], options)
+    np.testing.assert_allclose(raw.xyxy, [[128.0, 32.0, 192.0, 48.0]], atol=1e-4)
+    assert raw.class_id.tolist() == [1]

@@ -328,3 +328,46 @@ def test_arch_yolov8n_trains_through_ultralytics_on_the_same_data(tiny_data, tmp
     scored = run_ubiq("val", str(out / "model.onnx"), "--data", str(tiny_data), "--json")
     assert scored.returncode == 0, scored.stderr
     assert json.loads(scored.stdout)["images"] == 8
+
+
+def test_tflite_float_and_int8_exports_run_in_ubiq_val(tiny_run, tiny_data, tmp_path):
+    pytest.importorskip("litert_torch", reason="litert-torch (TFLite export) is not installed")
+    pytest.importorskip("ai_edge_quantizer", reason="ai-edge-quantizer is not installed")
+    out = tmp_path / "tiny.onnx"
+    result = run_ubiq(
+        "export",
+        str(tiny_run.best),
+        "--format",
+        "tflite",
+        "--int8",
+        "--calib",
+        str(tiny_data),
+        "--out",
+        str(out),
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "tflite int8:" in result.stdout
+    int8 = tmp_path / "tiny_int8.tflite"
+    manifest = json.loads(int8.with_suffix(".json").read_text())
+    assert manifest["format"] == "tflite" and manifest["input"]["dtype"] == "int8"
+    assert manifest["input"]["layout"] == "NHWC" and manifest["preprocess"]["quantization"]
+    scores = {}
+    for name in ("tiny.onnx", "tiny_float32.tflite", "tiny_int8.tflite"):
+        scored = run_ubiq("val", str(tmp_path / name), "--data", str(tiny_data), "--json")
+        assert scored.returncode == 0, scored.stderr
+        scores[name] = json.loads(scored.stdout)["map50"]
+    # The float TFLite file scores as the ONNX one; int8 runs through the same decoder.
+    assert scores["tiny_float32.tflite"] == pytest.approx(scores["tiny.onnx"], abs=1e-3)
+    assert 0.0 <= scores["tiny_int8.tflite"] <= 1.0
+    # LiteRT hands the decoder dequantized outputs: scores in [0, 1], boxes as fractions.
+    from ubiq.models.runtime.model import DetectionModel
+
+    model = DetectionModel.load(str(int8), confidence_threshold=0.0)
+    tensor, _ = model.prepare(
+        cv2.imread(str(next((tiny_data.parent / "images" / "val").iterdir())))
+    )
+    (output,) = model.infer(tensor)
+    assert output.dtype == np.float32 and output.shape[1] == 4 + 6
+    assert output[0, 4:].min() >= 0.0 and output[0, 4:].max() <= 1.0 + 1e-6
+    assert output[0, :2].max() <= 1.5 and output[0, :2].min() >= -0.5

@@ -13,6 +13,8 @@ Decoder params (all optional):
     keypoint_dims: Values per keypoint, default 3 (``x, y, visibility``).
     agnostic_nms: Suppress across classes, default ``False``.
     max_candidates: Most boxes entering NMS (highest scores first), default 30000.
+    normalized: Boxes are fractions of the input width and height (as in Ultralytics
+        TFLite exports and ubiq's own detectors) instead of input pixels, default ``False``.
 """
 
 from __future__ import annotations
@@ -137,6 +139,9 @@ def decode_yolo(outputs: Sequence[np.ndarray], options: DecodeOptions) -> RawDet
         top = np.argpartition(-confidence, max_candidates)[:max_candidates]
         candidates, class_id, confidence = candidates[top], class_id[top], confidence[top]
     cx, cy, width, height = prediction[:4, candidates].astype(np.float32)
+    if params.get("normalized", False):
+        cx, width = cx * options.input_width, width * options.input_width
+        cy, height = cy * options.input_height, height * options.input_height
     half_w, half_h = width / 2, height / 2
     xyxy = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1)
     if params.get("agnostic_nms", False):
