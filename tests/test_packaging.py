@@ -21,6 +21,7 @@ PACKAGES = [
     "ubiq.models.datasets",
     "ubiq.models.train",
     "ubiq.models.export",
+    "ubiq.models.compress",
     "ubiq.pipelines",
     "ubiq.pipelines.sinks",
     "ubiq.hardware",

@@ -54,7 +54,8 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, ModelConfig, dic
     if not isinstance(checkpoint, dict) or "config" not in checkpoint or "model" not in checkpoint:
         raise ModelError(f"{path} is not a ubiq checkpoint (no config and model state)")
     config = ModelConfig.from_dict(checkpoint["config"])
-    model = build_model(config)
+    # A pruned model's layers differ from what its config builds: it travels whole.
+    model = checkpoint["module"] if "module" in checkpoint else build_model(config)
     model.load_state_dict(checkpoint["model"])
     model.eval()
     return model, config, checkpoint

@@ -325,13 +325,24 @@ def _options_from(data: dict[str, Any]) -> TrainOptions:
     return TrainOptions(**{k: v for k, v in data.items() if k in known})
 
 
-def train(options: TrainOptions, resume: bool = False) -> TrainResult:
+def train(
+    options: TrainOptions,
+    resume: bool = False,
+    *,
+    model: torch.nn.Module | None = None,
+    teacher: torch.nn.Module | None = None,
+) -> TrainResult:
     """Trains (or resumes) a model; see the module docstring for the files written.
 
     Args:
         options: Run options. With ``resume``, only ``out`` and ``progress`` are read;
             the rest comes from ``out/weights/last.pt``.
         resume: Continue the run in ``options.out``.
+        model: Train this module instead of building one from the config (a pruned model,
+            whose layers no config describes, or pretrained weights). The checkpoints
+            then carry the whole module (``"module"``) besides its state.
+        teacher: A frozen teacher for knowledge distillation; the task adds its
+            ``distill_loss`` (see :mod:`ubiq.models.compress.distill`) when set.
 
     Raises:
         ConfigError: For a bad option, backbone name or image size.
@@ -354,8 +365,14 @@ def train(options: TrainOptions, resume: bool = False) -> TrainResult:
     torch.manual_seed(options.seed)
     task = _TASKS[options.task](options)
     config = task.config(options)
-    model = build_model(config).to(memory_format=torch.channels_last)
+    carries_module = model is not None or (checkpoint is not None and "module" in checkpoint)
+    if checkpoint is not None and "module" in checkpoint:
+        model = checkpoint["module"]
+    elif model is None:
+        model = build_model(config)
+    model = model.to(memory_format=torch.channels_last)
     task.setup(model)
+    task.teacher = teacher.eval() if teacher is not None else None
     steps_per_epoch = max(1, len(task.train) // options.batch)
     total_steps = steps_per_epoch * options.epochs
     optimizer = torch.optim.AdamW(
@@ -388,6 +405,7 @@ def train(options: TrainOptions, resume: bool = False) -> TrainResult:
         steps_per_epoch,
         weights,
         out,
+        carries_module,
     )
     for epoch in range(start_epoch, options.epochs):
         try:
@@ -426,6 +444,7 @@ class _Run:
     steps_per_epoch: int
     weights: Path
     out: Path
+    carries_module: bool = False
 
     def epoch(self, epoch: int) -> None:
         """Trains, validates and checkpoints one epoch."""
@@ -482,6 +501,8 @@ class _Run:
             "seconds": self.elapsed,
             "torch_rng": torch.get_rng_state(),
         }
+        if self.carries_module:
+            state["module"] = self.model
         # best.pt first: a run stopped between the two saves resumes from a last.pt whose
         # best.pt is already on disk.
         if improved:

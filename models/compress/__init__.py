@@ -1,0 +1,1 @@
+"""Compression hooks: prune, distill, quantize, measure, gate (host side)."""
