@@ -17,7 +17,7 @@ from ubiq.errors import UbiqError
 
 def build_parser() -> argparse.ArgumentParser:
     """Returns the top-level parser with every subcommand."""
-    from ubiq.cli import bench, data, deploy, detect, doctor, export, models, train, val
+    from ubiq.cli import bench, compress, data, deploy, detect, doctor, export, models, train, val
 
     parser = argparse.ArgumentParser(
         prog="ubiq", description="Embedded intelligence kit: detect, track, segment, listen."
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_parser(subparsers)
     export.add_parser(subparsers)
     val.add_parser(subparsers)
+    compress.add_parser(subparsers)
     return parser
 
 
