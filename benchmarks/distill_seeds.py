@@ -19,7 +19,8 @@ trained without it, over several seeds, with mean and spread.
    too, for reference; it picks the epoch on the val split, so it flatters both runs).
 
 ``--detect-epochs N`` adds one seed pair of a detector student (mobilenet_v3_small 0.5)
-distilled from ``--detect-teacher`` on ``--detect-data`` for N epochs (slow on a CPU).
+distilled from ``--detect-teacher`` on ``--detect-data`` for N epochs (slow on a CPU;
+``--no-classify`` runs it alone).
 """
 
 from __future__ import annotations
@@ -195,12 +196,15 @@ def main() -> int:
     parser.add_argument("--detect-teacher", default="/work/runs/pilot/weights/best.pt")
     parser.add_argument("--detect-data", default="/work/runs/data256/data.yaml")
     parser.add_argument("--detect-kd-temperature", type=float, default=1.0)
+    parser.add_argument("--no-classify", action="store_true", help="the detector pair only")
     parser.add_argument("--verbose", action="store_true", help="log every epoch")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING if args.verbose else logging.ERROR)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="ubiq-distill-"))
     work.mkdir(parents=True, exist_ok=True)
-    report = {"args": vars(args), "classify": _classify(args, work)}
+    report: dict = {"args": vars(args)}
+    if not args.no_classify:
+        report["classify"] = _classify(args, work)
     if args.detect_epochs > 0:
         report["detect"] = _detect(args, work)
     (work / "distill_seeds.json").write_text(json.dumps(report, indent=2))

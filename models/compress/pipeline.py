@@ -163,6 +163,7 @@ class _Runner:
             data=self.recipe.data.train,
             finetune_epochs=options.finetune_epochs,
             lr=options.lr,
+            round_to=options.round_to,
             progress=self.progress,
         )
         best = Path(result.checkpoint)

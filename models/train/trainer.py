@@ -32,6 +32,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ubiq.errors import ConfigError, UbiqError
+from ubiq.models.compress.distill import (
+    DISTILL_TASKS,
+    DistillOptions,
+    detection_kd_loss,
+    load_teacher,
+    logit_kd_loss,
+)
 from ubiq.models.nets import ModelConfig, build_model
 from ubiq.models.train.data import ClassifyData, DetectData, SegmentData, to_float
 
@@ -69,6 +76,10 @@ class TrainOptions:
         seed: Seed of the weights and of the data order.
         threads: Torch CPU threads (default: all cores).
         progress: Show progress bars.
+        teacher: Checkpoint of a teacher to distill from (``detect``, ``classify``); a
+            resumed run reloads it from here.
+        kd_weight: Factor of the distillation loss (with ``teacher``).
+        kd_temperature: Softening temperature of the distillation loss (with ``teacher``).
     """
 
     task: str
@@ -84,6 +95,9 @@ class TrainOptions:
     seed: int = 0
     threads: int | None = None
     progress: bool = True
+    teacher: str | None = None
+    kd_weight: float = 1.0
+    kd_temperature: float = 4.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -97,6 +111,9 @@ class TrainOptions:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
         if not Path(self.data).exists():
             raise ConfigError(f"--data {self.data} does not exist")
+        DistillOptions(self.kd_weight, self.kd_temperature)  # raises for a bad value
+        if self.teacher is not None and not Path(self.teacher).is_file():
+            raise ConfigError(f"--teacher {self.teacher} does not exist")
 
 
 @dataclass
@@ -120,6 +137,8 @@ class _DetectTask:
         self.train = DetectData.load(Path(options.data), "train", size, options.progress)
         self.val = DetectData.load(Path(options.data), "val", size, options.progress)
         self.names = self.train.names
+        self.teacher: torch.nn.Module | None = None
+        self.distill = DistillOptions(options.kd_weight, options.kd_temperature)
 
     def config(self, options: TrainOptions) -> ModelConfig:
         return ModelConfig(
@@ -137,7 +156,16 @@ class _DetectTask:
 
     def step(self, model, indices: np.ndarray, rng: np.random.Generator):
         images, targets = self.train.batch(indices, flip=rng.random(len(indices)) < 0.5)
-        return self.loss(model(to_float(images)), targets)
+        inputs = to_float(images)
+        outputs = model(inputs)
+        loss, parts = self.loss(outputs, targets)
+        if self.teacher is not None:
+            with torch.no_grad():
+                teacher_outputs = self.teacher(inputs)
+            kd = detection_kd_loss(outputs, teacher_outputs, temperature=self.distill.temperature)
+            loss = loss + self.distill.weight * kd
+            parts = {**parts, "kd": float(kd.detach())}
+        return loss, parts
 
     @torch.no_grad()
     def validate(self, model, batch: int) -> dict[str, float]:
@@ -199,6 +227,8 @@ class _ClassifyTask:
         self.train = ClassifyData.load(Path(options.data), "train", size, options.progress)
         self.val = ClassifyData.load(Path(options.data), "val", size, options.progress)
         self.names = self.train.names
+        self.teacher: torch.nn.Module | None = None
+        self.distill = DistillOptions(options.kd_weight, options.kd_temperature)
 
     def config(self, options: TrainOptions) -> ModelConfig:
         return ModelConfig(
@@ -216,8 +246,17 @@ class _ClassifyTask:
         images = torch.from_numpy(self.train.images[indices])
         images = _random_shift(images, rng, fraction=0.1)
         labels = torch.from_numpy(self.train.labels[indices])
-        loss = F.cross_entropy(model(to_float(images)), labels, label_smoothing=0.1)
-        return loss, {"ce": float(loss.detach())}
+        inputs = to_float(images)
+        logits = model(inputs)
+        loss = F.cross_entropy(logits, labels, label_smoothing=0.1)
+        parts = {"ce": float(loss.detach())}
+        if self.teacher is not None:
+            with torch.no_grad():
+                teacher_logits = self.teacher(inputs)
+            kd = logit_kd_loss(logits, teacher_logits, self.distill.temperature)
+            loss = loss + self.distill.weight * kd
+            parts["kd"] = float(kd.detach())
+        return loss, parts
 
     @torch.no_grad()
     def validate(self, model, batch: int) -> dict[str, float]:
@@ -341,11 +380,16 @@ def train(
         model: Train this module instead of building one from the config (a pruned model,
             whose layers no config describes, or pretrained weights). The checkpoints
             then carry the whole module (``"module"``) besides its state.
-        teacher: A frozen teacher for knowledge distillation; the task adds its
-            ``distill_loss`` (see :mod:`ubiq.models.compress.distill`) when set.
+        teacher: A frozen teacher for knowledge distillation (``detect``, ``classify``);
+            the task adds ``kd_weight`` times its distillation loss (see
+            :mod:`ubiq.models.compress.distill`). Without it, ``options.teacher`` (a
+            checkpoint path, kept in the run's checkpoints) is loaded, so a resumed run
+            distills from the same teacher.
 
     Raises:
-        ConfigError: For a bad option, backbone name or image size.
+        ConfigError: For a bad option, backbone name or image size, or a teacher whose
+            task, classes or image size differ from the student's.
+        ModelError: For a teacher checkpoint that cannot be read.
         DatasetError: For a malformed dataset.
         TrainingInterrupted: On Ctrl-C; ``last.pt`` keeps the last completed epoch.
     """
@@ -363,8 +407,12 @@ def train(
     options.check()
     torch.set_num_threads(options.threads or os.cpu_count() or 1)
     torch.manual_seed(options.seed)
+    if (teacher is not None or options.teacher) and options.task not in DISTILL_TASKS:
+        raise ConfigError(f"--teacher: --task {options.task} cannot be distilled")
     task = _TASKS[options.task](options)
     config = task.config(options)
+    if teacher is None and options.teacher:
+        teacher = load_teacher(options.teacher, config)
     carries_module = model is not None or (checkpoint is not None and "module" in checkpoint)
     if checkpoint is not None and "module" in checkpoint:
         model = checkpoint["module"]
@@ -372,7 +420,7 @@ def train(
         model = build_model(config)
     model = model.to(memory_format=torch.channels_last)
     task.setup(model)
-    task.teacher = teacher.eval() if teacher is not None else None
+    task.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
     steps_per_epoch = max(1, len(task.train) // options.batch)
     total_steps = steps_per_epoch * options.epochs
     optimizer = torch.optim.AdamW(

@@ -5,7 +5,12 @@ ubiq train --task detect --backbone mobilenet_v2 --width 0.5 --data DATA.yaml \
     --epochs 30 --imgsz 320 --out runs/det
 ubiq train --resume --out runs/det
 ubiq train --task detect --arch yolov8n --data DATA.yaml --epochs 10 --out runs/yolo
+ubiq train --task classify --backbone mobilenet_v3_small --width 0.35 --data DIGITS \
+    --imgsz 32 --out runs/student --teacher runs/teacher/weights/best.pt --kd-weight 1.0
 ```
+
+``--teacher`` distills a trained checkpoint of the same task, classes and image size into
+the student (see :mod:`ubiq.models.compress.distill`); ``--resume`` reloads it.
 """
 
 from __future__ import annotations
@@ -38,6 +43,17 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument(
+        "--teacher",
+        metavar="CKPT",
+        help="distill from this `ubiq train` checkpoint (detect, classify; same classes, imgsz)",
+    )
+    parser.add_argument(
+        "--kd-weight", type=float, default=1.0, help="factor of the distillation loss"
+    )
+    parser.add_argument(
+        "--kd-temperature", type=float, default=4.0, help="distillation softening temperature"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run)
 
@@ -69,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         threads=args.threads,
         progress=not args.quiet and sys.stderr.isatty(),
+        teacher=str(Path(args.teacher).resolve()) if args.teacher else None,
+        kd_weight=args.kd_weight,
+        kd_temperature=args.kd_temperature,
     )
     result = train(options, resume=args.resume)
     metrics = "  ".join(f"{k} {v:.3f}" for k, v in result.metrics.items())
@@ -82,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
 def _run_ultralytics(args: argparse.Namespace) -> int:
     if args.task not in (None, "detect"):
         raise ConfigError(f"--arch trains detectors only, not --task {args.task}")
+    if args.teacher:
+        raise ConfigError("--teacher distills ubiq models only, not --arch ones")
     if not args.data:
         raise ConfigError("--data is required")
     if not Path(args.data).is_file():
