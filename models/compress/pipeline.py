@@ -57,6 +57,14 @@ def _copy_with_manifest(source: Path, target: Path) -> Path:
     return target
 
 
+def _record_step(onnx: Path, entry: dict, previous: Path) -> None:
+    """Writes the steps so far (``previous``'s, then ``entry``) into ``onnx``'s sidecar
+    manifest, which is what runtimes read."""
+    path = manifest_path_for(onnx)
+    chain = ModelManifest.load(manifest_path_for(previous)).compression
+    ModelManifest.load(path).with_updates(compression=(*chain, entry)).save(path)
+
+
 def _torch_size(checkpoint: Path) -> tuple[int | None, int | None]:
     from ubiq.models.backbones.profile import count_macs, count_parameters
     from ubiq.models.export.onnx_export import load_checkpoint
@@ -171,6 +179,18 @@ class _Runner:
         params, macs = _torch_size(best)
         artifact = _Artifact("pruned", "prune", exported.path, best, params, macs)
         artifact.notes.append(f"MACs x{options.target_macs_ratio:g} target")
+        _record_step(
+            exported.path,
+            {
+                "step": "prune",
+                "method": "structured (DepGraph)",
+                "target_macs_ratio": options.target_macs_ratio,
+                "macs": macs,
+                "params": params,
+                "finetune_epochs": options.finetune_epochs,
+            },
+            self.current.onnx,
+        )
         self._add(artifact)
 
     def distill(self, index: int, options) -> None:
@@ -205,6 +225,11 @@ class _Runner:
         result = train(train_options, model=student, teacher=teacher)
         exported = export_onnx(result.best, folder / "model.distilled.onnx")
         params, macs = _torch_size(result.best)
+        _record_step(
+            exported.path,
+            {"step": "distill", "teacher": str(options.teacher), "epochs": options.epochs},
+            self.current.onnx,
+        )
         self._add(_Artifact("distilled", "distill", exported.path, result.best, params, macs))
 
     def quantize(self, index: int, options) -> None:
@@ -299,7 +324,9 @@ class _Runner:
             )
             if artifact is not reference and images:
                 values = fidelity(reference.onnx, artifact.onnx, images[:8])
-                row.fidelity = {k: float(v) for k, v in values.items() if _is_number(v)}
+                row.fidelity = {
+                    k: float(v) for k, v in values.items() if _is_number(v) and k != "images"
+                }
                 if self.task == "detect":
                     row.fidelity["det_map50_vs_fp32"] = detection_agreement(
                         reference.onnx, artifact.onnx, images

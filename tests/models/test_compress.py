@@ -1,5 +1,8 @@
 """ubiq compress: recipes, bad input, and an end-to-end run with its report and gates."""
 
+import json
+from pathlib import Path
+
 import pytest
 from support import run_ubiq
 
@@ -69,3 +72,74 @@ def test_cli_bad_input_is_one_line_each(tmp_path):
         run_ubiq("compress", str(tmp_path / "missing.pt"), "--quantize", "int8", "--out", out),
         "does not exist",
     )
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    pytest.importorskip("torch")
+    from ubiq.models.datasets.synth import generate_detection_set
+    from ubiq.models.train.trainer import TrainOptions, train
+
+    root = tmp_path_factory.mktemp("compress")
+    data = generate_detection_set(
+        root / "data", train_images=16, val_images=6, imgsz=64, seed=4, progress=False
+    )
+    options = TrainOptions(
+        task="detect",
+        data=str(data),
+        out=str(root / "run"),
+        width=0.5,
+        epochs=1,
+        imgsz=64,
+        batch=8,
+        threads=1,
+        progress=False,
+    )
+    return train(options).best, data
+
+
+def test_recipe_run_writes_every_artifact_the_report_and_a_result_detect_runs(
+    tiny_checkpoint, tmp_path
+):
+    checkpoint, data = tiny_checkpoint
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "steps:\n"
+        "  - prune: {target_macs_ratio: 0.6, finetune_epochs: 1}\n"
+        "  - quantize: {method: int8, calibration_images: 8}\n"
+        f"data: {{train: {data}, calib: {data}, val: {data}}}\n"
+        "max_drop: 100.0\n"  # an untrained model's mAP is noise: this run checks the plumbing
+        "threads: 1\n"
+    )
+    out = tmp_path / "out"
+    result = run_ubiq(
+        "compress", str(checkpoint), "--recipe", str(recipe), "--out", str(out), timeout=900
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    names = [row["name"] for row in report["artifacts"]]
+    assert names[:2] == ["fp32", "pruned"]
+    fp32, pruned = report["artifacts"][:2]
+    assert pruned["macs"] < 0.7 * fp32["macs"]
+    for row in report["artifacts"]:
+        assert row["latency_p50_ms"] > 0 and row["peak_rss_mb"] > 0 and row["size_bytes"] > 0
+        assert row["metric_name"] == "mAP50"
+    assert report["machine"]["versions"]["onnxruntime"]
+    assert (out / "report.md").read_text().startswith("# ubiq compress report")
+    assert (out / "report.png").stat().st_size > 1000
+    final = Path(report["result"])
+    assert final.parent == out and final.name.startswith("model.") and final.is_file()
+    assert json.loads(final.with_suffix(".json").read_text())["compression"] or final.name == (
+        "model.fp32.onnx"
+    )
+    images = sorted((data.parent / "images" / "val").glob("*.jpg"))
+    detect = run_ubiq(
+        "detect",
+        "--source",
+        str(images[0]),
+        "--model",
+        str(final),
+        "--jsonl",
+        str(tmp_path / "d.jsonl"),
+    )
+    assert detect.returncode == 0, detect.stderr

@@ -1,0 +1,547 @@
+"""Measuring a compressed model against its float original, on this machine.
+
+- :func:`calibration_images` picks the images; :func:`image_tensor` feeds each through
+  the model's deployment preprocessing.
+- :func:`node_sensitivity` ranks the nodes of a quantized model by signal-to-quantization-
+  noise ratio (SQNR, dB). It adds the float tensor of every node as a graph output in both
+  models and matches tensors by name:
+
+  - QDQ: the quantizer keeps the float name ``T`` on the node that computes it, and the
+    quantized value is ``DequantizeLinear(QuantizeLinear(T))``; that DequantizeLinear
+    output is compared. A fused activation (Conv + Relu/Clip) already carries the
+    activation's output name.
+  - QOperator: ``T`` becomes the integer tensor ``T_quantized`` with initializers
+    ``T_scale`` and ``T_zero_point``; a DequantizeLinear is appended to read it. A Relu
+    or Clip fused into its producer leaves the producer's tensor holding the
+    activation's range, so the activation's float output is compared with it.
+  - A node left in float (excluded) keeps its tensor; it is compared as is.
+
+  Nodes whose tensors were fused away on either side are skipped.
+- :func:`fidelity` compares the main output of two models (SQNR and cosine similarity).
+- :func:`measure_latency` times models against each other in interleaved rounds.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ubiq.errors import BackendUnavailable, ConfigError, DatasetError, ModelError
+from ubiq.manifest import ModelManifest
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "LatencyStats",
+    "NodeError",
+    "calibration_images",
+    "fidelity",
+    "load_manifest",
+    "measure_latency",
+    "node_sensitivity",
+    "sqnr_db",
+]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+"""Image files a calibration folder or glob is searched for (lower case)."""
+
+MAX_SQNR_DB = 100.0
+"""SQNR reported for identical tensors (and the most any tensor reports)."""
+
+ACTIVATION_OPS = ("Relu", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish")
+"""Activations the quantizer fuses into their producer."""
+
+_FLOAT_TYPES = (1, 10, 11, 16)  # onnx.TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
+
+
+@dataclass(frozen=True)
+class NodeError:
+    """Quantization error of one node's output.
+
+    Attributes:
+        name: Node name in the float model.
+        op_type: Its operator type.
+        tensor: The float tensor that was compared.
+        sqnr_db: Signal-to-quantization-noise ratio over the images, in dB (higher is
+            better; ``MAX_SQNR_DB`` for identical values).
+    """
+
+    name: str
+    op_type: str
+    tensor: str
+    sqnr_db: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def require_onnx() -> Any:
+    """Imports ``onnx`` (a toolchain dependency).
+
+    Raises:
+        BackendUnavailable: If onnx is not installed, with the pip hint.
+    """
+    try:
+        import onnx
+    except ImportError as error:
+        raise BackendUnavailable(
+            "onnx", missing="the onnx package", hint="pip install 'ubiq[train]'"
+        ) from error
+    return onnx
+
+
+def load_manifest(model_path: str | Path) -> ModelManifest:
+    """Returns the manifest of an ONNX model (sidecar, ``ubiq.manifest`` metadata, or derived).
+
+    Raises:
+        ModelError: If the file is missing or corrupt, or no manifest can be found.
+    """
+    from ubiq.models.runtime.model import find_manifest
+    from ubiq.models.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+    path = Path(model_path)
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    return find_manifest(path, OnnxRuntimeBackend(path, num_threads=1, device="cpu"))
+
+
+def image_tensor(image_path: str | Path, manifest: ModelManifest) -> np.ndarray:
+    """Reads a BGR image and turns it into the model's exact input tensor.
+
+    Returns:
+        The input tensor, shape and dtype of ``manifest.input`` (batch 1).
+
+    Raises:
+        ConfigError: If the image cannot be read.
+    """
+    import cv2
+
+    from ubiq.models.runtime.preprocess import prepare_input
+
+    image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ConfigError(f"cannot read calibration image {image_path}")
+    tensor, _ = prepare_input(image, manifest.preprocess, manifest.input)
+    return tensor
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def _split_images(data_yaml: Path, split: str) -> list[Path]:
+    """Returns the images of one split of a YOLO ``data.yaml`` (labels are not needed).
+
+    Raises:
+        DatasetError: If the yaml is invalid, has no such split, or the split is missing or
+            empty.
+    """
+    from ubiq.models.datasets.yolo import load_data_yaml
+
+    data, root, _ = load_data_yaml(data_yaml)
+    if split not in data or data[split] in (None, ""):
+        raise DatasetError(f"{data_yaml}: no {split!r} split (keys: {', '.join(map(str, data))})")
+    entries = data[split] if isinstance(data[split], list) else [data[split]]
+    images: list[Path] = []
+    for entry in entries:
+        folder = Path(str(entry)).expanduser()
+        folder = folder if folder.is_absolute() else root / folder
+        if folder.is_dir():
+            images.extend(_image_files(folder))
+        elif folder.is_file() and folder.suffix == ".txt":
+            lines = [line.strip() for line in folder.read_text(encoding="utf-8").splitlines()]
+            listed = [Path(line) for line in lines if line]
+            images.extend(p if p.is_absolute() else folder.parent / p for p in listed)
+        else:
+            raise DatasetError(f"{data_yaml}: {split} folder not found: {folder}")
+    if not images:
+        raise DatasetError(f"{data_yaml}: {split} split has no images")
+    return images
+
+
+def calibration_images(source: str | Path, count: int = 64, split: str = "train") -> list[Path]:
+    """Picks calibration images, spread evenly over the sorted list of a source.
+
+    Args:
+        source: A YOLO ``data.yaml`` (its ``split``), an image folder (searched
+            recursively), a glob pattern or one image file.
+        count: Most images to return.
+        split: The ``data.yaml`` split to read.
+
+    Returns:
+        Up to ``count`` image paths in sorted order. Their size does not matter: the
+        model's preprocessing resizes them.
+
+    Raises:
+        ConfigError: If ``count`` < 1, the source does not exist, holds or matches no
+            images, or a picked image is not a readable image file.
+        DatasetError: If a ``data.yaml`` is invalid or has no such split.
+    """
+    if count < 1:
+        raise ConfigError(f"count must be >= 1, got {count}")
+    text = str(source)
+    path = Path(text).expanduser()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        found = sorted(_split_images(path, split))
+    elif path.is_dir():
+        found = _image_files(path)
+        if not found:
+            raise ConfigError(f"--calib {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    elif path.is_file():
+        found = [path]
+    elif any(character in text for character in "*?["):
+        matches = glob.glob(str(path), recursive=True)
+        found = sorted(Path(p) for p in matches if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise ConfigError(f"--calib {text} matches no images")
+    else:
+        raise ConfigError(
+            f"--calib {text} not found (expected a data.yaml, an image folder or a glob)"
+        )
+    if len(found) > count:
+        picks = np.unique(np.linspace(0, len(found) - 1, count).round().astype(int))
+        found = [found[index] for index in picks]
+    import cv2
+
+    for image_path in found:
+        if not cv2.haveImageReader(str(image_path)):
+            raise ConfigError(f"--calib: {image_path} is not a readable image")
+    return found
+
+
+class CalibrationReader:
+    """onnxruntime's ``CalibrationDataReader`` protocol over images, one tensor at a time."""
+
+    def __init__(self, images: Sequence[Path], manifest: ModelManifest) -> None:
+        self._images = list(images)
+        self._manifest = manifest
+        self._index = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._index >= len(self._images):
+            return None
+        tensor = image_tensor(self._images[self._index], self._manifest)
+        self._index += 1
+        return {self._manifest.input.name: tensor}
+
+    def rewind(self) -> None:
+        self._index = 0
+
+
+def sqnr_db(signal_energy: float, noise_energy: float) -> float:
+    """Returns ``10 log10(signal / noise)`` clipped to ``[-MAX_SQNR_DB, MAX_SQNR_DB]``."""
+    if noise_energy <= 0.0:
+        return MAX_SQNR_DB
+    if signal_energy <= 0.0:
+        return -MAX_SQNR_DB
+    value = 10.0 * math.log10(signal_energy / noise_energy)
+    return float(min(MAX_SQNR_DB, max(-MAX_SQNR_DB, value)))
+
+
+def _session(model: Any, threads: int = 1) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    source = model if isinstance(model, str) else model.SerializeToString()
+    try:
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # noqa: BLE001 - onnxruntime raises many private types
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ModelError(f"cannot load the model: {first_line[:200]}") from error
+
+
+def _float_node_outputs(onnx: Any, model: Any) -> dict[str, tuple[Any, int]]:
+    """Maps each float tensor a (non-Constant) node computes to (node, element type)."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {
+        info.name: info.type.tensor_type.elem_type
+        for info in (*inferred.graph.value_info, *inferred.graph.output)
+    }
+    outputs = {}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            continue
+        for name in node.output:
+            if name and types.get(name) in _FLOAT_TYPES:
+                outputs[name] = (node, types[name])
+    return outputs
+
+
+def _quantized_views(onnx: Any, quant_model: Any, float_tensors: Sequence[str]) -> dict[str, str]:
+    """Maps float tensor names to the int8 model's tensor holding the same value (as float).
+
+    Appends the DequantizeLinear nodes QOperator tensors need to ``quant_model``.
+    """
+    graph = quant_model.graph
+    producers = {name for node in graph.node for name in node.output}
+    initializers = {tensor.name for tensor in graph.initializer}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    views: dict[str, str] = {}
+    for name in float_tensors:
+        dequantized = [
+            after.output[0]
+            for node in consumers.get(name, ())
+            if node.op_type == "QuantizeLinear"
+            for after in consumers.get(node.output[0], ())
+            if after.op_type == "DequantizeLinear"
+        ]
+        scale, zero_point = f"{name}_scale", f"{name}_zero_point"
+        if dequantized:
+            views[name] = dequantized[0]
+        elif f"{name}_quantized" in producers and {scale, zero_point} <= initializers:
+            view = f"{name}_ubiq_dequantized"
+            graph.node.append(
+                onnx.helper.make_node(
+                    "DequantizeLinear",
+                    [f"{name}_quantized", scale, zero_point],
+                    [view],
+                    name=f"{name}_ubiq_dequantize",
+                )
+            )
+            views[name] = view
+        elif name in producers:
+            views[name] = name
+    return views
+
+
+def _alias_fused_activations(float_outputs: dict[str, tuple[Any, int]], views: dict) -> None:
+    """Compares a fused activation's output with its producer's int8 tensor (QOperator)."""
+    for name, (node, _) in float_outputs.items():
+        source = node.input[0] if node.input else ""
+        if node.op_type in ACTIVATION_OPS and name not in views and source in views:
+            views[name] = views.pop(source)
+
+
+def _add_outputs(onnx: Any, model: Any, names: dict[str, int]) -> None:
+    existing = {output.name for output in model.graph.output}
+    for name, elem_type in names.items():
+        if name not in existing:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, elem_type, None))
+
+
+def node_sensitivity(
+    fp32_path: str | Path,
+    int8_path: str | Path,
+    calibration: Sequence[str | Path],
+    *,
+    top: int = 10,
+    max_images: int = 8,
+) -> list[NodeError]:
+    """Ranks the nodes of a quantized model by how much quantization changed their output.
+
+    Both models run with every matched node output added as a graph output, so the int8
+    side runs unfused (DequantizeLinear -> float op -> QuantizeLinear); its values equal
+    the fused kernels' up to rounding. Errors accumulate along the graph, so deep nodes
+    (the output head) usually rank worst.
+
+    Args:
+        fp32_path: The float model.
+        int8_path: A QDQ or QOperator model quantized from it.
+        calibration: Images fed through the float model's preprocessing.
+        top: How many of the worst nodes to return.
+        max_images: Most images to run (the first ones of ``calibration``).
+
+    Returns:
+        Up to ``top`` nodes, worst (lowest SQNR) first.
+
+    Raises:
+        ConfigError: If ``top`` or ``max_images`` is below 1, ``calibration`` is empty or
+            an image cannot be read.
+        ModelError: If a model cannot be loaded or run, or no tensor matches.
+        BackendUnavailable: If onnx is not installed.
+    """
+    if top < 1 or max_images < 1:
+        raise ConfigError(f"top and max_images must be >= 1, got {top} and {max_images}")
+    if not calibration:
+        raise ConfigError("calibration must hold at least one image")
+    onnx = require_onnx()
+    manifest = load_manifest(fp32_path)
+    float_model = onnx.load(str(fp32_path))
+    quant_model = onnx.load(str(int8_path))
+    float_outputs = _float_node_outputs(onnx, float_model)
+    views = _quantized_views(onnx, quant_model, list(float_outputs))
+    _alias_fused_activations(float_outputs, views)
+    if not views:
+        raise ModelError(f"no node output of {Path(fp32_path).name} matches {Path(int8_path).name}")
+    _add_outputs(onnx, float_model, {name: float_outputs[name][1] for name in views})
+    _add_outputs(onnx, quant_model, {view: onnx.TensorProto.FLOAT for view in views.values()})
+    float_session, quant_session = _session(float_model), _session(quant_model)
+    quant_input = quant_session.get_inputs()[0].name
+    float_names, view_names = list(views), [views[name] for name in views]
+    signal = np.zeros(len(views))
+    noise = np.zeros(len(views))
+    for image_path in list(calibration)[:max_images]:
+        tensor = image_tensor(image_path, manifest)
+        reference = float_session.run(float_names, {manifest.input.name: tensor})
+        quantized = quant_session.run(view_names, {quant_input: tensor})
+        for index, (ref, other) in enumerate(zip(reference, quantized)):
+            ref = np.asarray(ref, np.float64)
+            signal[index] += float(np.sum(ref * ref))
+            noise[index] += float(np.sum((ref - np.asarray(other, np.float64)) ** 2))
+    errors = [
+        NodeError(
+            name=float_outputs[name][0].name or name,
+            op_type=float_outputs[name][0].op_type,
+            tensor=name,
+            sqnr_db=round(sqnr_db(signal[index], noise[index]), 3),
+        )
+        for index, name in enumerate(float_names)
+    ]
+    errors.sort(key=lambda error: error.sqnr_db)
+    logger.debug("compared %d tensors of %s", len(errors), Path(int8_path).name)
+    return errors[:top]
+
+
+def fidelity(
+    fp32_path: str | Path, other_path: str | Path, images: Sequence[str | Path]
+) -> dict[str, Any]:
+    """Compares the main (first) output of two models over images.
+
+    Args:
+        fp32_path: The reference model; its manifest preprocesses the images.
+        other_path: A model with the same input and main output (int8, fp16, pruned).
+        images: Images to run.
+
+    Returns:
+        ``{"output", "images", "sqnr_db", "cosine", "cosine_min", "max_abs_error"}``:
+        SQNR over all images, mean and least per-image cosine similarity of the
+        flattened outputs, and the largest absolute difference.
+
+    Raises:
+        ConfigError: If ``images`` is empty or an image cannot be read.
+        ModelError: If a model cannot be loaded or run, or the output shapes differ.
+    """
+    if not images:
+        raise ConfigError("fidelity needs at least one image")
+    manifest = load_manifest(fp32_path)
+    reference_session, other_session = _session(str(fp32_path)), _session(str(other_path))
+    output_name = reference_session.get_outputs()[0].name
+    other_output = other_session.get_outputs()[0].name
+    other_input = other_session.get_inputs()[0].name
+    signal = noise = max_abs_error = 0.0
+    cosines = []
+    for image_path in images:
+        tensor = image_tensor(image_path, manifest)
+        reference = reference_session.run([output_name], {manifest.input.name: tensor})[0]
+        other = other_session.run([other_output], {other_input: tensor})[0]
+        if reference.shape != other.shape:
+            raise ModelError(
+                f"{Path(other_path).name} output {other_output} has shape {other.shape}, "
+                f"expected {reference.shape} like {Path(fp32_path).name}"
+            )
+        ref = reference.astype(np.float64).ravel()
+        oth = other.astype(np.float64).ravel()
+        signal += float(ref @ ref)
+        noise += float((ref - oth) @ (ref - oth))
+        max_abs_error = max(max_abs_error, float(np.max(np.abs(ref - oth))) if ref.size else 0.0)
+        norms = float(np.linalg.norm(ref) * np.linalg.norm(oth))
+        cosines.append(float(ref @ oth) / norms if norms > 0 else float(np.array_equal(ref, oth)))
+    return {
+        "output": output_name,
+        "images": len(cosines),
+        "sqnr_db": round(sqnr_db(signal, noise), 3),
+        "cosine": round(float(np.mean(cosines)), 6),
+        "cosine_min": round(float(np.min(cosines)), 6),
+        "max_abs_error": round(max_abs_error, 6),
+    }
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Latency of one model over interleaved rounds, in milliseconds."""
+
+    p50_ms: float
+    p90_ms: float
+    mean_ms: float
+
+    @classmethod
+    def from_times(cls, times_ms: Sequence[float]) -> LatencyStats:
+        values = np.asarray(times_ms, dtype=np.float64)
+        return cls(
+            p50_ms=round(float(np.percentile(values, 50)), 4),
+            p90_ms=round(float(np.percentile(values, 90)), 4),
+            mean_ms=round(float(values.mean()), 4),
+        )
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def _random_feeds(path: Path, backend: Any) -> dict[str, np.ndarray]:
+    """Random input of the manifest's (or, without one, the session's) shape and dtype."""
+    from ubiq.models.runtime.model import find_manifest
+
+    generator = np.random.default_rng(0)
+    try:
+        spec = find_manifest(path, backend).input
+        tensors = [(spec.name, spec.shape, spec.dtype)]
+    except ModelError:
+        tensors = [(t.name, t.shape, t.dtype) for t in backend.inputs]
+    feeds = {}
+    for name, shape, dtype in tensors:
+        shape = tuple(1 if axis < 1 else axis for axis in shape)
+        if np.issubdtype(np.dtype(dtype), np.integer):
+            feeds[name] = generator.integers(0, 128, shape).astype(dtype)
+        else:
+            feeds[name] = generator.random(shape, dtype=np.float32).astype(dtype)
+    return feeds
+
+
+def measure_latency(
+    paths: Sequence[str | Path], *, threads: int = 2, warmup: int = 10, runs: int = 50
+) -> dict[Path, LatencyStats]:
+    """Times models against each other in interleaved rounds on the onnxruntime CPU backend.
+
+    Every model is loaded first; then each round runs every model once (rotating the
+    order), so load from other processes and CPU clock changes hit all of them alike.
+    Compare the ratios of models measured in the same call, not absolute numbers.
+
+    Args:
+        paths: ONNX models.
+        threads: Intra-op threads of every session (inter-op is 1).
+        warmup: Untimed rounds first.
+        runs: Timed rounds.
+
+    Returns:
+        Latency of each model, keyed by its path.
+
+    Raises:
+        ConfigError: If ``paths`` is empty, ``threads`` or ``runs`` < 1 or ``warmup`` < 0.
+        ModelError: If a model cannot be loaded or run.
+    """
+    from ubiq.models.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+    if not paths or threads < 1 or runs < 1 or warmup < 0:
+        raise ConfigError(
+            f"measure_latency needs paths, threads >= 1, runs >= 1 and warmup >= 0, got "
+            f"{len(paths)} paths, threads={threads}, runs={runs}, warmup={warmup}"
+        )
+    import time
+
+    models = [Path(p) for p in paths]
+    backends = {p: OnnxRuntimeBackend(p, num_threads=threads, device="cpu") for p in models}
+    feeds = {p: _random_feeds(p, backend) for p, backend in backends.items()}
+    times: dict[Path, list[float]] = {p: [] for p in models}
+    for round_index in range(warmup + runs):
+        shift = round_index % len(models)
+        for model in models[shift:] + models[:shift]:
+            start = time.perf_counter()
+            backends[model].run(feeds[model])
+            if round_index >= warmup:
+                times[model].append((time.perf_counter() - start) * 1e3)
+    return {model: LatencyStats.from_times(times[model]) for model in models}

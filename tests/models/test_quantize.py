@@ -1,0 +1,336 @@
+"""Tests for ubiq.models.compress.quantize and .sensitivity: int8 built, measured and gated.
+
+The real detector (``ubiq-det-mnv2.onnx``) is quantized with images of a tiny synthetic
+set through its deployment preprocessing. The gates use two graphs built here whose int8
+speed is known on x86 and ARM alike: a single Sigmoid over a 256x256 image (int8 adds a
+QuantizeLinear and a DequantizeLinear pass around a cheap op: about half fp32 speed) and
+a stack of 128-channel 1x1 convolutions (int8 GEMM: about twice fp32 speed).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+
+import ubiq  # noqa: E402
+from ubiq.errors import ConfigError, DatasetError  # noqa: E402
+from ubiq.manifest import (  # noqa: E402
+    MANIFEST_METADATA_KEY,
+    DecoderSpec,
+    InputSpec,
+    ModelManifest,
+    Preprocess,
+    manifest_path_for,
+)
+from ubiq.models.compress import quantize as q  # noqa: E402
+from ubiq.models.compress.sensitivity import MAX_SQNR_DB, image_tensor  # noqa: E402
+from ubiq.paths import file_sha256  # noqa: E402
+
+DETECTOR = Path(ubiq.__file__).parent / "data" / "models" / "ubiq-det-mnv2.onnx"
+
+
+def _manifest(path, size: int) -> None:
+    ModelManifest(
+        name=path.stem,
+        task="detect",
+        format="onnx",
+        input=InputSpec("images", (1, 3, size, size)),
+        preprocess=Preprocess(size, size),
+        decoder=DecoderSpec("yolo", {"num_classes": 6, "normalized": True}),
+    ).save(manifest_path_for(path))
+
+
+def _save(path, nodes, initializers, size: int, output_shape) -> object:
+    helper = onnx.helper
+    graph = helper.make_graph(
+        nodes,
+        path.stem,
+        [helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("output0", onnx.TensorProto.FLOAT, output_shape)],
+        [onnx.numpy_helper.from_array(value, name) for name, value in initializers.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+    _manifest(path, size)
+    return path
+
+
+def _sigmoid_model(path, size: int = 256):
+    """One elementwise op: int8 only adds quantize and dequantize passes around it."""
+    node = onnx.helper.make_node("Sigmoid", ["images"], ["output0"], name="sigmoid")
+    return _save(path, [node], {}, size, [1, 3, size, size])
+
+
+def _pointwise_model(path, size: int = 96, channels: int = 128, blocks: int = 4):
+    """A stride-2 stem and 1x1 convolutions: GEMM-bound, so int8 is clearly faster."""
+    rng = np.random.default_rng(0)
+    helper, nodes, weights = onnx.helper, [], {}
+    previous, inputs = "images", 3
+    for index in range(blocks + 1):
+        kernel, stride = (3, 2) if index == 0 else (1, 1)
+        name = f"conv{index}"
+        weights[f"{name}.w"] = (
+            rng.standard_normal((channels, inputs, kernel, kernel)) * np.sqrt(2 / inputs)
+        ).astype(np.float32) / kernel
+        weights[f"{name}.b"] = np.zeros(channels, np.float32)
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                [previous, f"{name}.w", f"{name}.b"],
+                [f"{name}.out"],
+                name=name,
+                kernel_shape=[kernel, kernel],
+                strides=[stride, stride],
+                pads=[kernel // 2] * 4,
+            )
+        )
+        nodes.append(
+            helper.make_node("Relu", [f"{name}.out"], [f"{name}.act"], name=f"relu{index}")
+        )
+        previous, inputs = f"{name}.act", channels
+    weights["head.w"] = (rng.standard_normal((10, channels, 1, 1)) * 0.1).astype(np.float32)
+    weights["shape"] = np.array([1, 10, -1], np.int64)
+    nodes.append(helper.make_node("Conv", [previous, "head.w"], ["head"], name="head"))
+    nodes.append(helper.make_node("Reshape", ["head", "shape"], ["output0"], name="flatten"))
+    return _save(path, nodes, weights, size, [1, 10, (size // 2) ** 2])
+
+
+def _op_types(path) -> set[str]:
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    from ubiq.models.datasets.synth import generate_detection_set
+
+    folder = tmp_path_factory.mktemp("synth")
+    data_yaml = generate_detection_set(
+        folder, train_images=8, val_images=4, imgsz=256, seed=1, progress=False
+    )
+    return q.calibration_images(data_yaml, count=8)
+
+
+@pytest.fixture(scope="module")
+def qdq_detector(tmp_path_factory, images):
+    out = tmp_path_factory.mktemp("qdq") / "det.int8.onnx"
+    return q.quantize_static(DETECTOR, out, images, q.QuantCandidate())
+
+
+def test_candidate_label_and_validation():
+    assert q.QuantCandidate().label() == "QDQ u8/s8 per-channel minmax"
+    assert q.QuantCandidate("QOperator", "int8", per_channel=False).label() == (
+        "QOperator s8/s8 per-tensor minmax"
+    )
+    with pytest.raises(ConfigError, match="activation_type must be one of uint8, int8"):
+        q.QuantCandidate(activation_type="int4")
+
+
+def test_qdq_detector_has_quantize_nodes_its_manifest_and_runs(qdq_detector, images):
+    from ubiq.models.runtime.model import DetectionModel
+
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= _op_types(qdq_detector)
+    entry = ModelManifest.load(manifest_path_for(qdq_detector)).compression[-1]
+    assert entry == {
+        "step": "quantize",
+        "method": "static",
+        "quant_format": "QDQ",
+        "activation_type": "uint8",
+        "weight_type": "int8",
+        "per_channel": True,
+        "calibrator": "minmax",
+        "excluded_nodes": [],
+    }
+    metadata = {p.key: p.value for p in onnx.load(str(qdq_detector)).metadata_props}
+    embedded = json.loads(metadata[MANIFEST_METADATA_KEY])
+    assert embedded["compression"][-1]["method"] == "static"
+    assert embedded["labels"] == list(ModelManifest.load(DETECTOR.with_suffix(".json")).labels)
+    assert ModelManifest.load(manifest_path_for(qdq_detector)).sha256 == file_sha256(qdq_detector)
+    model = DetectionModel.load(qdq_detector)
+    detections = model(cv2.imread(str(images[0])))
+    assert model.manifest.compression[-1]["quant_format"] == "QDQ"
+    assert detections.xyxy.shape[1] == 4
+
+
+def test_qoperator_uses_qlinear_conv_and_keeps_excluded_nodes_float(tmp_path, images):
+    first_conv = next(n.name for n in onnx.load(str(DETECTOR)).graph.node if n.op_type == "Conv")
+    out = q.quantize_static(
+        DETECTOR,
+        tmp_path / "qop.onnx",
+        images[:4],
+        q.QuantCandidate("QOperator"),
+        exclude_nodes=[first_conv],
+    )
+    nodes = onnx.load(str(out)).graph.node
+    assert "QLinearConv" in {node.op_type for node in nodes}
+    assert [node.op_type for node in nodes if node.name == first_conv] == ["Conv"]
+    entry = ModelManifest.load(manifest_path_for(out)).compression[-1]
+    assert entry["quant_format"] == "QOperator"
+    assert entry["excluded_nodes"] == [first_conv]
+    assert q.fidelity(DETECTOR, out, images[:2])["cosine"] > 0.9
+
+
+def test_int8_detector_stays_close_to_fp32(qdq_detector, images):
+    result = q.fidelity(DETECTOR, qdq_detector, images[:4])
+    assert result["output"] == "output0" and result["images"] == 4
+    assert result["cosine"] > 0.9
+    assert 15.0 < result["sqnr_db"] < MAX_SQNR_DB
+
+
+def test_node_sensitivity_ranks_named_nodes_worst_first(qdq_detector, images):
+    errors = q.node_sensitivity(DETECTOR, qdq_detector, images[:2], top=6)
+    float_nodes = {n.name: n.op_type for n in onnx.load(str(DETECTOR)).graph.node}
+    assert len(errors) == 6
+    assert all(float_nodes[e.name] == e.op_type for e in errors)
+    values = [e.sqnr_db for e in errors]
+    assert values == sorted(values)
+    assert values[0] < 40.0  # int8 noise is measurable
+    assert errors[0].to_dict()["tensor"]
+
+
+def test_node_sensitivity_of_identical_models_is_max(tmp_path, images):
+    model = _pointwise_model(tmp_path / "conv.onnx")
+    errors = q.node_sensitivity(model, model, images[:1], top=3)
+    assert [e.sqnr_db for e in errors] == [MAX_SQNR_DB] * 3
+
+
+def test_calibration_images_spread_over_a_folder_and_resize_any_size(tmp_path):
+    folder = tmp_path / "calib"
+    (folder / "sub").mkdir(parents=True)
+    for index in range(9):
+        target = folder / ("sub" if index % 2 else "") / f"{index:02d}.png"
+        cv2.imwrite(str(target), np.full((60, 100, 3), index * 20, np.uint8))
+    (folder / "notes.txt").write_text("not an image")
+    every = q.calibration_images(folder, count=64)
+    assert sorted(p.name for p in every) == [f"{index:02d}.png" for index in range(9)]
+    picked = q.calibration_images(folder, count=3)
+    assert picked == [every[0], every[4], every[8]]
+    assert len(q.calibration_images(f"{folder}/*.png", count=64)) == 5
+    manifest = ModelManifest.load(DETECTOR.with_suffix(".json"))
+    assert image_tensor(picked[0], manifest).shape == (1, 3, 256, 256)
+
+
+def test_calibration_images_errors_name_the_problem(tmp_path, images):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match=f"--calib {empty} holds no images"):
+        q.calibration_images(empty)
+    with pytest.raises(ConfigError, match="matches no images"):
+        q.calibration_images(tmp_path / "*.jpg")
+    with pytest.raises(ConfigError, match="not found"):
+        q.calibration_images(tmp_path / "missing")
+    broken = tmp_path / "broken" / "image.jpg"
+    broken.parent.mkdir()
+    broken.write_bytes(b"not a jpeg")
+    with pytest.raises(ConfigError, match="is not a readable image"):
+        q.calibration_images(broken.parent)
+    data_yaml = images[0].parents[2] / "data.yaml"
+    with pytest.raises(DatasetError, match="no 'test' split"):
+        q.calibration_images(data_yaml, split="test")
+    with pytest.raises(ConfigError, match="count must be >= 1"):
+        q.calibration_images(data_yaml, count=0)
+
+
+def test_fp16_keeps_float32_io_and_matches(tmp_path, images):
+    out = q.convert_fp16(DETECTOR, tmp_path / "det.fp16.onnx")
+    model = onnx.load(str(out))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    assert ModelManifest.load(manifest_path_for(out)).compression[-1]["method"] == "fp16"
+    assert q.fidelity(DETECTOR, out, images[:2])["cosine"] > 0.999
+
+
+def test_dynamic_quantizes_matmul_weights(tmp_path, images):
+    weight = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    node = onnx.helper.make_node("MatMul", ["images", "weight"], ["output0"], name="matmul")
+    model = _save(tmp_path / "mm.onnx", [node], {"weight": weight}, 64, [1, 3, 64, 64])
+    out = q.quantize_dynamic(model, tmp_path / "mm.dynamic.onnx")
+    assert _op_types(out) & {"DynamicQuantizeMatMul", "MatMulInteger"}
+    assert ModelManifest.load(manifest_path_for(out)).compression[-1]["method"] == "dynamic"
+    assert q.fidelity(model, out, images[:1])["cosine"] > 0.99
+
+
+def test_measure_latency_times_every_model(tmp_path):
+    models = [_sigmoid_model(tmp_path / "a.onnx", 64), _sigmoid_model(tmp_path / "b.onnx", 32)]
+    stats = q.measure_latency(models, threads=1, warmup=2, runs=5)
+    assert set(stats) == set(models)
+    assert all(0 < s.p50_ms <= s.p90_ms for s in stats.values())
+    with pytest.raises(ConfigError, match="threads=0"):
+        q.measure_latency(models, threads=0)
+
+
+def test_auto_quantize_keeps_fp32_when_int8_is_slower(tmp_path, images):
+    model = _sigmoid_model(tmp_path / "sigmoid.onnx")
+    report = q.auto_quantize(model, tmp_path / "out", images[:2], threads=1, progress=False)
+    assert report.chosen is None
+    assert report.result == model
+    assert "slower" in report.gate_reason
+    assert not (tmp_path / "out" / "model.int8.onnx").exists()
+    assert len(list((tmp_path / "out" / "candidates").glob("*.onnx"))) == 3
+    assert [a.label for a in report.attempts] == [c.label() for c in q.DEFAULT_CANDIDATES]
+    assert all(a.speedup < 1.0 and not a.accepted for a in report.attempts)
+    saved = json.loads((tmp_path / "out" / "quantize_report.json").read_text())
+    assert saved == json.loads(json.dumps(report.to_dict()))
+    assert saved["machine"]["threads"] == 1 and saved["machine"]["cpu"]
+
+
+def test_auto_quantize_keeps_fp32_when_every_attempt_drops_too_much(tmp_path, images):
+    model = _pointwise_model(tmp_path / "conv.onnx")
+    evaluated = []
+
+    def evaluate(path):
+        evaluated.append(path)
+        return 50.0 if path == model else 45.0
+
+    report = q.auto_quantize(
+        model,
+        tmp_path / "out",
+        images[:2],
+        evaluate=evaluate,
+        candidates=[q.QuantCandidate()],
+        threads=1,
+        progress=False,
+    )
+    assert report.chosen is None and report.result == model
+    assert "drop" in report.gate_reason and "max_drop=1" in report.gate_reason
+    assert report.fp32_metric == 50.0
+    stages = [a.stage for a in report.attempts]
+    assert stages[:2] == ["format", "speed"]  # the stem conv (3 input channels) in float
+    assert report.attempts[1].excluded_nodes == ("conv0",)
+    assert stages.count("calibrator") == 2 and "exclude" in stages
+    assert {a.candidate.calibrator for a in report.attempts} == {"minmax", "entropy", "percentile"}
+    excluded = [a.excluded_nodes for a in report.attempts if a.stage == "exclude"]
+    assert len(excluded[0]) >= 2 and all(name in _node_names(model) for name in excluded[0])
+    assert report.attempts[0].speedup > 1.0 and report.attempts[0].drop == 5.0
+    assert not any(a.accepted for a in report.attempts)
+    assert evaluated[0] == model and len(evaluated) >= 2
+
+
+def _node_names(path) -> set[str]:
+    return {node.name for node in onnx.load(str(path)).graph.node}
+
+
+def test_auto_quantize_writes_the_faster_int8_model(tmp_path, images):
+    model = _pointwise_model(tmp_path / "conv.onnx")
+    report = q.auto_quantize(
+        model,
+        tmp_path / "out",
+        images[:2],
+        evaluate=lambda path: 50.0,
+        candidates=[q.QuantCandidate()],
+        threads=1,
+        progress=False,
+    )
+    assert report.gate_reason is None
+    assert report.chosen.startswith("QDQ u8/s8 per-channel minmax")
+    assert report.result == tmp_path / "out" / "model.int8.onnx"
+    manifest = ModelManifest.load(manifest_path_for(report.result))
+    assert manifest.compression[-1]["method"] == "static"
+    summary = manifest.report["quantize"]
+    assert summary["speedup"] > 1.0 and summary["drop"] == 0.0
+    assert "QuantizeLinear" in _op_types(report.result)
