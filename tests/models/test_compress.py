@@ -143,3 +143,32 @@ def test_recipe_run_writes_every_artifact_the_report_and_a_result_detect_runs(
         str(tmp_path / "d.jsonl"),
     )
     assert detect.returncode == 0, detect.stderr
+
+
+def test_a_model_without_a_manifest_or_known_outputs_is_one_line(tmp_path):
+    from support import one_op_onnx
+
+    model = one_op_onnx(tmp_path / "mystery.onnx", "Relu", [1, 3, 8, 8], [1, 3, 8, 8])
+    images = tmp_path / "calib"
+    images.mkdir()
+    result = run_ubiq(
+        "compress",
+        str(model),
+        "--quantize",
+        "int8",
+        "--calib",
+        str(images),
+        "--out",
+        str(tmp_path / "out"),
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "mystery.onnx" in lines[0], result.stderr
+
+
+def test_an_empty_calibration_folder_is_one_line(tmp_path):
+    from ubiq.models.compress.quantize import calibration_images
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="holds no images"):
+        calibration_images(tmp_path / "empty")
