@@ -172,6 +172,7 @@ class _Runner:
             finetune_epochs=options.finetune_epochs,
             lr=options.lr,
             round_to=options.round_to,
+            distill=options.distill,
             progress=self.progress,
         )
         best = Path(result.checkpoint)

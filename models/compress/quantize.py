@@ -360,7 +360,8 @@ class QuantAttempt:
 
     Attributes:
         label: The candidate's label, plus the excluded node count when any.
-        stage: ``"format"`` (a candidate), ``"speed"`` (the fastest format with the image
+        stage: ``"format"`` (a candidate), ``"tail"`` (the decode tail after the last
+            convolution left in float), ``"speed"`` (the fastest format with the image
             stem in float), ``"calibrator"`` or ``"exclude"`` (accuracy fallbacks).
         candidate: How it was quantized.
         path: The model file (None when the build failed).
@@ -590,6 +591,18 @@ class _Search:
                 tried.append(attempt)
         scored = [a for a in tried if a.path is not None]
         reference = max(scored, key=lambda a: a.metric if a.metric is not None else -1e9)
+        # Detector exports often end by joining boxes in pixels and sigmoid scores into one
+        # tensor (Ultralytics YOLO): one int8 scale for both zeroes every score. Leaving
+        # the decode tail (everything after the last convolution) in float fixes that.
+        tail = _output_tail(self.prepared)
+        if tail:
+            names = list(dict.fromkeys([*reference.excluded_nodes, *tail]))
+            attempt = self.try_fallback(reference.candidate, "tail", names)
+            if attempt.accepted:
+                return
+            tried.append(attempt)
+            scored = [a for a in tried if a.path is not None]
+            reference = max(scored, key=lambda a: a.metric if a.metric is not None else -1e9)
         try:
             errors = node_sensitivity(
                 self.fp32_path, reference.path, self.calibration, top=max(EXCLUDE_COUNTS)
@@ -610,6 +623,25 @@ class _Search:
 
 FALLBACK_CALIBRATORS = ("entropy", "percentile")
 EXCLUDE_COUNTS = (2, 4, 8)
+
+
+_TAIL_STOP_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
+
+
+def _output_tail(model_path: Path) -> list[str]:
+    """Names the nodes between the last convolutions (or matmuls) and the graph outputs."""
+    onnx = require_onnx()
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    producers = {output: node for node in graph.node for output in node.output}
+    tail: list[str] = []
+    frontier = [output.name for output in graph.output]
+    while frontier:
+        node = producers.get(frontier.pop())
+        if node is None or node.op_type in _TAIL_STOP_OPS or node.name in tail:
+            continue
+        tail.append(node.name)
+        frontier.extend(node.input)
+    return tail
 
 
 def _stem_convolutions(model_path: Path) -> list[str]:
@@ -659,7 +691,8 @@ def auto_quantize(
        (stage ``"speed"``) and timed against fp32.
     2. With ``evaluate``, scores fp32 and the attempts faster than fp32, fastest first.
        If the fastest drops more than ``max_drop`` points, tries the other calibrators
-       (entropy, percentile) in its format, then leaves its 2, 4, 8 most sensitive nodes
+       (entropy, percentile) in its format, then leaves the decode tail (everything after
+       the last convolutions) in float, then its 2, 4, 8 most sensitive nodes
        (:func:`node_sensitivity`) in float; every fallback is timed against fp32 again.
     3. Chooses the accepted attempt with the highest speed-up and writes it as
        ``out_dir/model.int8.onnx`` with its manifest (the report under ``report``). With

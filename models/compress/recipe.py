@@ -2,7 +2,7 @@
 
 ```yaml
 steps:
-  - prune: {target_macs_ratio: 0.5, finetune_epochs: 4}
+  - prune: {target_macs_ratio: 0.5, finetune_epochs: 8, lr: 0.003, distill: true}
   - distill: {teacher: runs/big/weights/best.pt, epochs: 6}
   - quantize: {method: int8}
 data:
@@ -37,8 +37,9 @@ class _Strict(BaseModel):
 
 class PruneStep(_Strict):
     target_macs_ratio: float = Field(0.5, gt=0.0, lt=1.0, description="MACs kept (0..1)")
-    finetune_epochs: int = Field(4, ge=0, description="fine-tuning epochs after pruning")
-    lr: float = Field(1e-3, gt=0.0, description="fine-tuning learning rate")
+    finetune_epochs: int = Field(8, ge=0, description="fine-tuning epochs after pruning")
+    lr: float = Field(3e-3, gt=0.0, description="fine-tuning learning rate")
+    distill: bool = Field(True, description="fine-tune with the unpruned model as teacher")
     round_to: int = Field(8, ge=1, description="channel counts rounded to a multiple")
 
 

@@ -334,3 +334,29 @@ def test_auto_quantize_writes_the_faster_int8_model(tmp_path, images):
     summary = manifest.report["quantize"]
     assert summary["speedup"] > 1.0 and summary["drop"] == 0.0
     assert "QuantizeLinear" in _op_types(report.result)
+
+
+def test_output_tail_is_everything_after_the_last_convolutions(tmp_path):
+    """The decode tail (kept in float when a shared int8 scale would zero the scores)."""
+    onnx = pytest.importorskip("onnx")
+    from ubiq.models.compress.quantize import _output_tail
+
+    helper, tensor = onnx.helper, onnx.TensorProto.FLOAT
+    weight = helper.make_tensor("w", tensor, [4, 3, 1, 1], [0.1] * 12)
+    scale = helper.make_tensor("s", tensor, [], [8.0])
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("Sigmoid", ["c"], ["scores"], name="sigmoid"),
+        helper.make_node("Mul", ["c", "s"], ["boxes"], name="to_pixels"),
+        helper.make_node("Concat", ["boxes", "scores"], ["y"], name="join", axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tail",
+        [helper.make_tensor_value_info("x", tensor, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", tensor, [1, 8, 4, 4])],
+        [weight, scale],
+    )
+    path = tmp_path / "tail.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    assert sorted(_output_tail(path)) == ["join", "sigmoid", "to_pixels"]
