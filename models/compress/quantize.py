@@ -25,7 +25,6 @@ from typing import Any
 from ubiq.errors import BackendUnavailable, ConfigError, ModelError, UbiqError
 from ubiq.manifest import MANIFEST_METADATA_KEY, ModelManifest, manifest_path_for
 from ubiq.models.compress.sensitivity import (
-    ACTIVATION_OPS,
     CalibrationReader,
     LatencyStats,
     NodeError,
@@ -34,7 +33,10 @@ from ubiq.models.compress.sensitivity import (
     load_manifest,
     measure_latency,
     node_sensitivity,
+    output_tail,
     require_onnx,
+    stem_convolutions,
+    with_producers,
 )
 
 logger = logging.getLogger(__name__)
@@ -538,7 +540,7 @@ class _Search:
         often faster (and more accurate). Measured like any other attempt.
         """
         built = [a for a in formats if a.speedup is not None]
-        stems = _stem_convolutions(self.prepared)
+        stems = stem_convolutions(self.prepared)
         if not built or not stems:
             return []
         best = max(built, key=lambda a: a.speedup)
@@ -594,7 +596,7 @@ class _Search:
         # Detector exports often end by joining boxes in pixels and sigmoid scores into one
         # tensor (Ultralytics YOLO): one int8 scale for both zeroes every score. Leaving
         # the decode tail (everything after the last convolution) in float fixes that.
-        tail = _output_tail(self.prepared)
+        tail = output_tail(self.prepared)
         if tail:
             names = list(dict.fromkeys([*reference.excluded_nodes, *tail]))
             attempt = self.try_fallback(reference.candidate, "tail", names)
@@ -615,7 +617,7 @@ class _Search:
             if count > len(errors):
                 break
             names = [*reference.excluded_nodes, *(e.name for e in errors[:count])]
-            exclude = _with_producers(self.prepared, list(dict.fromkeys(names)))
+            exclude = with_producers(self.prepared, list(dict.fromkeys(names)))
             attempt = self.try_fallback(reference.candidate, "exclude", exclude)
             if attempt.accepted:
                 return
@@ -623,53 +625,6 @@ class _Search:
 
 FALLBACK_CALIBRATORS = ("entropy", "percentile")
 EXCLUDE_COUNTS = (2, 4, 8)
-
-
-_TAIL_STOP_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
-
-
-def _output_tail(model_path: Path) -> list[str]:
-    """Names the nodes between the last convolutions (or matmuls) and the graph outputs."""
-    onnx = require_onnx()
-    graph = onnx.load(str(model_path), load_external_data=False).graph
-    producers = {output: node for node in graph.node for output in node.output}
-    tail: list[str] = []
-    frontier = [output.name for output in graph.output]
-    while frontier:
-        node = producers.get(frontier.pop())
-        if node is None or node.op_type in _TAIL_STOP_OPS or node.name in tail:
-            continue
-        tail.append(node.name)
-        frontier.extend(node.input)
-    return tail
-
-
-def _stem_convolutions(model_path: Path) -> list[str]:
-    """Names the plain convolutions with at most 4 input channels (over the image)."""
-    onnx = require_onnx()
-    graph = onnx.load(str(model_path), load_external_data=False).graph
-    weights = {tensor.name: tuple(tensor.dims) for tensor in graph.initializer}
-    stems = []
-    for node in graph.node:
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
-        shape = weights.get(node.input[1]) if len(node.input) > 1 else None
-        if node.op_type == "Conv" and group == 1 and shape and len(shape) == 4 and shape[1] <= 4:
-            stems.append(node.name)
-    return stems
-
-
-def _with_producers(fp32_path: Path, names: Sequence[str]) -> list[str]:
-    """Adds the producer of each fused activation (Conv + Relu/Clip), so both stay float."""
-    onnx = require_onnx()
-    graph = onnx.load(str(fp32_path), load_external_data=False).graph
-    producers = {output: node.name for node in graph.node for output in node.output}
-    result = list(names)
-    for node in graph.node:
-        if node.name in names and node.op_type in ACTIVATION_OPS and node.input:
-            producer = producers.get(node.input[0])
-            if producer and producer not in result:
-                result.append(producer)
-    return result
 
 
 def auto_quantize(

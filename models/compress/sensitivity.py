@@ -42,6 +42,9 @@ __all__ = [
     "LatencyStats",
     "NodeError",
     "calibration_images",
+    "output_tail",
+    "stem_convolutions",
+    "with_producers",
     "fidelity",
     "load_manifest",
     "measure_latency",
@@ -545,3 +548,50 @@ def measure_latency(
             if round_index >= warmup:
                 times[model].append((time.perf_counter() - start) * 1e3)
     return {model: LatencyStats.from_times(times[model]) for model in models}
+
+
+_TAIL_STOP_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
+
+
+def output_tail(model_path: Path) -> list[str]:
+    """Names the nodes between the last convolutions (or matmuls) and the graph outputs."""
+    onnx = require_onnx()
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    producers = {output: node for node in graph.node for output in node.output}
+    tail: list[str] = []
+    frontier = [output.name for output in graph.output]
+    while frontier:
+        node = producers.get(frontier.pop())
+        if node is None or node.op_type in _TAIL_STOP_OPS or node.name in tail:
+            continue
+        tail.append(node.name)
+        frontier.extend(node.input)
+    return tail
+
+
+def stem_convolutions(model_path: Path) -> list[str]:
+    """Names the plain convolutions with at most 4 input channels (over the image)."""
+    onnx = require_onnx()
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    weights = {tensor.name: tuple(tensor.dims) for tensor in graph.initializer}
+    stems = []
+    for node in graph.node:
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        shape = weights.get(node.input[1]) if len(node.input) > 1 else None
+        if node.op_type == "Conv" and group == 1 and shape and len(shape) == 4 and shape[1] <= 4:
+            stems.append(node.name)
+    return stems
+
+
+def with_producers(fp32_path: Path, names: Sequence[str]) -> list[str]:
+    """Adds the producer of each fused activation (Conv + Relu/Clip), so both stay float."""
+    onnx = require_onnx()
+    graph = onnx.load(str(fp32_path), load_external_data=False).graph
+    producers = {output: node.name for node in graph.node for output in node.output}
+    result = list(names)
+    for node in graph.node:
+        if node.name in names and node.op_type in ACTIVATION_OPS and node.input:
+            producer = producers.get(node.input[0])
+            if producer and producer not in result:
+                result.append(producer)
+    return result

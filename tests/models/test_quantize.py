@@ -339,7 +339,7 @@ def test_auto_quantize_writes_the_faster_int8_model(tmp_path, images):
 def test_output_tail_is_everything_after_the_last_convolutions(tmp_path):
     """The decode tail (kept in float when a shared int8 scale would zero the scores)."""
     onnx = pytest.importorskip("onnx")
-    from ubiq.models.compress.quantize import _output_tail
+    from ubiq.models.compress.sensitivity import output_tail
 
     helper, tensor = onnx.helper, onnx.TensorProto.FLOAT
     weight = helper.make_tensor("w", tensor, [4, 3, 1, 1], [0.1] * 12)
@@ -359,4 +359,4 @@ def test_output_tail_is_everything_after_the_last_convolutions(tmp_path):
     )
     path = tmp_path / "tail.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
-    assert sorted(_output_tail(path)) == ["join", "sigmoid", "to_pixels"]
+    assert sorted(output_tail(path)) == ["join", "sigmoid", "to_pixels"]
