@@ -129,25 +129,42 @@ class TrainResult:
     seconds: float
 
 
-class _DetectTask:
-    metric_names = ("map50", "map50_95", "precision", "recall")
+class _ImageTask:
+    """What the image tasks share: both splits in memory, the config, no-op setup.
+
+    Subclasses set ``task``, ``data_class`` and ``metric_names`` and define ``step``,
+    ``validate`` and ``fitness``.
+    """
+
+    task = ""
+    data_class: Any = None
 
     def __init__(self, options: TrainOptions) -> None:
         size = (options.imgsz, options.imgsz)
-        self.train = DetectData.load(Path(options.data), "train", size, options.progress)
-        self.val = DetectData.load(Path(options.data), "val", size, options.progress)
+        load = self.data_class.load
+        self.train = load(Path(options.data), "train", size, options.progress)
+        self.val = load(Path(options.data), "val", size, options.progress)
         self.names = self.train.names
         self.teacher: torch.nn.Module | None = None
         self.distill = DistillOptions(options.kd_weight, options.kd_temperature)
 
     def config(self, options: TrainOptions) -> ModelConfig:
         return ModelConfig(
-            task="detect",
+            task=self.task,
             backbone=options.backbone,
             labels=tuple(self.names),
             width=options.width,
             imgsz=(options.imgsz, options.imgsz),
         )
+
+    def setup(self, model) -> None:
+        pass
+
+
+class _DetectTask(_ImageTask):
+    metric_names = ("map50", "map50_95", "precision", "recall")
+    task = "detect"
+    data_class = DetectData
 
     def setup(self, model) -> None:
         from ubiq.models.train.detect_loss import DetectionLoss
@@ -219,28 +236,10 @@ def decode_predictions(
     return decode_yolo([prediction], options)
 
 
-class _ClassifyTask:
+class _ClassifyTask(_ImageTask):
     metric_names = ("top1",)
-
-    def __init__(self, options: TrainOptions) -> None:
-        size = (options.imgsz, options.imgsz)
-        self.train = ClassifyData.load(Path(options.data), "train", size, options.progress)
-        self.val = ClassifyData.load(Path(options.data), "val", size, options.progress)
-        self.names = self.train.names
-        self.teacher: torch.nn.Module | None = None
-        self.distill = DistillOptions(options.kd_weight, options.kd_temperature)
-
-    def config(self, options: TrainOptions) -> ModelConfig:
-        return ModelConfig(
-            task="classify",
-            backbone=options.backbone,
-            labels=tuple(self.names),
-            width=options.width,
-            imgsz=(options.imgsz, options.imgsz),
-        )
-
-    def setup(self, model) -> None:
-        pass
+    task = "classify"
+    data_class = ClassifyData
 
     def step(self, model, indices: np.ndarray, rng: np.random.Generator):
         images = torch.from_numpy(self.train.images[indices])
@@ -273,26 +272,10 @@ class _ClassifyTask:
         return metrics["top1"]
 
 
-class _SegmentTask:
+class _SegmentTask(_ImageTask):
     metric_names = ("miou",)
-
-    def __init__(self, options: TrainOptions) -> None:
-        size = (options.imgsz, options.imgsz)
-        self.train = SegmentData.load(Path(options.data), "train", size, options.progress)
-        self.val = SegmentData.load(Path(options.data), "val", size, options.progress)
-        self.names = self.train.names
-
-    def config(self, options: TrainOptions) -> ModelConfig:
-        return ModelConfig(
-            task="segment",
-            backbone=options.backbone,
-            labels=tuple(self.names),
-            width=options.width,
-            imgsz=(options.imgsz, options.imgsz),
-        )
-
-    def setup(self, model) -> None:
-        pass
+    task = "segment"
+    data_class = SegmentData
 
     def step(self, model, indices: np.ndarray, rng: np.random.Generator):
         images = self.train.images[indices].copy()
