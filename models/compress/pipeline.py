@@ -219,10 +219,10 @@ class _Runner:
             imgsz=config.imgsz[0],
             lr=options.lr,
             progress=self.progress,
+            teacher=str(options.teacher),
+            kd_weight=options.weight,
+            kd_temperature=options.temperature,
         )
-        train_options.kd_weight = options.weight
-        train_options.kd_temperature = options.temperature
-        train_options.teacher = str(options.teacher)
         result = train(train_options, model=student, teacher=teacher)
         exported = export_onnx(result.best, folder / "model.distilled.onnx")
         params, macs = _torch_size(result.best)
