@@ -2,14 +2,15 @@
 # Debian packages the test suite uses: GStreamer with its Python bindings' build
 # dependencies (the gst:/csi: sources through PyGObject) and systemd-analyze (the
 # deploy unit is verified with it), espeak-ng and sox (synthetic speech for the keyword
-# spotting and speech tests). Installs only what is missing; needs root for that.
+# spotting and speech tests) and libportaudio2 (the microphone source's PortAudio).
+# Installs only what is missing; needs root for that.
 set -euo pipefail
 packages=(
   libgirepository1.0-dev libcairo2-dev pkg-config
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
   systemd
-  espeak-ng sox
+  espeak-ng sox libportaudio2
 )
 missing=()
 for package in "${packages[@]}"; do

@@ -24,6 +24,7 @@ PACKAGES = [
     "ubiq.models.compress",
     "ubiq.pipelines",
     "ubiq.pipelines.sinks",
+    "ubiq.pipelines.speech",
     "ubiq.hardware",
     "ubiq.hardware.sources",
     "ubiq.hardware.fakes",

@@ -1,4 +1,4 @@
-"""Core value types shared by every pipeline: frames, detections and events.
+"""Core value types shared by every pipeline: frames, audio chunks, detections and events.
 
 They are small, validated at construction and cheap to copy. ``Detections`` is a struct
 of arrays (one row per object) in source-frame pixels; its methods return new objects.
@@ -49,6 +49,58 @@ class Frame:
     @property
     def width(self) -> int:
         return int(self.image.shape[1])
+
+
+@dataclass(frozen=True)
+class AudioChunk:
+    """A run of mono audio samples from a source.
+
+    Attributes:
+        samples: ``(N,)`` int16 or float32 array (float32 in ``[-1, 1]``).
+        sample_rate: Samples per second.
+        timestamp_ns: Time of the first sample in source audio time, counted from the
+            source's first sample (files) or from the start of capture (live sources).
+        source_id: Name of the source the audio came from.
+    """
+
+    samples: np.ndarray
+    sample_rate: int
+    timestamp_ns: int
+    source_id: str = "0"
+
+    def __post_init__(self) -> None:
+        samples = self.samples
+        if not isinstance(samples, np.ndarray):
+            raise TypeError(f"samples must be a numpy array, got {type(samples).__name__}")
+        if samples.ndim != 1:
+            raise ValueError(f"samples must have shape (N,), got {samples.shape}")
+        if samples.dtype not in (np.int16, np.float32):
+            raise ValueError(f"samples must be int16 or float32, got {samples.dtype}")
+        if not isinstance(self.sample_rate, int) or self.sample_rate <= 0:
+            raise ValueError(f"sample_rate must be a positive int, got {self.sample_rate!r}")
+        if self.timestamp_ns < 0:
+            raise ValueError(f"timestamp_ns must be >= 0, got {self.timestamp_ns}")
+
+    @property
+    def start_s(self) -> float:
+        """Time of the first sample in seconds."""
+        return self.timestamp_ns / 1e9
+
+    @property
+    def duration_s(self) -> float:
+        """Length of the chunk in seconds."""
+        return len(self.samples) / self.sample_rate
+
+    @property
+    def end_s(self) -> float:
+        """Time just after the last sample in seconds."""
+        return self.start_s + self.duration_s
+
+    def as_float32(self) -> np.ndarray:
+        """The samples as float32 in ``[-1, 1]`` (int16 divided by 32768)."""
+        if self.samples.dtype == np.int16:
+            return self.samples.astype(np.float32) / 32768.0
+        return self.samples
 
 
 def _as_array(name: str, value: Any, dtype: Any, ndim: int) -> np.ndarray:

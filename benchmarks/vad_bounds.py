@@ -1,0 +1,169 @@
+"""Boundary accuracy, end-of-speech latency and speed of the Silero VAD segmenter.
+
+```bash
+.venv/bin/python benchmarks/vad_bounds.py [--clips 20] [--seed 0] [--threads 1] \
+    [--threshold 0.5] [--neg-threshold T] [--min-silence-ms 128] [--speech-pad-ms 30]
+```
+
+Speaks ``--clips`` command phrases with espeak-ng (voices, speeds and the silence before
+each phrase drawn from ``--seed``; the lead is random so phrases do not start on the 32 ms
+frame grid) and plays each one clean, with white noise at 20 dB SNR and at 10 dB SNR
+through :class:`~ubiq.pipelines.speech.vad.VadSegmenter` in 512-sample chunks. The true
+speech boundaries are known to the sample (:mod:`ubiq.models.datasets.commands`).
+
+For each condition it prints:
+
+- ``ok``: clips that gave exactly one segment (the others are left out of the errors);
+- ``|start err|`` and ``|end err|`` (ms, mean / max): reported boundary (padding
+  included, as ``get_speech_timestamps`` reports it) minus the true one;
+- ``end bias``: the signed mean end error (positive: the segment ends late);
+- ``end latency`` (ms, mean / 95th percentile / max): ``emitted_at`` of ``speech.end``
+  minus the true end of speech, in audio time: how long after the speaker stops the event
+  is out;
+- ``within 100 ms``: clips whose start and end are both within 100 ms.
+
+Then the real-time factor: seconds spent in ``VadSegmenter.feed`` (model included) per
+second of audio, with ``--threads`` onnxruntime threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from ubiq.models.datasets.commands import Clip, make_clip
+from ubiq.pipelines.speech.vad import FRAME_SAMPLES, SileroVad, VadOptions, VadSegmenter
+from ubiq.types import AudioChunk
+
+PHRASES = (
+    "turn on the light",
+    "stop",
+    "what time is it",
+    "play music",
+    "lights off",
+    "open the door",
+    "volume up",
+    "next song",
+    "set a timer for five minutes",
+    "go back",
+)
+VOICES = ("en-us", "en-gb-scotland+m5", "en+f4", "en-us+f3", "en-gb", "en-us+m3")
+SPEEDS = (130, 160, 190)
+CONDITIONS = (None, 20.0, 10.0)
+
+
+def run_clip(segmenter: VadSegmenter, samples: np.ndarray, sample_rate: int) -> tuple[list, float]:
+    """Streams one clip; returns the events and the seconds spent in ``feed``/``flush``."""
+    events = []
+    spent = 0.0
+    for first in range(0, len(samples), FRAME_SAMPLES):
+        chunk = AudioChunk(
+            samples[first : first + FRAME_SAMPLES],
+            sample_rate,
+            first * 1_000_000_000 // sample_rate,
+        )
+        start = time.perf_counter()
+        events.extend(segmenter.feed(chunk))
+        spent += time.perf_counter() - start
+    start = time.perf_counter()
+    events.extend(segmenter.flush())
+    return events, spent + time.perf_counter() - start
+
+
+def make_clips(count: int, seed: int) -> list[tuple[int, Clip]]:
+    """``count`` phrases, each clean and at 20 and 10 dB SNR (same speech, same lead)."""
+    rng = np.random.default_rng(seed)
+    clips = []
+    for index in range(count):
+        text = PHRASES[index % len(PHRASES)]
+        voice = VOICES[int(rng.integers(len(VOICES)))]
+        speed = int(rng.choice(SPEEDS))
+        lead_s = float(rng.uniform(0.5, 1.0))
+        for snr_db in CONDITIONS:
+            clip = make_clip(text, voice, speed, 50, snr_db=snr_db, lead_s=lead_s, rng=rng)
+            clips.append((index, clip))
+    return clips
+
+
+def _ms(values: list[float]) -> str:
+    if not values:
+        return "-"
+    magnitudes = np.abs(values) * 1e3
+    return f"{magnitudes.mean():5.0f} / {magnitudes.max():4.0f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clips", type=int, default=20, help="phrases (each in 3 conditions)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    parser.add_argument("--threshold", type=float, default=VadOptions.threshold)
+    parser.add_argument("--neg-threshold", type=float, default=None)
+    parser.add_argument("--min-silence-ms", type=float, default=VadOptions.min_silence_ms)
+    parser.add_argument("--min-speech-ms", type=float, default=VadOptions.min_speech_ms)
+    parser.add_argument("--speech-pad-ms", type=float, default=VadOptions.speech_pad_ms)
+    args = parser.parse_args()
+    options = VadOptions(
+        threshold=args.threshold,
+        neg_threshold=args.neg_threshold,
+        min_speech_ms=args.min_speech_ms,
+        min_silence_ms=args.min_silence_ms,
+        speech_pad_ms=args.speech_pad_ms,
+    )
+    segmenter = VadSegmenter(options, SileroVad(threads=args.threads))
+    clips = make_clips(args.clips, args.seed)
+    results: dict[float | None, dict[str, list]] = {
+        snr: {"start": [], "end": [], "latency": [], "within": [], "bad": []} for snr in CONDITIONS
+    }
+    audio_s = spent_s = 0.0
+    for index, clip in clips:
+        events, spent = run_clip(segmenter, clip.samples, clip.sample_rate)
+        audio_s += clip.duration_s
+        spent_s += spent
+        row = results[clip.snr_db]
+        ends = [event for event in events if event.kind == "speech.end"]
+        starts = [event for event in events if event.kind == "speech.start"]
+        if len(ends) != 1 or len(starts) != 1:
+            row["bad"].append(f"#{index} {clip.text!r} {clip.voice}: {len(ends)} segments")
+            continue
+        start_error = ends[0].t_start - clip.t_start
+        end_error = ends[0].t_end - clip.t_end
+        row["start"].append(start_error)
+        row["end"].append(end_error)
+        row["latency"].append(ends[0].emitted_at - clip.t_end)
+        row["within"].append(max(abs(start_error), abs(end_error)) <= 0.1)
+    print(f"options: {options} (neg_threshold resolved to {options.exit_threshold:g})")
+    header = (
+        f"{'condition':>9} | {'ok':>5} | {'|start err| ms':>14} | {'|end err| ms':>12} | "
+        f"{'end bias':>8} | {'end latency ms':>15} | {'within 100 ms':>13}"
+    )
+    print(header)
+    print("-" * len(header))
+    for snr, row in results.items():
+        name = "clean" if snr is None else f"{snr:g} dB"
+        total = len(row["start"]) + len(row["bad"])
+        bias = f"{np.mean(row['end']) * 1e3:+6.0f}" if row["end"] else "-"
+        latency = "-"
+        if row["latency"]:
+            values = np.asarray(row["latency"]) * 1e3
+            latency = (
+                f"{values.mean():3.0f} / {np.percentile(values, 95):3.0f} / {values.max():3.0f}"
+            )
+        print(
+            f"{name:>9} | {len(row['start']):>2}/{total:<2} | {_ms(row['start']):>14} | "
+            f"{_ms(row['end']):>12} | {bias:>8} | {latency:>15} | "
+            f"{sum(row['within']):>6}/{len(row['within']):<6}"
+        )
+        for line in row["bad"]:
+            print(f"{'':>12}{line}")
+    print(
+        f"real-time factor ({args.threads} thread(s)): {spent_s / audio_s:.4f} "
+        f"({spent_s:.2f} s for {audio_s:.1f} s of audio, "
+        f"{spent_s / audio_s * 1e3 * FRAME_SAMPLES / 16000:.3f} ms per 32 ms frame)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Speech pipeline: voice activity, commands, wake phrase, transcripts."""
