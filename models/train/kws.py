@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from tqdm import tqdm
 
 from ubiq.errors import ConfigError, DatasetError
@@ -182,8 +183,16 @@ class KwsTask:
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise ConfigError(f"unknown kws feature settings {unknown}; known: {sorted(known)}")
-        self.features = LogMelOptions(**overrides)
         root = Path(options.data)
+        description = root / "dataset.yaml"
+        if "clip_seconds" not in overrides and description.is_file():
+            # a command set records the clip length its longest phrase needs
+            seconds = (yaml.safe_load(description.read_text(encoding="utf-8")) or {}).get(
+                "clip_seconds"
+            )
+            if isinstance(seconds, (int, float)) and seconds > 0:
+                overrides["clip_seconds"] = float(seconds)
+        self.features = LogMelOptions(**overrides)
         self.train = KeywordClips.load(root, "train", self.features, options.progress)
         self.val = KeywordClips.load(root, "val", self.features, options.progress)
         if self.val.names != self.train.names:
@@ -206,11 +215,8 @@ class KwsTask:
         )
 
     def config(self, options) -> ModelConfig:
-        """The model config: DS-CNN unless a backbone other than the default was named."""
-        from ubiq.models.train.trainer import TrainOptions
-
-        default = next(f.default for f in fields(TrainOptions) if f.name == "backbone")
-        backbone = "dscnn" if options.backbone in (default, "dscnn") else options.backbone
+        """The model config: DS-CNN unless a backbone is named."""
+        backbone = "dscnn" if options.backbone == "auto" else options.backbone
         return ModelConfig(
             task="kws",
             backbone=backbone,

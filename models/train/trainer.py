@@ -65,7 +65,7 @@ class TrainOptions:
         data: ``data.yaml`` (detect, segment), an image-folder root (classify) or a
             keyword folder of 16 kHz WAV clips (kws, see ``ubiq data keywords``).
         out: Output folder.
-        backbone: Backbone name.
+        backbone: Backbone name; ``auto`` is ``mobilenet_v2`` (``dscnn`` for kws).
         width: Backbone width multiplier.
         epochs: Epochs to train.
         imgsz: Square input size in pixels (a multiple of 32); unused by ``kws``, whose
@@ -85,7 +85,7 @@ class TrainOptions:
     task: str
     data: str
     out: str
-    backbone: str = "mobilenet_v2"
+    backbone: str = "auto"
     width: float = 1.0
     epochs: int = 30
     imgsz: int = 320
@@ -151,7 +151,7 @@ class _ImageTask:
     def config(self, options: TrainOptions) -> ModelConfig:
         return ModelConfig(
             task=self.task,
-            backbone=options.backbone,
+            backbone="mobilenet_v2" if options.backbone == "auto" else options.backbone,
             labels=tuple(self.names),
             width=options.width,
             imgsz=(options.imgsz, options.imgsz),

@@ -17,7 +17,19 @@ from ubiq.errors import UbiqError
 
 def build_parser() -> argparse.ArgumentParser:
     """Returns the top-level parser with every subcommand."""
-    from ubiq.cli import bench, compress, data, deploy, detect, doctor, export, models, train, val
+    from ubiq.cli import (
+        bench,
+        compress,
+        data,
+        deploy,
+        detect,
+        doctor,
+        export,
+        listen,
+        models,
+        train,
+        val,
+    )
 
     parser = argparse.ArgumentParser(
         prog="ubiq", description="Embedded intelligence kit: detect, track, segment, listen."
@@ -35,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_parser(subparsers)
     val.add_parser(subparsers)
     compress.add_parser(subparsers)
+    listen.add_parser(subparsers)
     return parser
 
 

@@ -4,10 +4,15 @@
 ubiq train --task detect --backbone mobilenet_v2 --width 0.5 --data DATA.yaml \
     --epochs 30 --imgsz 320 --out runs/det
 ubiq train --resume --out runs/det
+ubiq train --task kws --commands commands.yaml --epochs 20 --out runs/commands
 ubiq train --task detect --arch yolov8n --data DATA.yaml --epochs 10 --out runs/yolo
 ubiq train --task classify --backbone mobilenet_v3_small --width 0.35 --data DIGITS \
     --imgsz 32 --out runs/student --teacher runs/teacher/weights/best.pt --kd-weight 1.0
 ```
+
+``--task kws --commands FILE`` first speaks every phrase of a commands file (and its wake
+phrase) with espeak-ng into ``OUT/data`` (:mod:`ubiq.models.datasets.command_training`),
+then trains a command classifier on it for ``ubiq listen --model``.
 
 ``--teacher`` distills a trained checkpoint of the same task, classes and image size into
 the student (see :mod:`ubiq.models.compress.distill`); ``--resume`` reloads it.
@@ -33,7 +38,11 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--task", choices=("detect", "classify", "segment", "kws"))
     parser.add_argument("--data", help="data.yaml (detect, segment) or image-folder root")
     parser.add_argument("--out", required=True, help="run folder (weights/, results.csv/png)")
-    parser.add_argument("--backbone", default="mobilenet_v2", help="see `ubiq models backbones`")
+    parser.add_argument(
+        "--backbone",
+        default="auto",
+        help="see `ubiq models backbones` (auto: mobilenet_v2, or dscnn for kws)",
+    )
     parser.add_argument("--width", type=float, default=1.0, help="backbone width multiplier")
     parser.add_argument("--arch", help="train an Ultralytics architecture instead (yolov8n, ...)")
     parser.add_argument("--epochs", type=int, default=30)
@@ -54,6 +63,12 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--kd-temperature", type=float, default=4.0, help="distillation softening temperature"
     )
+    parser.add_argument(
+        "--commands",
+        metavar="FILE",
+        help="kws: train a command classifier for this commands file (speech made by espeak-ng)",
+    )
+    parser.add_argument("--wake", help="kws --commands: a wake phrase to learn as well")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run)
 
@@ -61,6 +76,8 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.arch:
         return _run_ultralytics(args)
+    if args.commands and not args.resume:
+        args.data = _command_set(args)
     if not args.resume:
         if not args.task:
             raise ConfigError("--task is required (detect, classify or segment)")
@@ -96,6 +113,37 @@ def run(args: argparse.Namespace) -> int:
     print(f"curves:  {Path(result.out) / 'results.png'}")
     print(f"export:  ubiq export {result.best} --format onnx")
     return 0
+
+
+def _command_set(args: argparse.Namespace) -> str:
+    """Speaks the commands file's phrases into ``OUT/data`` (kept when it already exists)."""
+    import yaml
+
+    from ubiq.models.datasets.command_training import make_command_training_set
+    from ubiq.pipelines.speech.commands import load_commands
+
+    if args.task not in (None, "kws"):
+        raise ConfigError(f"--commands trains a kws model, not --task {args.task}")
+    if args.data:
+        raise ConfigError("give --commands or --data, not both")
+    args.task = "kws"
+    commands = load_commands(args.commands).with_wake(args.wake)
+    phrases = list(commands.texts) + ([commands.wake] if commands.wake else [])
+    root = Path(args.out) / "data"
+    description = root / "dataset.yaml"
+    if description.is_file():
+        made_for = (yaml.safe_load(description.read_text(encoding="utf-8")) or {}).get("phrases")
+        if made_for != phrases:
+            raise ConfigError(
+                f"{root} was spoken for other commands; remove it or choose another --out"
+            )
+        print(f"reusing the spoken command set in {root}", file=sys.stderr)
+        return str(root)
+    print(f"speaking {len(phrases)} phrases with espeak-ng into {root}", file=sys.stderr)
+    make_command_training_set(
+        root, phrases, seed=args.seed, progress=not args.quiet and sys.stderr.isatty()
+    )
+    return str(root)
 
 
 def _run_ultralytics(args: argparse.Namespace) -> int:

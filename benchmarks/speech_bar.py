@@ -1,0 +1,194 @@
+"""The speech bars: command accuracy, false accepts, real-time factor and event delay.
+
+Builds a test set with espeak-ng (the commands of a commands file and everyday non-command
+sentences, spoken by voices the command model never heard, at two speeds, clean and with
+white noise at 20 and 10 dB SNR), runs each clip through the whole ``ubiq listen``
+pipeline (Silero VAD, then the command engine) in 32 ms chunks, and prints:
+
+* command accuracy: the clip gives exactly one ``speech.command`` and it is the phrase
+  spoken (any other command event on the clip counts as wrong);
+* false accepts: non-command sentences that give any ``speech.command``;
+* wake phrase: clips of the wake phrase that give ``speech.wake``;
+* real-time factor (processing seconds / audio seconds, VAD plus commands, one thread);
+* delay from the true end of speech to the command event, in audio time (the chunk that
+  closed the utterance, plus the wall time spent recognising it);
+* VAD boundary errors against the true speech boundaries of the clips.
+
+::
+
+    python benchmarks/speech_bar.py --model runs/commands/model.onnx
+    python benchmarks/speech_bar.py --engine pocketsphinx
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ubiq.models.datasets.command_training import DEFAULT_SENTENCES, HELD_OUT_VOICES  # noqa: E402
+from ubiq.models.datasets.commands import make_clip  # noqa: E402
+from ubiq.pipelines.speech.commands import load_commands  # noqa: E402
+from ubiq.pipelines.speech.listen import SpeechPipeline  # noqa: E402
+from ubiq.pipelines.speech.recognize import open_recognizer  # noqa: E402
+from ubiq.pipelines.speech.vad import SileroVad, VadSegmenter  # noqa: E402
+from ubiq.types import AudioChunk  # noqa: E402
+
+NON_COMMANDS = (
+    "the weather is nice today",
+    "i would like a cup of coffee",
+    "my brother lives in london",
+    "please pass the salt",
+    "this book is very interesting",
+    "we went to the beach last summer",
+    "she bought a new red car",
+    "the train leaves at noon",
+    "can you help me with my homework",
+    "the dog is sleeping on the sofa",
+    "turn left at the next corner",
+    "i like the light in this room",
+    "stop talking to me",
+    "music makes me happy",
+    "the kitchen is very small",
+    "open a bank account",
+    "the camera was expensive",
+    "what a lovely garden",
+)
+"""Non-command sentences, none of them in the command model's training sentences; some
+share words with the commands ("turn", "light", "stop", "music", "kitchen", "open")."""
+
+assert not set(NON_COMMANDS) & set(DEFAULT_SENTENCES)
+
+
+def run_clip(pipeline: SpeechPipeline, samples: np.ndarray, chunk: int = 512) -> list:
+    events = []
+    for start in range(0, len(samples), chunk):
+        block = np.zeros(chunk, np.float32)
+        part = samples[start : start + chunk]
+        block[: len(part)] = part
+        events.extend(pipeline.feed(AudioChunk(block, 16000, int(start * 1e9 / 16000))))
+    events.extend(pipeline.flush())
+    return events
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--commands", default=str(Path(__file__).with_name("speech_commands.yaml")))
+    parser.add_argument("--engine", choices=("model", "pocketsphinx"), default="model")
+    parser.add_argument("--model", help="command model (ubiq train --task kws --commands ...)")
+    parser.add_argument("--threshold", type=float)
+    parser.add_argument("--voices", default=",".join(HELD_OUT_VOICES))
+    parser.add_argument("--speeds", default="130,170")
+    parser.add_argument("--snrs", default="clean,20,10")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.engine == "model" and not args.model:
+        parser.error("--engine model needs --model")
+
+    commands = load_commands(args.commands)
+    recognizer = open_recognizer(
+        commands, engine=args.engine, model=args.model, threshold=args.threshold
+    )
+    vad = SileroVad(threads=1)
+    voices = args.voices.split(",")
+    speeds = [int(s) for s in args.speeds.split(",")]
+    snrs = [None if s == "clean" else float(s) for s in args.snrs.split(",")]
+    rng = np.random.default_rng(args.seed)
+    items = [(t, "command") for t in commands.texts] + [(t, "other") for t in NON_COMMANDS]
+    if commands.wake:
+        items.append((commands.wake, "wake"))
+    print(
+        f"engine {recognizer.name}"
+        + (f" ({args.model})" if args.model else "")
+        + f"; {len(commands.texts)} commands, {len(NON_COMMANDS)} non-commands; voices "
+        f"{voices} (none used in training); speeds {speeds}; SNR {args.snrs} (white noise)"
+    )
+    results = []  # dicts
+    audio_s = processing_s = 0.0
+    for text, kind in items:
+        for voice in voices:
+            for speed in speeds:
+                for snr in snrs:
+                    clip = make_clip(text, voice, speed, 50, snr_db=snr, rng=rng)
+                    segmenter = VadSegmenter(vad=vad)
+                    pipeline = SpeechPipeline(segmenter, recognizer, wake_gate=False)
+                    t0 = time.perf_counter()
+                    events = run_clip(pipeline, clip.samples)
+                    processing_s += time.perf_counter() - t0
+                    audio_s += clip.duration_s
+                    heard = [e for e in events if e.kind == "speech.command"]
+                    wakes = [e for e in events if e.kind == "speech.wake"]
+                    ends = [e for e in events if e.kind == "speech.end"]
+                    row = dict(text=text, kind=kind, voice=voice, speed=speed, snr=snr)
+                    if kind == "command":
+                        row["ok"] = len(heard) == 1 and heard[0].payload["text"] == text
+                        if heard:
+                            row["delay"] = heard[0].timestamp_ns / 1e9 - clip.t_end
+                    elif kind == "wake":
+                        row["ok"] = len(wakes) >= 1 and not heard
+                    else:
+                        row["ok"] = not heard
+                    if len(ends) == 1:
+                        row["start_err"] = ends[0].payload["t_start"] - clip.t_start
+                        row["end_err"] = ends[0].payload["t_end"] - clip.t_end
+                    row["segments"] = len(ends)
+                    results.append(row)
+
+    def rate(rows) -> str:
+        return f"{sum(r['ok'] for r in rows)}/{len(rows)} ({100 * sum(r['ok'] for r in rows) / max(1, len(rows)):.1f}%)"
+
+    def false_accepts(rows) -> str:
+        bad = sum(not r["ok"] for r in rows)
+        return f"{bad}/{len(rows)} ({100 * bad / max(1, len(rows)):.1f}%)"
+
+    print("\n| condition | command accuracy | non-commands accepted | wake heard |")
+    print("|---|---|---|---|")
+    groups = [("snr", s) for s in snrs] + [("voice", v) for v in voices] + [("all", None)]
+    for key, value in groups:
+        rows = results if key == "all" else [r for r in results if r[key] == value]
+        name = "all" if key == "all" else (
+            f"SNR {'clean' if value is None else f'{value:g} dB'}" if key == "snr" else value
+        )  # fmt: skip
+        cmd = [r for r in rows if r["kind"] == "command"]
+        other = [r for r in rows if r["kind"] == "other"]
+        wake = [r for r in rows if r["kind"] == "wake"]
+        print(f"| {name} | {rate(cmd)} | {false_accepts(other)} | {rate(wake) if wake else '-'} |")
+    delays = sorted(r["delay"] for r in results if "delay" in r)
+    if delays:
+        p95 = delays[min(len(delays) - 1, int(0.95 * len(delays)))]
+        print(
+            f"\ncommand event delay after the end of speech (audio time): mean "
+            f"{1000 * statistics.mean(delays):.0f} ms, p95 {1000 * p95:.0f} ms, "
+            f"max {1000 * max(delays):.0f} ms; over 300 ms: {sum(d > 0.3 for d in delays)}"
+        )
+    print(f"real-time factor (VAD + commands, 1 thread): {processing_s / audio_s:.4f}")
+    errs = defaultdict(list)
+    for r in results:
+        if "start_err" in r:
+            errs[r["snr"]].append((abs(r["start_err"]), abs(r["end_err"])))
+    for snr, pairs in errs.items():
+        starts, ends_ = zip(*pairs)
+        within = sum(max(p) <= 0.1 for p in pairs)
+        print(
+            f"VAD {'clean' if snr is None else f'{snr:g} dB'}: |start err| mean "
+            f"{1000 * statistics.mean(starts):.0f} max {1000 * max(starts):.0f} ms, |end err| mean "
+            f"{1000 * statistics.mean(ends_):.0f} max {1000 * max(ends_):.0f} ms, both within "
+            f"100 ms {within}/{len(pairs)}"
+        )
+    split = sum(r["segments"] != 1 for r in results)
+    print(f"clips not found as exactly one utterance: {split}/{len(results)}")
+    wrong = [r for r in results if not r["ok"]]
+    for r in wrong[:25]:
+        print(f"  miss: {r['kind']} {r['text']!r} {r['voice']} {r['speed']} {r['snr']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

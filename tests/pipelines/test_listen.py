@@ -1,0 +1,196 @@
+"""``ubiq listen`` end to end: real espeak-ng speech, Silero VAD and PocketSphinx commands."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ubiq.cli import main
+from ubiq.models.datasets.commands import make_clip
+from ubiq.models.runtime.audio_features import write_wav
+from ubiq.pipelines.speech.commands import CommandSet
+from ubiq.pipelines.speech.listen import RECORD_KEYS, SpeechPipeline
+from ubiq.pipelines.speech.recognize import Recognition, SphinxCommandRecognizer
+
+COMMANDS_YAML = """\
+wake: hey ubiq
+slots:
+  room: [kitchen, bedroom]
+pronunciations:
+  ubiq: Y UW B IH K
+intents:
+  light: "turn {state:on|off} the {room} light"
+  time: what time is it
+"""
+
+
+def _speak(path, texts, *, voice="en-us", snr_db=None, gap_s=1.0, seed=0):
+    """Writes the texts one after another into one WAV; returns their true (start, end)."""
+    rng = np.random.default_rng(seed)
+    parts, bounds, offset = [], [], 0.0
+    for text in texts:
+        clip = make_clip(text, voice, 150, 50, snr_db=snr_db, lead_s=gap_s, tail_s=0.2, rng=rng)
+        parts.append(clip.samples)
+        bounds.append((offset + clip.t_start, offset + clip.t_end))
+        offset += clip.duration_s
+    parts.append(np.zeros(16000, np.float32))
+    write_wav(path, np.concatenate(parts), 16000)
+    return bounds
+
+
+@pytest.fixture(scope="module")
+def commands_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("commands") / "commands.yaml"
+    path.write_text(COMMANDS_YAML)
+    return path
+
+
+def _records(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_listen_emits_commands_with_intent_slots_and_exact_jsonl(tmp_path, commands_file, capsys):
+    wav = tmp_path / "talk.wav"
+    bounds = _speak(wav, ["turn off the kitchen light", "what time is it"])
+    out = tmp_path / "events.jsonl"
+    code = main(
+        ["listen", "--source", str(wav), "--commands", str(commands_file), "--wake-window", "60",
+         "--engine", "pocketsphinx", "--jsonl", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    records = _records(out)
+    for record in records:
+        assert tuple(record) == RECORD_KEYS
+        assert isinstance(record["t_start"], float) and isinstance(record["confidence"], float)
+    kinds = [r["kind"] for r in records]
+    assert kinds.count("speech.start") == 2 and kinds.count("speech.end") == 2
+    # the file has a wake phrase and none was said: the commands are heard but not emitted
+    assert "speech.command" not in kinds
+    assert "2 utterances" in capsys.readouterr().err
+    for record, (start, end) in zip([r for r in records if r["kind"] == "speech.end"], bounds):
+        assert abs(record["t_start"] - start) < 0.15 and abs(record["t_end"] - end) < 0.2
+
+
+def test_wake_phrase_opens_a_window_for_commands(tmp_path, commands_file):
+    wav = tmp_path / "talk.wav"
+    _speak(wav, ["what time is it", "hey ubiq", "turn off the kitchen light"])
+    out = tmp_path / "events.jsonl"
+    code = main(
+        ["listen", "--source", str(wav), "--commands", str(commands_file), "--jsonl", str(out),
+         "--engine", "pocketsphinx", "--quiet"]
+    )  # fmt: skip
+    assert code == 0
+    heard = [r for r in _records(out) if r["kind"] in ("speech.wake", "speech.command")]
+    assert [r["kind"] for r in heard] == ["speech.wake", "speech.command"]
+    command = heard[1]
+    assert command["text"] == "turn off the kitchen light"
+    assert command["intent"] == "light"
+    assert command["slots"] == {"state": "off", "room": "kitchen"}
+    assert 0.0 <= command["confidence"] <= 1.0
+    assert command["t_start"] > heard[0]["t_end"]
+
+
+def test_without_wake_phrase_commands_are_emitted(tmp_path):
+    commands = tmp_path / "commands.txt"
+    commands.write_text("what time is it\nturn on the light\n")
+    wav = tmp_path / "talk.wav"
+    _speak(wav, ["turn on the light"], snr_db=20)
+    out = tmp_path / "events.jsonl"
+    assert main(["listen", "--source", str(wav), "--commands", str(commands),
+                 "--jsonl", str(out), "--quiet"]) == 0  # fmt: skip
+    commands_heard = [r for r in _records(out) if r["kind"] == "speech.command"]
+    assert [(r["text"], r["intent"], r["slots"]) for r in commands_heard] == [
+        ("turn on the light", "turn on the light", {})
+    ]
+
+
+def test_pipeline_drops_a_command_outside_the_wake_window():
+    class Scripted:
+        name = "scripted"
+        commands = CommandSet.from_phrases(["lights on"], wake="hey ubiq")
+
+        def __init__(self):
+            self.answers = iter(["hey ubiq", "lights on", "lights on"])
+
+        def recognize(self, samples):
+            text = next(self.answers)
+            if text == "hey ubiq":
+                return Recognition(text, None, True, 0.9, text)
+            return Recognition(text, self.commands.lookup(text), False, 0.8, text)
+
+    class Vad:
+        def __init__(self, ends):
+            self.ends = list(ends)
+
+        def feed(self, chunk):
+            from ubiq.pipelines.speech.vad import VadEvent
+
+            if not self.ends:
+                return []
+            t0, t1 = self.ends.pop(0)
+            return [VadEvent("speech.end", t0, t1, t1 + 0.1, np.ones(1600, np.float32))]
+
+        def flush(self):
+            return []
+
+    from ubiq.types import AudioChunk
+
+    pipeline = SpeechPipeline(Vad([(1, 2), (3, 4), (20, 21)]), Scripted(), wake_window_s=5)
+    kinds = []
+    for _ in range(3):
+        kinds += [e.kind for e in pipeline.feed(AudioChunk(np.zeros(512, np.float32), 16000, 0))]
+    assert kinds == ["speech.wake", "speech.end", "speech.command", "speech.end", "speech.end"]
+    assert pipeline.stats.outside_wake == 1 and pipeline.stats.commands == 1
+
+
+def test_sphinx_names_words_outside_the_dictionary(tmp_path):
+    with pytest.raises(Exception, match="dictionary: quux, zorblax"):
+        SphinxCommandRecognizer(CommandSet.from_phrases(["turn on the zorblax", "quux"]))
+
+
+@pytest.mark.parametrize(
+    ("setup", "message", "code"),
+    [
+        ("empty_wav", "is empty", 3),
+        ("text_wav", "cannot read audio file", 3),
+        ("bad_rate", "sample rate", 3),
+        ("empty_commands", "has no commands", 2),
+        ("oov", "outside the pronunciation dictionary: blorp", 2),
+        ("model_without_commands", "need --commands", 2),
+        ("engine_model_without_model", "needs --model", 2),
+        ("missing_model", "not found", 4),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, setup, message, code):
+    good_wav = tmp_path / "ok.wav"
+    write_wav(good_wav, np.zeros(1600, np.float32), 16000)
+    commands = tmp_path / "c.txt"
+    commands.write_text("turn on the light\n")
+    args = ["listen", "--source", str(good_wav), "--commands", str(commands)]
+    if setup == "empty_wav":
+        (tmp_path / "e.wav").write_bytes(b"")
+        args[2] = str(tmp_path / "e.wav")
+    elif setup == "text_wav":
+        (tmp_path / "t.wav").write_text("this is not audio\n")
+        args[2] = str(tmp_path / "t.wav")
+    elif setup == "bad_rate":
+        data = bytearray(good_wav.read_bytes())
+        data[24:28] = (0).to_bytes(4, "little")  # the fmt chunk's sample rate
+        (tmp_path / "r.wav").write_bytes(bytes(data))
+        args[2] = str(tmp_path / "r.wav")
+    elif setup == "empty_commands":
+        commands.write_text("# nothing yet\n")
+    elif setup == "oov":
+        commands.write_text("turn on the blorp\n")
+    elif setup == "model_without_commands":
+        args = ["listen", "--source", str(good_wav), "--model", "x.onnx"]
+    elif setup == "engine_model_without_model":
+        args += ["--engine", "model"]
+    elif setup == "missing_model":
+        args += ["--model", str(tmp_path / "missing.onnx")]
+    assert main(args) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert err[0].startswith("ubiq listen: error:")

@@ -1,0 +1,182 @@
+"""``ubiq listen``: voice activity, commands, a wake phrase and transcripts as events.
+
+```
+ubiq listen --source talk.wav --commands commands.yaml --model runs/cmd/model.onnx \
+    --jsonl events.jsonl
+ubiq listen --source mic --commands commands.txt --wake "hey ubiq" --realtime
+ubiq listen --source arecord:hw:1,0 --transcribe
+```
+
+Each event prints as one line and, with ``--jsonl``, is written (and flushed) as
+``{"kind", "t_start", "t_end", "text", "intent", "slots", "confidence"}`` with times in
+seconds of source audio. Kinds: ``speech.start``, ``speech.end``, ``speech.wake``,
+``speech.command``, ``speech.transcript``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ubiq.errors import ConfigError, UbiqError
+
+
+def add_parser(subparsers: Any) -> None:
+    """Adds the ``listen`` command."""
+    parser = subparsers.add_parser(
+        "listen",
+        help="speech events: voice activity, commands, wake phrase, transcripts",
+        description="Listen to a microphone or a file and emit speech events.",
+    )
+    parser.add_argument(
+        "--source",
+        default="mic",
+        help="a WAV/FLAC file, mic[:N|NAME], arecord[:DEVICE], or - for raw 16 kHz PCM on stdin",
+    )
+    parser.add_argument("--commands", metavar="FILE", help="commands file (.txt or .yaml)")
+    parser.add_argument(
+        "--model",
+        metavar="MODEL",
+        help="command classifier from `ubiq train --task kws --commands FILE` (exported)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("auto", "model", "pocketsphinx"),
+        default="auto",
+        help="command engine (auto: the model if given, else PocketSphinx)",
+    )
+    parser.add_argument("--threshold", type=float, help="lowest command confidence accepted")
+    parser.add_argument("--wake", metavar="PHRASE", help="accept commands only after this")
+    parser.add_argument(
+        "--wake-window", type=float, default=8.0, metavar="S", help="seconds a wake lasts"
+    )
+    parser.add_argument(
+        "--transcribe",
+        nargs="?",
+        const="auto",
+        metavar="ENGINE",
+        help="transcribe every utterance (auto, pocketsphinx, faster-whisper, whisper)",
+    )
+    parser.add_argument("--jsonl", metavar="OUT", help="write the events as JSON lines")
+    parser.add_argument(
+        "--realtime", action="store_true", help="replay files at real time (test live behaviour)"
+    )
+    parser.add_argument("--vad-threshold", type=float, default=0.5, help="Silero speech threshold")
+    parser.add_argument("--threads", type=int, default=1, help="inference threads")
+    parser.add_argument("--quiet", action="store_true", help="print no events (JSONL only)")
+    parser.set_defaults(handler=run)
+
+
+def _open_jsonl(path: str | None):
+    if not path:
+        return None
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target.open("w", encoding="utf-8", buffering=1)
+    except OSError as error:
+        raise ConfigError(f"--jsonl: cannot write {target}: {error.strerror}") from error
+
+
+def _describe(record: dict) -> str:
+    line = f"{record['t_start']:8.2f}-{record['t_end']:<8.2f} {record['kind']:<18}"
+    if record["text"]:
+        line += f" {record['text']!r}"
+    if record["intent"]:
+        line += f" intent={record['intent']}"
+    if record["slots"]:
+        line += " " + " ".join(f"{k}={v}" for k, v in record["slots"].items())
+    if record["kind"] in ("speech.command", "speech.wake", "speech.transcript"):
+        line += f" ({record['confidence']:.2f})"
+    return line
+
+
+def build_pipeline(args: argparse.Namespace):
+    """The speech pipeline the arguments describe (validated before any audio is read)."""
+    from ubiq.pipelines.speech.listen import SpeechPipeline
+    from ubiq.pipelines.speech.vad import SileroVad, VadOptions, VadSegmenter
+
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    recognizer = None
+    if args.commands:
+        from ubiq.pipelines.speech.commands import load_commands
+        from ubiq.pipelines.speech.recognize import open_recognizer
+
+        commands = load_commands(args.commands).with_wake(args.wake)
+        recognizer = open_recognizer(
+            commands,
+            engine=args.engine,
+            model=args.model,
+            threshold=args.threshold,
+            threads=args.threads,
+        )
+    elif args.model or args.wake:
+        raise ConfigError("--model and --wake need --commands FILE")
+    transcriber = None
+    if args.transcribe:
+        from ubiq.pipelines.speech.transcribe import open_transcriber
+
+        transcriber = open_transcriber(args.transcribe)
+    try:
+        options = VadOptions(threshold=args.vad_threshold)
+    except ValueError as error:
+        raise ConfigError(f"--vad-threshold: {error}") from error
+    segmenter = VadSegmenter(options, SileroVad(threads=args.threads))
+    return SpeechPipeline(segmenter, recognizer, transcriber, wake_window_s=args.wake_window)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ubiq.hardware.sources.audio import open_audio_source
+    from ubiq.pipelines.speech.listen import event_record
+
+    pipeline = build_pipeline(args)
+    source = open_audio_source(args.source, realtime=args.realtime)
+    out = _open_jsonl(args.jsonl)
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda *_: source.stop())
+    started = time.perf_counter()
+    interrupted = False
+
+    def emit(events) -> None:
+        for event in events:
+            record = event_record(event)
+            if out is not None:
+                try:
+                    out.write(json.dumps(record, separators=(",", ":")) + "\n")
+                except OSError as error:
+                    raise UbiqError(f"--jsonl: cannot write {args.jsonl}: {error}") from error
+            if not args.quiet:
+                print(_describe(record), flush=True)
+
+    try:
+        with source:
+            if pipeline.wake and not args.quiet:
+                print(f"say {pipeline.wake!r} before a command", file=sys.stderr)
+            try:
+                for chunk in source:
+                    emit(pipeline.feed(chunk))
+            except KeyboardInterrupt:
+                interrupted = True
+            emit(pipeline.flush())
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if out is not None:
+            out.close()
+    stats = pipeline.stats
+    wall = time.perf_counter() - started
+    print(
+        f"listened to {stats.audio_s:.1f} s of audio in {wall:.1f} s: {stats.utterances} "
+        f"utterances, {stats.commands} commands, {stats.rejected} not commands"
+        + (f", {stats.outside_wake} without the wake phrase" if pipeline.wake else "")
+        + f"; real-time factor {stats.real_time_factor:.3f}",
+        file=sys.stderr,
+    )
+    if stats.audio_s == 0 and not interrupted:
+        raise UbiqError(f"--source {args.source}: no audio")
+    return 130 if interrupted else 0
