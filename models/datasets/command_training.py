@@ -67,11 +67,19 @@ DEFAULT_TRAIN_VOICES = (
     "en-gb-x-rp",
     "en-029",
     "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
     "en-us+f3",
     "en-us+m3",
+    "en-us+m1",
+    "en-us+klatt2",
+    "en-us+Andy",
+    "en-us+Michael",
     "en+f2",
+    "en+m7",
+    "en+Annie",
+    "en-029+f1",
 )
-DEFAULT_VAL_VOICES = ("en-gb-x-gbcwmd", "en-us+f5")
+DEFAULT_VAL_VOICES = ("en-us+f5", "en-gb-x-rp+f2")
 HELD_OUT_VOICES = ("en-gb-scotland+m5", "en+f4", "en-us-nyc")
 """Voices used by neither split: the speech benchmark evaluates on these."""
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import math
 import wave
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,24 @@ class LogMelOptions:
             "log_floor": LOG_FLOOR,
             "layout": "NCHW (1, 1, n_mels, frames)",
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LogMelOptions:
+        """The options a manifest recorded with :meth:`to_dict` (derived keys are checked).
+
+        Raises:
+            ValueError: If a setting is missing or the recorded frame count disagrees.
+        """
+        names = [f.name for f in fields(cls)]
+        missing = [name for name in names if name not in data]
+        if missing:
+            raise ValueError(f"feature settings lack {missing}")
+        options = cls(**{name: data[name] for name in names})
+        if "frames" in data and int(data["frames"]) != options.frames:
+            raise ValueError(
+                f"features record {data['frames']} frames, settings give {options.frames}"
+            )
+        return options
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
         """Log-mel features of ``samples`` with these settings (see :func:`log_mel_spectrogram`)."""

@@ -13,7 +13,8 @@ from 20 to 7600 Hz, 30 ms periodic Hann windows every 10 ms, 512-point FFT power
 the log; the model's first batch norm takes care of scale. The settings are stored in the
 model config under ``extra["features"]`` for the export manifest.
 
-Training augments the waveform (time shift up to +-100 ms, gain -20 to +4 dB, background
+Training augments the waveform (playback speed 0.85-1.15x, which moves tempo and pitch
+together like another speaker, time shift up to +-100 ms, gain -20 to +4 dB, background
 noise at 5-30 dB SNR with probability 0.8), then the features (SpecAugment: two time masks
 of up to 8 frames and two frequency masks of up to 4 bands, filled with the clip's mean).
 Validation features are computed once, without augmentation.
@@ -39,6 +40,7 @@ __all__ = ["KeywordClips", "KwsTask", "augment_waveforms", "spec_augment"]
 
 log = logging.getLogger(__name__)
 
+SPEED_RANGE = (0.85, 1.15)
 SHIFT_SECONDS = 0.1
 GAIN_DB = (-20.0, 4.0)
 NOISE_PROBABILITY = 0.8
@@ -102,16 +104,31 @@ def _noise_bank(train: KeywordClips, length: int, seed: int) -> np.ndarray:
     return np.stack(clips).astype(np.float32)
 
 
+def _change_speed(clip: np.ndarray, factor: float) -> np.ndarray:
+    """Plays ``clip`` ``factor`` times faster (tempo and pitch together), same length, centred."""
+    length = len(clip)
+    positions = np.arange(0.0, length - 1, factor)
+    faster = np.interp(positions, np.arange(length), clip).astype(np.float32)
+    return fixed_length(faster, 1, length, (length - len(faster)) // 2)
+
+
 def augment_waveforms(
-    samples: np.ndarray, rng: np.random.Generator, noise_bank: np.ndarray, sample_rate: int
+    samples: np.ndarray,
+    rng: np.random.Generator,
+    noise_bank: np.ndarray,
+    sample_rate: int,
+    *,
+    speed: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """Random time shift, gain and background noise (see the module docstring).
+    """Random speed, time shift, gain and background noise (see the module docstring).
 
     Args:
         samples: ``(B, L)`` float32 clips (not modified).
         rng: Random generator.
         noise_bank: ``(M, L)`` unit-RMS background clips.
         sample_rate: Samples per second.
+        speed: Range of playback-speed factors (tempo and pitch change together, a cheap
+            stand-in for other speakers), or ``None`` to keep the speed.
 
     Returns:
         ``(B, L)`` float32 clips, clipped to ``[-1, 1]``.
@@ -121,7 +138,10 @@ def augment_waveforms(
     out = np.empty_like(samples)
     for row in range(batch):
         offset = int(rng.integers(-shift, shift + 1))
-        out[row] = fixed_length(samples[row], sample_rate, length / sample_rate, offset)
+        clip = samples[row]
+        if speed is not None:
+            clip = _change_speed(clip, float(rng.uniform(*speed)))
+        out[row] = fixed_length(clip, sample_rate, length / sample_rate, offset)
     out *= (10 ** (rng.uniform(*GAIN_DB, size=(batch, 1)) / 20)).astype(np.float32)
     for row in np.flatnonzero(rng.random(batch) < NOISE_PROBABILITY):
         noise = np.roll(noise_bank[rng.integers(len(noise_bank))], int(rng.integers(length)))
@@ -233,7 +253,11 @@ class KwsTask:
     def batch_features(self, indices: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Augmented ``(B, n_mels, frames)`` features of training clips ``indices``."""
         waveforms = augment_waveforms(
-            self.train.samples[indices], rng, self.noise_bank, self.features.sample_rate
+            self.train.samples[indices],
+            rng,
+            self.noise_bank,
+            self.features.sample_rate,
+            speed=SPEED_RANGE,
         )
         return spec_augment(self.features(waveforms), rng)
 

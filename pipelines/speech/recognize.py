@@ -138,7 +138,10 @@ class ModelCommandRecognizer:
             raise ModelError(f"{path} has no ubiq manifest (export it with `ubiq export`)")
         if manifest.task != "kws" or "features" not in manifest.decoder.params:
             raise ModelError(f"{path} is a {manifest.task!r} model, not a command (kws) model")
-        self.features = LogMelOptions(**manifest.decoder.params["features"])
+        try:
+            self.features = LogMelOptions.from_dict(manifest.decoder.params["features"])
+        except (TypeError, ValueError) as error:
+            raise ModelError(f"{path}: bad feature settings in its manifest: {error}") from error
         if self.features.sample_rate != SAMPLE_RATE:
             raise ModelError(f"{path} expects {self.features.sample_rate} Hz audio, not 16000")
         self.labels = tuple(manifest.labels)

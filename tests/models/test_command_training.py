@@ -1,0 +1,146 @@
+"""Command-classifier training sets spoken by espeak-ng, and the trained model in `ubiq listen`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from ubiq.errors import ConfigError
+from ubiq.models.datasets.command_training import (
+    DEFAULT_TRAIN_VOICES,
+    DEFAULT_VAL_VOICES,
+    HELD_OUT_VOICES,
+    make_command_training_set,
+    unknown_phrases,
+)
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+
+
+def test_voice_splits_are_disjoint():
+    assert not set(DEFAULT_TRAIN_VOICES) & set(DEFAULT_VAL_VOICES)
+    assert not set(HELD_OUT_VOICES) & (set(DEFAULT_TRAIN_VOICES) | set(DEFAULT_VAL_VOICES))
+
+
+def test_unknown_phrases_are_never_commands_and_cover_each_kind():
+    phrases = ["turn on the light", "turn off the light", "stop recording"]
+    texts = unknown_phrases(phrases, 40, np.random.default_rng(0), ["hello there", "good night"])
+    assert len(texts) == 40
+    assert not set(texts) & set(phrases)
+    assert any(t in ("turn on the", "the light", "on the light") for t in texts)  # parts
+
+    def one_word_off(text, phrase):
+        a, b = text.split(), phrase.split()
+        return len(a) == len(b) and sum(x != y for x, y in zip(a, b)) == 1
+
+    assert any(one_word_off(t, p) for t in texts for p in phrases)  # swaps
+    assert "hello there" in texts  # sentences fill up
+    again = unknown_phrases(phrases, 40, np.random.default_rng(0), ["hello there", "good night"])
+    assert again == texts  # deterministic by seed
+
+
+@needs_espeak
+def test_training_set_layout_and_description(tmp_path):
+    root = make_command_training_set(
+        tmp_path / "set",
+        ["lights on", "lights off"],
+        voices=("en-us", "en-gb"),
+        val_voices=("en+f4",),
+        speeds=(150,),
+        pitches=(50,),
+        unknown_factor=2,
+        progress=False,
+    )
+    train = sorted(p.name for p in (root / "train").iterdir())
+    assert train == ["_silence_", "_unknown_", "lights off", "lights on"]
+    assert len(list((root / "train" / "lights on").glob("*.wav"))) == 2
+    assert len(list((root / "val" / "lights on").glob("*.wav"))) == 1
+    assert len(list((root / "train" / "_unknown_").glob("*.wav"))) == 4
+    description = yaml.safe_load((root / "dataset.yaml").read_text())
+    assert description["phrases"] == ["lights on", "lights off"]
+    assert 0.75 <= description["clip_seconds"] <= 2.0
+    assert description["clip_seconds"] >= description["longest_phrase_seconds"] + 0.3
+    assert description["val"]["voices"] == ["en+f4"]
+    with pytest.raises(ConfigError, match="not empty"):
+        make_command_training_set(root, ["lights on"], progress=False)
+
+
+@pytest.mark.parametrize(
+    ("phrases", "kwargs", "message"),
+    [
+        ([], {}, "at least one"),
+        (["a b", "a  b"], {}, "duplicates"),
+        (["_unknown_"], {}, "reserved"),
+        (["hello"], {"val_voices": ("en-us",)}, "must not be training voices"),
+        (["hello"], {"unknown_factor": 0}, "unknown_factor"),
+    ],
+)
+def test_training_set_bad_input(tmp_path, phrases, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        make_command_training_set(tmp_path, phrases, progress=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def command_model(tmp_path_factory):
+    """A command classifier for two phrases, trained and exported through the CLI."""
+    pytest.importorskip("torch")
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("needs espeak-ng")
+    from ubiq.cli import main
+
+    folder = tmp_path_factory.mktemp("commands")
+    commands = folder / "commands.txt"
+    commands.write_text("lights on\nwhat time is it\n")
+    run = folder / "run"
+    code = main(
+        ["train", "--task", "kws", "--commands", str(commands), "--backbone", "mobilenet_v2",
+         "--width", "0.35", "--epochs", "8", "--batch", "32", "--threads", "1", "--quiet",
+         "--out", str(run)]
+    )  # fmt: skip
+    assert code == 0
+    assert main(["export", str(run / "weights" / "best.pt"), "--format", "onnx"]) == 0
+    return commands, run / "model.onnx"
+
+
+@pytest.mark.slow
+def test_trained_command_model_drives_ubiq_listen(command_model, tmp_path):
+    from ubiq.cli import main
+    from ubiq.models.datasets.commands import make_clip
+    from ubiq.models.runtime.audio_features import write_wav
+
+    commands, model = command_model
+    rng = np.random.default_rng(1)
+    parts = [
+        make_clip(text, "en-us-nyc", 150, 50, snr_db=20, lead_s=1.0, tail_s=0.3, rng=rng).samples
+        for text in ("what time is it", "the weather is lovely today", "lights on")
+    ]
+    wav = tmp_path / "talk.wav"
+    write_wav(wav, np.concatenate([*parts, np.zeros(16000, np.float32)]), 16000)
+    out = tmp_path / "events.jsonl"
+    assert main(["listen", "--source", str(wav), "--commands", str(commands), "--model",
+                 str(model), "--jsonl", str(out), "--quiet"]) == 0  # fmt: skip
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sum(r["kind"] == "speech.end" for r in records) == 3
+    heard = [r["text"] for r in records if r["kind"] == "speech.command"]
+    assert heard == ["what time is it", "lights on"], records
+
+
+@pytest.mark.slow
+def test_command_model_for_other_commands_is_refused(command_model, tmp_path, capsys):
+    from ubiq.cli import main
+
+    _, model = command_model
+    other = tmp_path / "other.txt"
+    other.write_text("open the door\n")
+    wav = tmp_path / "x.wav"
+    from ubiq.models.runtime.audio_features import write_wav
+
+    write_wav(wav, np.zeros(1600, np.float32), 16000)
+    assert (
+        main(["listen", "--source", str(wav), "--commands", str(other), "--model", str(model)]) == 2
+    )
+    assert "trained for other commands" in capsys.readouterr().err
