@@ -253,6 +253,28 @@ def _health_problems(health: dict, platform) -> list[dict]:
     return problems
 
 
+def _speech() -> dict:
+    """What the speech pipeline can use: VAD model, PortAudio, espeak-ng, engines."""
+    import ctypes.util
+    import shutil
+
+    from ubiq.errors import BackendUnavailable
+    from ubiq.pipelines.speech.transcribe import available_engines
+    from ubiq.pipelines.speech.vad import find_silero_model
+
+    try:
+        vad = str(find_silero_model())
+    except BackendUnavailable:
+        vad = None
+    return {
+        "silero_vad": vad,
+        "portaudio": ctypes.util.find_library("portaudio"),
+        "sounddevice": _version("sounddevice"),
+        "espeak_ng": shutil.which("espeak-ng"),
+        "transcribers": available_engines(),
+    }
+
+
 def collect(root: Path = Path("/")) -> dict:
     """Builds the doctor report.
 
@@ -261,7 +283,7 @@ def collect(root: Path = Path("/")) -> dict:
             in tests). Python runtimes are always this interpreter's.
 
     Returns:
-        JSON-safe dict with ``platform``, ``cameras``, ``microphones``, ``runtimes``,
+        JSON-safe dict with ``platform``, ``cameras``, ``microphones``, ``runtimes``, ``speech``,
         ``accelerators``, ``health`` and ``problems``.
     """
     from ubiq.hardware.devices import list_microphones, list_video_devices
@@ -281,6 +303,7 @@ def collect(root: Path = Path("/")) -> dict:
             {"card": m.card, "id": m.id, "name": m.name} for m in list_microphones(root)
         ],
         "runtimes": runtimes,
+        "speech": _speech(),
         "accelerators": _accelerators(platform, runtimes),
         "health": read_health(root).to_dict(),
     }
@@ -336,6 +359,21 @@ def format_report(report: dict) -> str:
         rows.append((f"  hw:{mic['card']}", f"{mic['id']}: {mic['name']}"))
     rows.append(("runtimes", ""))
     rows.extend((f"  {name}", value) for name, value in _runtime_lines(report["runtimes"]))
+    speech = report["speech"]
+    missing = "not installed"
+    rows.append(("speech", ""))
+    rows.append(
+        ("  silero VAD", speech["silero_vad"] or "not found (pip install --no-deps silero-vad)")
+    )
+    rows.append(
+        ("  portaudio", speech["portaudio"] or "not found (sudo apt-get install libportaudio2)")
+    )
+    rows.append(("  sounddevice", speech["sounddevice"] or missing))
+    rows.append(
+        ("  espeak-ng", speech["espeak_ng"] or "not found (sudo apt-get install espeak-ng)")
+    )
+    for engine in speech["transcribers"]:
+        rows.append((f"  {engine['name']}", engine["detail"]))
     accelerators = report["accelerators"]
     rows.append(
         (
