@@ -142,7 +142,8 @@ def main() -> int:
                     results.append(row)
 
     def rate(rows) -> str:
-        return f"{sum(r['ok'] for r in rows)}/{len(rows)} ({100 * sum(r['ok'] for r in rows) / max(1, len(rows)):.1f}%)"
+        good = sum(r["ok"] for r in rows)
+        return f"{good}/{len(rows)} ({100 * good / max(1, len(rows)):.1f}%)"
 
     def false_accepts(rows) -> str:
         bad = sum(not r["ok"] for r in rows)

@@ -3,24 +3,73 @@
 :class:`SileroVad` gives the speech probability of each 512-sample (32 ms) frame of 16 kHz
 audio, keeping the model's recurrent state and the 64 samples of context that Silero VAD
 v5 and later prepend to every frame (exactly as ``silero_vad.utils_vad.OnnxWrapper``).
-:class:`VadSegmenter` turns those probabilities into ``speech.start`` and ``speech.end``
-events with the hysteresis of Silero's ``get_speech_timestamps``:
+:class:`VadSegmenter` turns those probabilities, and the energy of the audio, into
+``speech.start`` and ``speech.end`` events.
+
+The model decides that there is speech, with the hysteresis of Silero's
+``get_speech_timestamps``:
 
 - a segment begins on the first frame whose probability is ``>= threshold``;
-- it ends once the probability has stayed below ``neg_threshold`` for ``min_silence_ms``
-  (counted from the start of the first such frame; a frame ``>= threshold`` cancels the
-  count, a frame in between neither cancels nor ends it);
-- a segment is *confirmed* once it has lasted ``min_speech_ms`` with no silence count
-  running: ``speech.start`` is emitted then (at once when ``min_speech_ms`` is 0), and only
-  a confirmed segment gets a ``speech.end``. A blip shorter than ``min_speech_ms`` gives
-  no event at all, so every ``speech.start`` is followed by exactly one ``speech.end``;
-- a segment that reaches ``max_speech_s`` is ended at the end of that frame and the next
-  speech frame starts a new one.
+- a segment is *confirmed* once it has lasted ``min_speech_ms`` with no model silence
+  running: ``speech.start`` is emitted then, and only a confirmed segment gets a
+  ``speech.end``, so a blip shorter than ``min_speech_ms`` gives no event and every
+  ``speech.start`` is followed by exactly one ``speech.end``;
+- *model silence* starts at the first frame whose probability is below ``neg_threshold``
+  and lasts until a frame ``>= threshold`` (a frame in between neither cancels nor ends
+  it);
+- a segment that reaches ``max_speech_s`` is ended at the end of that frame.
 
-Reported boundaries include the padding, as ``get_speech_timestamps`` reports them:
-``t_start`` is the onset frame's start minus ``speech_pad_ms`` and ``t_end`` is the start
-of the first silent frame plus ``speech_pad_ms`` (never before the previous segment's end
-nor past the audio received). The ``speech.end`` event carries the audio between them.
+Frame energy places the boundaries and speeds up the end: the model's probability sits on
+a 32 ms grid and lags the end of speech by 100-250 ms in noise, the energy does neither.
+
+- *level*: every 8 ms, the power of the 48 ms around it (five 16 ms windows, hop 8 ms),
+  both over the whole band and in 8 bands from 187 Hz to 8 kHz;
+- *noise floor*: per band, the median power of the last 2 s of audio outside segments
+  (leaving out the 200 ms before each onset), fixed when a segment begins. Two detectors
+  compare a level with it: the broadband power, and the mean over the bands of each
+  band's power over its own floor (which sees speech that coloured noise, such as
+  traffic rumble, hides from the broadband power);
+- *loud*: a level above the floor, by either detector, by ``energy_margin_db`` or 4
+  robust standard deviations of that detector's noise level, whichever is more; a lone
+  loud level (not 2 in a row) does not count;
+- *depth*: how far the segment's loudest level rose above that threshold. The energy is
+  used only when the floor is known (128 ms of non-speech audio seen) and the depth is at
+  least 6 dB; otherwise the model alone decides, and ``t_start``/``t_end`` are the onset
+  frame's start and the start of the first model-silent frame;
+- *quiet*: the time since the last loud level of the segment.
+
+A segment ends at the end of the first frame where one of these holds:
+
+- model silence has lasted ``min_silence_ms`` and quiet ``confirm_quiet_ms`` (a pause
+  the model misses but the energy shows, such as the "ts" of "lights off", does not end
+  a command);
+- quiet has lasted ``quiet_ms`` and the depth is at least 12 dB: the energy ends it
+  although the model may still say speech (below 12 dB a pause may be speech sunk in the
+  noise). The next segment then waits until the probability falls below
+  ``neg_threshold`` or the audio is loud again;
+- model silence has lasted ``min_silence_ms + 256 ms`` (noise the energy cannot tell
+  from speech).
+
+Boundaries (``VadEvent.t_start`` and ``t_end``), unpadded, in seconds of source audio:
+
+- ``t_start``: the first loud level of the run of loud levels (gaps under 100 ms) at the
+  model's onset, at most ``max_refine_ms`` before the onset and never before the previous
+  segment's ``t_end``, plus the 20 ms by which a level's 48 ms spread a sharp onset;
+- ``t_end``: the last loud level of the segment less those 20 ms, plus the speech
+  expected to lie buried under the noise after it: ``tail_ms_per_db * (tail_db - depth)``
+  ms, kept within 0-100 ms (0 for clean audio, ~70 ms at 20 dB SNR, ~100 ms at 10 dB);
+  never more than ``max_refine_ms`` before the model silence nor after the decision.
+
+``VadEvent.samples`` holds the audio from ``t_start - speech_pad_ms`` to ``t_end +
+speech_pad_ms`` (as far as the stream, the buffer and the previous segment's audio allow;
+``samples_start`` says where it begins).
+
+Measured with ``benchmarks/vad_bounds.py --clips 20 --seeds 0,1,2,3,4,5`` (espeak-ng
+phrases in white noise, 120 per condition): every start and end within 100 ms of the true
+one clean (within 4 ms) and at 20 dB SNR; at 10 dB, 107 of 120 (the others, all of the
+en+f4 voice, end 101-151 ms early: their last 100-200 ms are 15-45 dB below the speech
+power, under the noise); ``speech.end`` at most 240 ms after the end of speech; no phrase
+split in two, in white, pink or brown noise.
 
 The model file ships in the ``silero-vad`` wheel (MIT licence); ``pip install --no-deps
 silero-vad`` installs it without torch. This module never imports that package: it only
@@ -30,6 +79,7 @@ locates its data folder.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import logging
 import math
 from collections import deque
@@ -45,6 +95,7 @@ __all__ = [
     "CONTEXT_SAMPLES",
     "FRAME_SAMPLES",
     "SAMPLE_RATE",
+    "SUBFRAME_SAMPLES",
     "SileroVad",
     "VadEvent",
     "VadOptions",
@@ -59,9 +110,35 @@ FRAME_SAMPLES = 512
 """Samples per frame at 16 kHz (32 ms), the only frame size Silero VAD v5 accepts."""
 CONTEXT_SAMPLES = 64
 """Samples of the previous frame prepended to each frame (Silero VAD v5 and later)."""
+SUBFRAME_SAMPLES = 128
+"""Samples per energy sub-frame (8 ms), four per model frame."""
 _STATE_SHAPE = (2, 1, 128)
 _HINT = "pip install --no-deps silero-vad"
 _EPSILON_S = 1e-9
+_TIME_TOL_S = 1e-6  # times closer than this (1/62 sample) are equal
+
+# Energy tracking (module docstring); the values were measured with benchmarks/vad_bounds.py.
+_LEVEL_WINDOW = 5  # 16 ms spectra averaged into a level (48 ms), centred on a sub-frame
+_CENTRE = _LEVEL_WINDOW // 2
+_PER_FRAME = FRAME_SAMPLES // SUBFRAME_SAMPLES
+_EDGE_S = 0.020  # how far a level's 48 ms spread a sharp edge (taken back)
+_BANDS = 8  # equal-width bands from _LOWEST_BIN to 8 kHz, each weighed by its own noise
+_LOWEST_BIN = 3  # 187 Hz: leaves out the rumble that dominates pink and brown noise
+_BAND_STARTS = np.linspace(_LOWEST_BIN, SUBFRAME_SAMPLES + 1, _BANDS + 1).astype(int)[:-1]
+_WINDOW = np.hanning(2 * SUBFRAME_SAMPLES)
+_WINDOW_INDEX = np.arange(_PER_FRAME)[:, None] * SUBFRAME_SAMPLES + np.arange(2 * SUBFRAME_SAMPLES)
+_SPECTRUM_SCALE = 2.0 / (2 * SUBFRAME_SAMPLES * float(np.sum(_WINDOW**2)))
+_POWER_FLOOR = 1e-10  # -100 dB: digital silence
+_NOISE_HISTORY = 250  # levels (2 s) of non-speech audio the floor is taken from
+_MIN_NOISE = 16  # levels (128 ms) needed before the floor is trusted
+_ONSET_GUARD_S = 0.2  # levels this close before an onset may be speech: not noise
+_SPREAD_Z = 4.0  # loud: above the floor by this many robust std of the noise level
+_MIN_RUN = 2  # loud levels in a row that count (a lone one is noise)
+_USABLE_DB = 6.0  # depth from which the energy places the boundaries
+_FAST_DB = 12.0  # depth from which quiet alone ends a segment
+_MAX_GAP_S = 0.1  # longest quiet gap inside the onset's run of loud levels
+_HOLD_MS = 256.0  # model silence past min_silence_ms that ends a segment regardless
+_TAIL_CAP_MS = 100.0  # most speech assumed buried under the noise after the last loud level
 
 
 def find_silero_model() -> Path:
@@ -162,29 +239,38 @@ class SileroVad:
 
 @dataclass(frozen=True)
 class VadOptions:
-    """How probabilities become speech segments (rules in the module docstring).
+    """How probabilities and energy become speech segments (rules in the module docstring).
 
     The defaults are tuned for spoken commands, where ``speech.end`` should be out within
-    300 ms of the end of speech. Silero's own defaults (``neg_threshold = threshold -
-    0.15``, 250 ms minimum speech) with 160 ms of silence took up to 342 ms at 10 dB SNR
-    (``benchmarks/vad_bounds.py``, 60 espeak-ng phrases); ``threshold - 0.05`` and 128 ms
-    bring the 95th percentile under 300 ms (mean ~160 ms at 10 dB, ~130 ms clean), and
-    150 ms of minimum speech keeps short words such as "stop" that 250 ms dropped.
+    300 ms of the end of speech with no command split in two (``benchmarks/vad_bounds.py``).
 
     Attributes:
         threshold: Probability at or above which a frame is speech.
-        neg_threshold: Probability below which a frame in a segment counts as silence
+        neg_threshold: Probability below which a frame in a segment is model silence
             (``None``: ``max(threshold - 0.05, 0.01)``; Silero's own default is
-            ``threshold - 0.15``, which ends segments later in noise, see below).
+            ``threshold - 0.15``, which ends segments later in noise).
         min_speech_ms: Speech needed before a segment is confirmed and ``speech.start`` is
-            emitted; shorter segments give no event.
-        min_silence_ms: Silence that ends a segment, counted from the start of the first
-            silent frame to the end of the current one (so it acts in whole 32 ms frames:
-            128 ms is 4 frames). It bounds how soon ``speech.end`` comes after the speech
-            stops, so keep it small for commands, but long enough not to split a phrase
-            at a pause between words.
-        speech_pad_ms: Padding added before and after each segment.
+            emitted; shorter segments give no event (150 ms keeps short words such as
+            "stop").
+        min_silence_ms: Model silence that ends a segment, counted from the start of the
+            first silent frame to the end of the current one (so it acts in whole 32 ms
+            frames: 128 ms is 4 frames).
+        speech_pad_ms: Audio kept before ``t_start`` and after ``t_end`` in
+            ``VadEvent.samples``; the boundaries themselves are not padded.
         max_speech_s: Longest segment; longer speech is split.
+        energy: Use the frame energy for the boundaries and the end (``False``: the model
+            alone, with boundaries on its 32 ms frame grid).
+        energy_margin_db: Least rise (dB) above the noise floor that makes a level loud.
+        quiet_ms: Quiet that ends a segment although the model still says speech (with a
+            depth of 12 dB or more). It sets the end-of-speech latency (``speech.end``
+            comes ``quiet_ms`` plus 30-70 ms after the end of speech), so keep it short,
+            but longer than the pauses inside a command: 176 ms bridges the ~190 ms of
+            quiet in "what time" at 10 dB SNR, and keeps the latency under 250 ms.
+        confirm_quiet_ms: Quiet that model silence also needs to end a segment.
+        max_refine_ms: Furthest the energy may move a boundary from the model's.
+        tail_db: Depth (dB) at which no speech is assumed buried under the noise.
+        tail_ms_per_db: Milliseconds of buried speech added to ``t_end`` per dB of depth
+            below ``tail_db`` (0 turns the correction off).
     """
 
     threshold: float = 0.5
@@ -193,9 +279,18 @@ class VadOptions:
     min_silence_ms: float = 128.0
     speech_pad_ms: float = 30.0
     max_speech_s: float = 15.0
+    energy: bool = True
+    energy_margin_db: float = 0.8
+    quiet_ms: float = 176.0
+    confirm_quiet_ms: float = 64.0
+    max_refine_ms: float = 300.0
+    tail_db: float = 55.0
+    tail_ms_per_db: float = 2.5
 
     def __post_init__(self) -> None:
-        for name in ("threshold", "min_speech_ms", "min_silence_ms", "speech_pad_ms"):
+        durations = ("min_speech_ms", "min_silence_ms", "speech_pad_ms", "energy_margin_db",
+                     "quiet_ms", "confirm_quiet_ms", "max_refine_ms", "tail_ms_per_db")  # fmt: skip
+        for name in ("threshold", "tail_db", *durations):
             _check_number(name, getattr(self, name))
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
@@ -206,9 +301,11 @@ class VadOptions:
                     f"neg_threshold must be in (0, threshold={self.threshold}], "
                     f"got {self.neg_threshold}"
                 )
-        for name in ("min_speech_ms", "min_silence_ms", "speech_pad_ms"):
+        for name in durations:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not isinstance(self.energy, bool):
+            raise ValueError(f"energy must be a bool, got {self.energy!r}")
         _check_number("max_speech_s", self.max_speech_s)
         if self.max_speech_s * 1000 <= self.min_speech_ms + 2 * self.speech_pad_ms:
             raise ValueError(
@@ -236,12 +333,16 @@ class VadEvent:
 
     Attributes:
         kind: ``"speech.start"`` or ``"speech.end"``.
-        t_start: Start of the segment in seconds of source audio, padding included.
-        t_end: End of the segment, padding included (``== t_start`` for a start event).
+        t_start: Estimated start of speech in seconds of source audio, unpadded (module
+            docstring).
+        t_end: Estimated end of speech, unpadded (``== t_start`` for a start event).
         emitted_at: Audio time (seconds) of the end of the frame whose processing gave
             the event: ``emitted_at - true_end`` is the end-of-speech latency.
-        samples: For ``speech.end``, the ``(N,)`` float32 audio from ``t_start`` to
-            ``t_end``; ``None`` for ``speech.start``.
+        samples: For ``speech.end``, the ``(N,)`` float32 audio from ``samples_start`` to
+            ``min(t_end + speech_pad_ms, emitted_at)``; ``None`` for ``speech.start``.
+        samples_start: Time of ``samples[0]``: ``t_start - speech_pad_ms``, or later where
+            the stream, the buffer or the previous segment's audio stops it (``None`` for
+            ``speech.start``).
     """
 
     kind: str
@@ -249,6 +350,7 @@ class VadEvent:
     t_end: float
     emitted_at: float
     samples: np.ndarray | None = None
+    samples_start: float | None = None
 
     @property
     def duration_s(self) -> float:
@@ -261,7 +363,7 @@ class VadSegmenter:
 
     Chunks may have any length: they are cut into 512-sample frames and a remainder is
     kept for the next chunk (chunks are assumed contiguous). Audio is kept only as long
-    as a segment or its padding can need it.
+    as a segment, its padding or the boundary refinement can need it.
 
     Args:
         options: Segmentation rules.
@@ -285,6 +387,7 @@ class VadSegmenter:
         self.vad = vad if vad is not None else SileroVad()
         self.sample_rate = sample_rate
         self._frame_s = FRAME_SAMPLES / sample_rate
+        self._sub_s = SUBFRAME_SAMPLES / sample_rate
         self.reset()
 
     @property
@@ -292,18 +395,38 @@ class VadSegmenter:
         """Whether a confirmed segment is open (a ``speech.start`` awaits its end)."""
         return self._confirmed
 
+    @property
+    def noise_floor_db(self) -> float | None:
+        """Median broadband power (dB of full scale) of the recent non-speech audio, if known."""
+        if len(self._noise) < _MIN_NOISE:
+            return None
+        power = np.median([powers[_BANDS] for _, powers in self._noise])
+        return 10.0 * math.log10(max(float(power), _POWER_FLOOR))
+
     def reset(self) -> None:
-        """Forgets the stream: model state, buffered audio and any open segment."""
+        """Forgets the stream: model state, buffered audio, noise floor and any segment."""
         self.vad.reset()
         self._pending = np.zeros(0, np.float32)
         self._pending_start_s = 0.0
         self._frames: deque[tuple[float, np.ndarray]] = deque()
+        self._recent = np.zeros((0, _BANDS + 1))
+        self._recent_times: list[float] = []
+        self._last_half = np.zeros(SUBFRAME_SAMPLES)
+        self._floor = np.ones(_BANDS + 1)
+        self._levels: deque[tuple[float, np.ndarray]] = deque()
+        self._noise: deque[tuple[float, np.ndarray]] = deque(maxlen=_NOISE_HISTORY)
         self._triggered = False
         self._confirmed = False
+        self._latched = False
         self._onset_s = 0.0
         self._start_s = 0.0
         self._silence_start_s: float | None = None
+        self._thresholds: np.ndarray | None = None
+        self._last_loud_s: float | None = None
+        self._peak_db = -math.inf
+        self._run = 0
         self._previous_end_s = -math.inf
+        self._previous_audio_end_s = -math.inf
         self.last_probability: float | None = None
 
     def feed(self, chunk: AudioChunk) -> list[VadEvent]:
@@ -353,35 +476,35 @@ class VadSegmenter:
         elif self._frames:
             audio_end_s = self._frames[-1][0] + self._frame_s
         if self._triggered:
-            end_s = audio_end_s
-            if self._silence_start_s is not None:
-                end_s = min(self._silence_start_s + self.options.speech_pad_ms / 1e3, end_s)
-            events.extend(self._finish(end_s, audio_end_s))
+            events.extend(self._finish(self._end_estimate(audio_end_s), audio_end_s))
         self.reset()
         return events
+
+    # --- the state machine ----------------------------------------------------------------
 
     def _step(
         self, frame: np.ndarray, start_s: float, audio_end_s: float | None = None
     ) -> list[VadEvent]:
-        """Runs one frame through the model and the state machine."""
+        """Runs one frame through the model, the energy tracker and the state machine."""
         options = self.options
         end_s = start_s + self._frame_s if audio_end_s is None else audio_end_s
-        pad_s = options.speech_pad_ms / 1e3
         probability = self.vad.probability(frame)
         self.last_probability = probability
         self._frames.append((start_s, frame))
+        self._add_levels(frame, start_s)
         events: list[VadEvent] = []
+        if self._latched and (probability < options.exit_threshold or self._resumed()):
+            self._latched = False
         if probability >= options.threshold:
             self._silence_start_s = None
-            if not self._triggered:
-                self._triggered, self._confirmed, self._onset_s = True, False, start_s
-                earliest = self._frames[0][0]
-                self._start_s = max(start_s - pad_s, earliest, self._previous_end_s)
-        elif self._triggered and probability < options.exit_threshold:
-            if self._silence_start_s is None:
-                self._silence_start_s = start_s
-            if end_s - self._silence_start_s >= options.min_silence_ms / 1e3 - _EPSILON_S:
-                events.extend(self._finish(min(self._silence_start_s + pad_s, end_s), end_s))
+            if not self._triggered and not self._latched:
+                self._begin(start_s)
+        elif (
+            self._triggered
+            and probability < options.exit_threshold
+            and self._silence_start_s is None
+        ):
+            self._silence_start_s = start_s
         if (
             self._triggered
             and not self._confirmed
@@ -389,25 +512,70 @@ class VadSegmenter:
             and end_s - self._onset_s >= options.min_speech_ms / 1e3 - _EPSILON_S
         ):
             self._confirmed = True
+            if self._energy_usable():
+                self._start_s = self._refine_start()
             events.append(VadEvent("speech.start", self._start_s, self._start_s, end_s))
-        if self._triggered and end_s - self._start_s >= options.max_speech_s - _EPSILON_S:
-            cut_s = end_s
-            if self._silence_start_s is not None:
-                cut_s = min(self._silence_start_s + pad_s, end_s)
-            events.extend(self._finish(cut_s, end_s))
+        if self._triggered:
+            reason = self._end_reason(end_s)
+            if reason is not None:
+                events.extend(self._finish(self._end_estimate(end_s), end_s))
+                # The model's probability lags: no new segment on it until it falls.
+                self._latched = reason == "quiet"
+            elif end_s - self._start_s >= options.max_speech_s - _EPSILON_S:
+                events.extend(self._finish(end_s, end_s))
         if not self._triggered:
-            # Keep only what the padding of a segment starting at the next frame needs.
-            while self._frames and self._frames[0][0] + self._frame_s <= end_s - pad_s:
+            # Keep only what the padding and refinement of a segment starting next needs.
+            keep_s = end_s - (options.speech_pad_ms + options.max_refine_ms) / 1e3
+            while self._frames and self._frames[0][0] + self._frame_s <= keep_s:
                 self._frames.popleft()
+            while self._levels and self._levels[0][0] < keep_s - _TIME_TOL_S:
+                self._levels.popleft()
         return events
+
+    def _begin(self, onset_s: float) -> None:
+        """Opens a segment at the frame starting at ``onset_s``."""
+        self._triggered, self._confirmed, self._onset_s = True, False, onset_s
+        self._start_s = max(onset_s, self._previous_end_s)
+        self._set_threshold(onset_s)
+        self._last_loud_s, self._peak_db, self._run = None, -math.inf, 0
+        lowest = max(onset_s - self.options.max_refine_ms / 1e3, self._previous_end_s)
+        earlier = [(t, level) for t, level in self._levels if t > lowest - _TIME_TOL_S]
+        if earlier:
+            excess = self._excess(np.array([level for _, level in earlier]))
+            for (time_s, _), over in zip(earlier, excess.tolist(), strict=True):
+                self._track(time_s, over)
+
+    def _end_reason(self, end_s: float) -> str | None:
+        """Why the open segment ends at the end of this frame (``"model"``, ``"quiet"``)."""
+        options = self.options
+        silent_s = -math.inf if self._silence_start_s is None else end_s - self._silence_start_s
+        model_silent = silent_s >= options.min_silence_ms / 1e3 - _EPSILON_S
+        if not self._energy_usable():
+            return "model" if model_silent else None
+        heard_s = self._levels[-1][0]
+        quiet_s = heard_s - (self._last_loud_s if self._last_loud_s is not None else heard_s)
+        if self._depth() >= _FAST_DB and quiet_s >= options.quiet_ms / 1e3 - _EPSILON_S:
+            return "quiet"
+        if model_silent and quiet_s >= options.confirm_quiet_ms / 1e3 - _EPSILON_S:
+            return "model"
+        if silent_s >= (options.min_silence_ms + _HOLD_MS) / 1e3 - _EPSILON_S:
+            return "model"
+        return None
 
     def _finish(self, end_s: float, emitted_at: float) -> list[VadEvent]:
         """Closes the open segment; a confirmed one gives a ``speech.end`` with its audio."""
         events = []
         if self._confirmed:
-            audio = self._audio(self._start_s, end_s)
-            events.append(VadEvent("speech.end", self._start_s, end_s, emitted_at, audio))
+            pad_s = self.options.speech_pad_ms / 1e3
+            earliest = self._frames[0][0] if self._frames else self._start_s
+            audio_start = max(self._start_s - pad_s, earliest, self._previous_audio_end_s)
+            audio_end = min(end_s + pad_s, emitted_at)
+            audio = self._audio(audio_start, audio_end)
+            events.append(
+                VadEvent("speech.end", self._start_s, end_s, emitted_at, audio, audio_start)
+            )
             self._previous_end_s = end_s
+            self._previous_audio_end_s = audio_end
         self._triggered = self._confirmed = False
         self._silence_start_s = None
         return events
@@ -421,3 +589,128 @@ class VadSegmenter:
             if last > first:
                 parts.append(frame[first:last])
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+    # --- energy -------------------------------------------------------------------------
+
+    def _add_levels(self, frame: np.ndarray, start_s: float) -> None:
+        """Computes the levels that this frame completes (they lag the frame by 16 ms)."""
+        samples = np.concatenate([self._last_half, frame.astype(np.float64)])
+        self._last_half = samples[-SUBFRAME_SAMPLES:]
+        spectra = np.fft.rfft(samples[_WINDOW_INDEX] * _WINDOW, axis=1)
+        spectra = spectra.real**2 + spectra.imag**2
+        halves = np.square(samples).reshape(-1, SUBFRAME_SAMPLES).sum(axis=1)
+        powers = np.empty((_PER_FRAME, _BANDS + 1))
+        powers[:, :_BANDS] = np.add.reduceat(spectra, _BAND_STARTS, axis=1) * _SPECTRUM_SCALE
+        powers[:, _BANDS] = (halves[:-1] + halves[1:]) / (2 * SUBFRAME_SAMPLES)
+        rows = np.concatenate([self._recent, powers])
+        times = [*self._recent_times, *(start_s + i * self._sub_s for i in range(_PER_FRAME))]
+        self._recent, self._recent_times = rows[1 - _LEVEL_WINDOW :], times[1 - _LEVEL_WINDOW :]
+        if len(rows) < _LEVEL_WINDOW:
+            return
+        sums = np.cumsum(np.concatenate([np.zeros((1, _BANDS + 1)), rows]), axis=0)
+        levels = (sums[_LEVEL_WINDOW:] - sums[:-_LEVEL_WINDOW])[-_PER_FRAME:] / _LEVEL_WINDOW
+        centres = times[_CENTRE : len(times) - _CENTRE][-len(levels) :]
+        excess = self._excess(levels)
+        for time_s, level, over in zip(centres, levels, excess.tolist(), strict=True):
+            self._levels.append((time_s, level))
+            if self._triggered:
+                if time_s > self._start_s - _TIME_TOL_S:
+                    self._track(time_s, over)
+            elif not (self._latched and over > 0.0):
+                self._noise.append((time_s, level))
+
+    def _excess(self, levels: np.ndarray) -> np.ndarray:
+        """How far levels rise above the loud threshold (dB, the larger of the two
+        detectors); ``-inf`` while the threshold is unknown."""
+        if self._thresholds is None:
+            return np.full(len(levels), -math.inf)
+        return np.max(_levels_db(levels, self._floor) - self._thresholds, axis=1)
+
+    def _track(self, time_s: float, excess: float) -> None:
+        """Notes a level of the open segment."""
+        self._run = self._run + 1 if excess > 0.0 else 0
+        if self._run >= _MIN_RUN:
+            self._last_loud_s = time_s
+            self._peak_db = max(self._peak_db, excess)
+
+    def _loud_runs(self, levels: list[tuple[float, np.ndarray]]) -> list[float]:
+        """Times of the levels that are in runs of at least ``_MIN_RUN`` loud levels."""
+        if not levels:
+            return []
+        excess = self._excess(np.array([level for _, level in levels]))
+        return [levels[i][0] for i in _runs((excess > 0.0).tolist())]
+
+    def _set_threshold(self, onset_s: float) -> None:
+        """Fixes the noise floor and loud thresholds of a segment from the noise before it."""
+        while self._noise and self._noise[-1][0] > onset_s - _ONSET_GUARD_S - _TIME_TOL_S:
+            self._noise.pop()
+        self._thresholds = None
+        if self.options.energy and len(self._noise) >= _MIN_NOISE:
+            history = np.array([powers for _, powers in self._noise])
+            self._floor = np.maximum(np.median(history, axis=0), _POWER_FLOOR / _BANDS)
+            low, middle, high = np.percentile(
+                _levels_db(history, self._floor), (16, 50, 84), axis=0
+            )
+            margin = np.maximum(self.options.energy_margin_db, _SPREAD_Z * (high - low) / 2)
+            self._thresholds = middle + margin
+
+    def _depth(self) -> float:
+        """How far the segment's loudest level rose above the loud threshold (dB)."""
+        return self._peak_db if self._thresholds is not None else -math.inf
+
+    def _energy_usable(self) -> bool:
+        return self._depth() >= _USABLE_DB
+
+    def _resumed(self) -> bool:
+        """Whether the last model frame was loud (after a segment that quiet ended)."""
+        return len(self._loud_runs(list(itertools.islice(reversed(self._levels), _PER_FRAME)))) > 0
+
+    def _refine_start(self) -> float:
+        """The start of the run of loud levels at the model's onset."""
+        onset, reach = self._onset_s, self.options.max_refine_ms / 1e3
+        lowest = max(onset - reach, self._previous_end_s)
+        loud = self._loud_runs(
+            [(t, level) for t, level in self._levels if t > lowest - _TIME_TOL_S]
+        )
+        after = onset - self._frame_s - _TIME_TOL_S
+        first = next((i for i, t in enumerate(loud) if t > after), None)
+        if first is None or loud[first] > onset + reach + _TIME_TOL_S:
+            return self._start_s
+        while first > 0 and loud[first] - loud[first - 1] <= _MAX_GAP_S:
+            first -= 1
+        return max(loud[first] + _EDGE_S, lowest)
+
+    def _end_estimate(self, now_s: float) -> float:
+        """Where the open segment's speech ends, if it ended now."""
+        model_end = self._silence_start_s if self._silence_start_s is not None else now_s
+        if not self._energy_usable() or self._last_loud_s is None:
+            return max(model_end, self._start_s)
+        options = self.options
+        buried_ms = options.tail_ms_per_db * (options.tail_db - self._depth())
+        end = self._last_loud_s - _EDGE_S + min(max(buried_ms, 0.0), _TAIL_CAP_MS) / 1e3
+        lowest = max(model_end - options.max_refine_ms / 1e3, self._start_s)
+        return min(max(end, lowest), now_s)
+
+
+def _runs(loud: list[bool]) -> list[int]:
+    """Indices of the loud levels that are in runs of at least ``_MIN_RUN``."""
+    kept: list[int] = []
+    start = None
+    for index, flag in enumerate([*loud, False]):
+        if flag and start is None:
+            start = index
+        elif not flag and start is not None:
+            if index - start >= _MIN_RUN:
+                kept.extend(range(start, index))
+            start = None
+    return kept
+
+
+def _levels_db(powers: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """``(N, 2)`` levels over the noise floor (dB): band-whitened and broadband."""
+    ratios = powers / floor
+    levels = np.empty((len(powers), 2))
+    levels[:, 0] = ratios[:, :_BANDS].sum(axis=1) / _BANDS
+    levels[:, 1] = ratios[:, _BANDS]
+    np.maximum(levels, 1e-20, out=levels)
+    return 10.0 * np.log10(levels)

@@ -200,6 +200,10 @@ def test_doctor_json_on_this_machine():
     assert "CPUExecutionProvider" in report["runtimes"]["onnxruntime"]["providers"]
     assert report["runtimes"]["numpy"]["version"]
     assert report["accelerators"] == []
+    speech = report["speech"]  # the dev install has the speech stack
+    assert speech["silero_vad"].endswith("silero_vad.onnx") and speech["espeak_ng"]
+    engines = {e["name"]: e["installed"] for e in speech["transcribers"]}
+    assert engines["pocketsphinx"] is True and set(engines) >= {"faster-whisper", "whisper"}
     for problem in report["problems"]:
         assert set(problem) == {"severity", "problem", "fix"} and problem["fix"]
 

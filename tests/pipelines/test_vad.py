@@ -134,32 +134,55 @@ def test_probability_streams_and_reset_restarts(silero):
 # --- the segmenter on scripted probabilities ------------------------------------------------
 
 
-def test_segment_timing_padding_and_audio_follow_the_rules():
+def scripted(spans, total_s, probability=0.9):
+    """One probability per frame: ``probability`` in the frames that overlap ``spans``."""
+    frames = int(np.ceil(total_s / FRAME_S))
+    values = [0.0] * frames
+    for start_s, end_s in spans:
+        for index in range(int(start_s // FRAME_S), min(frames, int(np.ceil(end_s / FRAME_S)))):
+            values[index] = probability
+    return values
+
+
+def bursts(spans, total_s, noise_rms=1e-4, burst_rms=0.1, seed=0):
+    """White noise with louder white-noise bursts over ``spans`` (seconds)."""
+    rng = np.random.default_rng(seed)
+    samples = noise_rms * rng.standard_normal(round(total_s * RATE))
+    for start_s, end_s in spans:
+        first, last = round(start_s * RATE), round(end_s * RATE)
+        samples[first:last] += burst_rms * rng.standard_normal(last - first)
+    return samples.astype(np.float32)
+
+
+def test_model_only_segments_follow_the_rules_on_the_frame_grid():
     probabilities = [0.0] * 10 + [0.9] * 10 + [0.0] * 10
     samples = (np.arange(30 * FRAME_SAMPLES) / (30 * FRAME_SAMPLES)).astype(np.float32)
-    segmenter = VadSegmenter(VadOptions(), ScriptedVad(probabilities))
+    segmenter = VadSegmenter(VadOptions(energy=False), ScriptedVad(probabilities))
     start, end = stream(segmenter, samples)
     assert (start.kind, end.kind) == ("speech.start", "speech.end")
-    # Onset at frame 10 (0.32 s), padded by 30 ms; confirmed once 150 ms long (frame 14).
-    assert start.t_start == start.t_end == pytest.approx(0.32 - 0.03)
+    # Onset at frame 10 (0.32 s), unpadded; confirmed once 150 ms long (end of frame 14).
+    assert start.t_start == start.t_end == pytest.approx(0.32)
     assert start.emitted_at == pytest.approx(15 * FRAME_S)
-    assert start.samples is None
-    # Silence from frame 20 (0.64 s); 128 ms of it ends the segment at the end of frame 23.
-    assert end.t_start == pytest.approx(0.29)
-    assert end.t_end == pytest.approx(0.64 + 0.03)
+    assert start.samples is None and start.samples_start is None
+    # Model silence from frame 20 (0.64 s); 128 ms of it ends the segment after frame 23.
+    assert end.t_start == pytest.approx(0.32)
+    assert end.t_end == pytest.approx(0.64)
     assert end.emitted_at == pytest.approx(24 * FRAME_S)
+    # The audio is padded by speech_pad_ms on both sides.
+    assert end.samples_start == pytest.approx(0.29)
     np.testing.assert_array_equal(end.samples, samples[round(0.29 * RATE) : round(0.67 * RATE)])
-    assert end.duration_s == pytest.approx(0.38)
+    assert end.duration_s == pytest.approx(0.32)
 
 
 def test_short_blips_give_no_event_and_hysteresis_holds_a_segment():
     blip = [0.0] * 5 + [0.9] * 3 + [0.0] * 10  # 96 ms < min_speech_ms
     assert stream(VadSegmenter(vad=ScriptedVad(blip)), np.zeros(20 * 512, np.float32)) == []
     # Probabilities between neg_threshold and threshold neither end nor restart a segment.
+    # (Digital silence: the energy never rises, so the model alone decides.)
     held = [0.9] * 10 + [0.47] * 20 + [0.9] * 5 + [0.0] * 6
     events = stream(VadSegmenter(vad=ScriptedVad(held)), np.zeros(41 * 512, np.float32))
     assert kinds(events) == ["speech.start", "speech.end"]
-    assert events[1].t_end == pytest.approx(35 * FRAME_S + 0.03)
+    assert events[1].t_end == pytest.approx(35 * FRAME_S)
     # neg_threshold=None resolves to threshold - 0.05; an explicit value is kept.
     options = VadOptions(neg_threshold=0.35)
     assert options.exit_threshold == 0.35 and VadOptions().exit_threshold == 0.45
@@ -179,21 +202,115 @@ def test_max_speech_splits_and_flush_closes_an_open_segment():
     assert ends[-1].t_end == pytest.approx(110 * FRAME_S)
 
 
+def test_energy_places_the_boundaries_off_the_frame_grid():
+    # Speech (a burst 60 dB over the noise) from 1.013 s to 1.777 s; the model triggers
+    # 43 ms late and its probability lags the end by 300 ms.
+    total_s, speech = 3.0, (1.013, 1.777)
+    samples = bursts([speech], total_s)
+    probabilities = scripted([(1.05, speech[1] + 0.3)], total_s)
+    segmenter = VadSegmenter(vad=ScriptedVad(probabilities))
+    events = stream(segmenter, samples, chunk_samples=700)
+    # One segment: after the energy ended it, the lagging probability starts no other.
+    assert kinds(events) == ["speech.start", "speech.end"]
+    start, end = events
+    assert start.t_start == end.t_start == pytest.approx(speech[0], abs=0.008)
+    # The burst is far above the noise, so no buried speech is added to the end.
+    assert end.t_end == pytest.approx(speech[1], abs=0.008)
+    # The energy's quiet (176 ms) ended it long before the model would have.
+    assert 0.176 <= end.emitted_at - speech[1] <= 0.25
+    assert end.samples_start == pytest.approx(end.t_start - 0.03, abs=1e-9)
+    first = round(end.samples_start * RATE)
+    np.testing.assert_array_equal(end.samples, samples[first : first + len(end.samples)])
+    assert len(end.samples) == pytest.approx((end.t_end + 0.03 - end.samples_start) * RATE, abs=1)
+    # The model alone: boundaries on its frame grid, the end after its lag.
+    model = stream(VadSegmenter(VadOptions(energy=False), ScriptedVad(probabilities)), samples)
+    assert model[1].t_start == pytest.approx(32 * FRAME_S)
+    assert model[1].t_end == pytest.approx(np.ceil((speech[1] + 0.3) / FRAME_S) * FRAME_S)
+
+
+def test_buried_speech_is_added_to_the_end_in_noise():
+    total_s, speech = 3.0, (1.013, 1.777)
+    probabilities = scripted([(1.05, speech[1] + 0.1)], total_s)
+    ends = {}
+    for burst_rms in (0.1, 0.01, 0.003):  # 60, 40 and 30 dB over the noise
+        samples = bursts([speech], total_s, burst_rms=burst_rms)
+        for tail in (0.0, 2.5):
+            options = VadOptions(tail_ms_per_db=tail)
+            events = stream(VadSegmenter(options, ScriptedVad(probabilities)), samples)
+            assert kinds(events) == ["speech.start", "speech.end"]
+            ends[burst_rms, tail] = events[1].t_end - speech[1]
+    for burst_rms in (0.1, 0.01, 0.003):
+        assert abs(ends[burst_rms, 0.0]) <= 0.008
+    # Nothing is added 60 dB over the noise; more the nearer the speech is to the noise.
+    assert ends[0.1, 2.5] == pytest.approx(ends[0.1, 0.0])
+    assert 0.02 <= ends[0.01, 2.5] - ends[0.01, 0.0] < ends[0.003, 2.5] - ends[0.003, 0.0] <= 0.1
+
+
+def test_pauses_inside_speech_do_not_split_it_and_real_pauses_do():
+    total_s = 3.0
+    # 150 ms of quiet inside speech while the model still says speech: one segment.
+    samples = bursts([(1.0, 1.4), (1.55, 2.0)], total_s)
+    events = stream(VadSegmenter(vad=ScriptedVad(scripted([(1.0, 2.1)], total_s))), samples)
+    assert kinds(events) == ["speech.start", "speech.end"]
+    assert events[1].t_end == pytest.approx(2.0, abs=0.008)
+    # 300 ms that the model calls silence but the energy shows (a fricative): one segment.
+    samples = bursts([(1.0, 2.0)], total_s)
+    probabilities = scripted([(1.0, 1.3), (1.6, 2.1)], total_s)
+    events = stream(VadSegmenter(vad=ScriptedVad(probabilities)), samples)
+    assert kinds(events) == ["speech.start", "speech.end"]
+    # Half a second of quiet that the model agrees with: two segments.
+    samples = bursts([(1.0, 1.4), (1.9, 2.3)], total_s)
+    probabilities = scripted([(1.0, 1.5), (1.9, 2.4)], total_s)
+    events = stream(VadSegmenter(vad=ScriptedVad(probabilities)), samples)
+    assert kinds(events) == ["speech.start", "speech.end"] * 2
+    assert [events[1].t_end, events[3].t_start] == pytest.approx([1.4, 1.9], abs=0.008)
+
+
+def test_without_a_noise_floor_the_model_places_the_boundaries():
+    # Speech 50 ms into the stream: too little audio before it to know the noise floor.
+    total_s = 1.5
+    samples = bursts([(0.05, 0.8)], total_s)
+    segmenter = VadSegmenter(vad=ScriptedVad(scripted([(0.05, 0.9)], total_s)))
+    events = stream(segmenter, samples)
+    assert kinds(events) == ["speech.start", "speech.end"]
+    assert events[1].t_start == pytest.approx(1 * FRAME_S)
+    assert events[1].t_end == pytest.approx(29 * FRAME_S)
+    # A second utterance in the same stream has a floor by then.
+    samples = bursts([(0.05, 0.8), (1.513, 2.2)], 3.0)
+    probabilities = scripted([(0.05, 0.9), (1.55, 2.3)], 3.0)
+    segmenter = VadSegmenter(vad=ScriptedVad(probabilities))
+    events = []
+    for first in range(0, len(samples), FRAME_SAMPLES):
+        chunk = AudioChunk(samples[first : first + FRAME_SAMPLES], RATE, first * 62_500)
+        events += segmenter.feed(chunk)
+        if first == 40 * FRAME_SAMPLES:
+            assert segmenter.noise_floor_db == pytest.approx(-80, abs=1)
+    events += segmenter.flush()
+    assert kinds(events) == ["speech.start", "speech.end"] * 2
+    assert events[3].t_start == pytest.approx(1.513, abs=0.008)
+    assert events[3].t_end == pytest.approx(2.2, abs=0.008)
+    assert segmenter.noise_floor_db is None  # flush reset the stream
+
+
 def test_chunk_sizes_int16_and_time_offsets_do_not_change_the_segments():
-    probabilities = [0.0] * 10 + [0.9] * 12 + [0.0] * 12
-    samples = np.zeros(34 * FRAME_SAMPLES, np.float32)
+    total_s = 3.0
+    samples = bursts([(1.013, 1.777)], total_s, noise_rms=3e-3, burst_rms=0.1)
+    probabilities = scripted([(1.05, 2.0)], total_s)
     reference = stream(VadSegmenter(vad=ScriptedVad(probabilities)), samples)
     odd = stream(VadSegmenter(vad=ScriptedVad(probabilities)), samples, chunk_samples=700)
-    as_int16 = stream(VadSegmenter(vad=ScriptedVad(probabilities)), samples.astype(np.int16))
+    pcm = np.round(samples * 32767).astype(np.int16)
+    as_int16 = stream(VadSegmenter(vad=ScriptedVad(probabilities)), pcm)
     later = stream(VadSegmenter(vad=ScriptedVad(probabilities)), samples, start_ns=5 * 10**9)
     expected = [value for e in reference for value in (e.t_start, e.t_end, e.emitted_at)]
     assert kinds(reference) == ["speech.start", "speech.end"]
     for events in (odd, as_int16, later):
         assert kinds(events) == kinds(reference)
-    for events in (odd, as_int16):
-        times = [value for e in events for value in (e.t_start, e.t_end, e.emitted_at)]
-        assert times == pytest.approx(expected, abs=1e-9)
-    assert [e.t_start - 5 for e in later] == pytest.approx([e.t_start for e in reference])
+    times = [value for e in odd for value in (e.t_start, e.t_end, e.emitted_at)]
+    assert times == pytest.approx(expected, abs=1e-9)
+    times = [value for e in as_int16 for value in (e.t_start, e.t_end, e.emitted_at)]
+    assert times == pytest.approx(expected, abs=0.008)
+    times = [value - 5 for e in later for value in (e.t_start, e.t_end, e.emitted_at)]
+    assert times == pytest.approx(expected, abs=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -206,6 +323,13 @@ def test_chunk_sizes_int16_and_time_offsets_do_not_change_the_segments():
         ("min_silence_ms", -10),
         ("speech_pad_ms", float("nan")),
         ("max_speech_s", 0.2),
+        ("energy", 1),
+        ("energy_margin_db", -1.0),
+        ("quiet_ms", -1),
+        ("confirm_quiet_ms", float("inf")),
+        ("max_refine_ms", -5),
+        ("tail_db", float("nan")),
+        ("tail_ms_per_db", -0.5),
     ],
 )
 def test_bad_options_name_the_field(field, value):
@@ -225,11 +349,21 @@ def test_bad_stream_input_is_refused():
 
 # --- the segmenter with Silero VAD on spoken clips -----------------------------------------
 
+# Multi-word commands with pauses inside, several voices. Over 120 phrases per condition
+# (benchmarks/vad_bounds.py --clips 20 --seeds 0,1,2,3,4,5) 13 en+f4 phrases still end
+# 101-151 ms early at 10 dB: their last 100-200 ms are 15-45 dB under the speech power,
+# below the noise.
 CLIPS = [
-    ("turn on the light", "en-us", 160),
+    ("turn on the kitchen light", "en-us", 160),
     ("what time is it", "en-gb-scotland+m5", 160),
     ("open the door", "en+f4", 130),
+    ("next song", "en-gb-scotland+m5", 130),
+    ("set a timer for five minutes", "en-us+m3", 160),
     ("play music", "en-us+f3", 190),
+    ("lights off", "en-gb-scotland", 130),
+    ("stop", "en-us", 160),
+    ("turn on the light", "en+f4", 160),
+    ("volume up", "en-us+m3", 130),
 ]
 
 
@@ -248,28 +382,32 @@ def spoken():
 
 
 @pytest.mark.parametrize("snr_db", [None, 10.0])
-def test_one_segment_per_utterance_near_the_true_bounds(silero, spoken, snr_db):
+def test_one_segment_per_command_within_100_ms_of_the_true_bounds(silero, spoken, snr_db):
     segmenter = VadSegmenter(vad=silero)
-    end_errors = []
+    errors = []
     for text, _, _ in CLIPS:
         clip = spoken[(text, snr_db)]
         events = stream(segmenter, clip.samples)
+        # Never split: pauses between words and weak consonants stay inside the segment.
         assert kinds(events) == ["speech.start", "speech.end"], (text, snr_db)
         start, end = events
         assert start.t_start == end.t_start
-        assert abs(end.t_start - clip.t_start) <= 0.1, (text, snr_db)
-        end_errors.append(end.t_end - clip.t_end)
-        # speech.end is out within 300 ms of the end of speech (audio time).
-        assert 0.0 < end.emitted_at - clip.t_end <= 0.3, (text, snr_db)
-        assert len(end.samples) == pytest.approx((end.t_end - end.t_start) * RATE, abs=1)
-        first = round(end.t_start * RATE)
+        latency = end.emitted_at - clip.t_end
+        errors.append((text, end.t_start - clip.t_start, end.t_end - clip.t_end, latency))
+        # The audio: padded by 30 ms, straight from the stream.
+        assert end.samples_start == pytest.approx(end.t_start - 0.03)
+        stop = min(end.t_end + 0.03, end.emitted_at)
+        assert len(end.samples) == pytest.approx((stop - end.samples_start) * RATE, abs=1)
+        first = round(end.samples_start * RATE)
         np.testing.assert_array_equal(end.samples, clip.samples[first : first + len(end.samples)])
-    # Ends come late, not early: Silero's probability decays a few frames after the speech
-    # stops (more in noise), and 30 ms of padding is added. Over 60 phrases (see
-    # benchmarks/vad_bounds.py) the worst end is 100-150 ms late clean and ~240 ms at 10 dB.
-    assert np.mean(np.abs(end_errors)) <= 0.1, end_errors
-    assert max(np.abs(end_errors)) <= 0.15, end_errors
-    assert min(end_errors) >= -0.05, end_errors
+    starts, ends, latencies = (np.array([row[i] for row in errors]) for i in (1, 2, 3))
+    # Every start and end within 100 ms of the true one (clean: within 10 ms).
+    bound = 0.01 if snr_db is None else 0.1
+    assert np.abs(starts).max() <= bound, errors
+    assert np.abs(ends).max() <= bound, errors
+    # speech.end is out within 250 ms of the end of speech (audio time), leaving room for
+    # the command decoder within 300 ms.
+    assert latencies.max() <= 0.25, errors
 
 
 def test_silence_and_noise_alone_give_no_event(silero):
@@ -296,7 +434,8 @@ def test_two_utterances_a_second_apart_are_two_segments(silero, spoken):
     assert abs(ends[0].t_start - first.t_start) <= 0.1
     assert abs(ends[1].t_start - (offset + second.t_start)) <= 0.1
     assert ends[0].t_end < offset + second.t_start
-    assert abs(ends[1].t_end - (offset + second.t_end)) <= 0.2
+    assert abs(ends[1].t_end - (offset + second.t_end)) <= 0.1
+    assert ends[1].samples_start >= ends[0].t_end
 
 
 def test_reset_forgets_a_stream_midway(silero, spoken):
