@@ -1,8 +1,11 @@
 """fp32 against int8 of one detector on each CPU runtime, timed in interleaved rounds.
 
-The int8 speed-up depends on the runtime's kernels as much as on the model: ONNX Runtime's
-int8 depthwise convolutions gain little over its fp32 ones on x86, while LiteRT's XNNPACK
-has fast int8 depthwise kernels. This script loads every model given, in one process with
+The int8 speed-up depends on the runtime's kernels as much as on the model. Measured on
+this x86 CPU (AVX-512 VNNI and AMX) for ubiq-det-mnv2: int8 depthwise convolutions are
+slower than fp32 ones in both ONNX Runtime and LiteRT's XNNPACK (whose only int8
+depthwise kernel here is a mul32 one), and XNNPACK picks AMX tiles for the int8 pointwise
+convolutions that lose to its AVX-512 fp32 GEMMs at 16-96 channels.
+This script loads every model given, in one process with
 one inference thread each, and times them in interleaved rounds (round r runs every model
 ``--runs`` times), so machine noise hits all of them alike; it prints p50/p90 per model
 and each model's speed-up over the first.

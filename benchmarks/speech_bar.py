@@ -88,6 +88,7 @@ def main() -> int:
     parser.add_argument("--speeds", default="130,170")
     parser.add_argument("--snrs", default="clean,20,10")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tta", default="1.0", help="speeds for test-time augmentation")
     args = parser.parse_args()
     if args.engine == "model" and not args.model:
         parser.error("--engine model needs --model")
@@ -96,6 +97,8 @@ def main() -> int:
     recognizer = open_recognizer(
         commands, engine=args.engine, model=args.model, threshold=args.threshold
     )
+    if args.engine == "model":
+        recognizer.speeds = tuple(float(s) for s in args.tta.split(","))
     vad = SileroVad(threads=1)
     voices = args.voices.split(",")
     speeds = [int(s) for s in args.speeds.split(",")]
@@ -139,6 +142,7 @@ def main() -> int:
                         row["start_err"] = ends[0].payload["t_start"] - clip.t_start
                         row["end_err"] = ends[0].payload["t_end"] - clip.t_end
                     row["segments"] = len(ends)
+                    row["heard"] = [(r.best, round(r.confidence, 2)) for r in pipeline.recognitions]
                     results.append(row)
 
     def rate(rows) -> str:
@@ -187,7 +191,10 @@ def main() -> int:
     print(f"clips not found as exactly one utterance: {split}/{len(results)}")
     wrong = [r for r in results if not r["ok"]]
     for r in wrong[:25]:
-        print(f"  miss: {r['kind']} {r['text']!r} {r['voice']} {r['speed']} {r['snr']}")
+        print(
+            f"  miss: {r['kind']} {r['text']!r} {r['voice']} {r['speed']} {r['snr']}: "
+            f"{r['segments']} utterance(s), best guesses {r['heard']}"
+        )
     return 0
 
 

@@ -105,6 +105,7 @@ class SpeechPipeline:
         self.source_id = source_id
         self.wake_gate = bool(wake_gate)
         self.stats = ListenStats()
+        self.recognitions: list = []  # every Recognition of the run, for reports
         self._awake_until = -1.0
 
     @property
@@ -161,6 +162,7 @@ class SpeechPipeline:
 
     def _command(self, vad, samples: np.ndarray, started: float) -> Event | None:
         result = self.recognizer.recognize(samples)
+        self.recognitions.append(result)
         ready = vad.emitted_at + (time.perf_counter() - started)
         confidence = round(result.confidence, 4)
         if result.is_wake:

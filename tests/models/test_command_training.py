@@ -96,9 +96,19 @@ def command_model(tmp_path_factory):
     commands = folder / "commands.txt"
     commands.write_text("lights on\nwhat time is it\n")
     run = folder / "run"
+    # a smaller grid than the CLI's default (20 voices x 3 speeds x 3 pitches) keeps this
+    # test short; `ubiq train --commands` reuses a set made for the same phrases
+    make_command_training_set(
+        run / "data",
+        ["lights on", "what time is it"],
+        voices=DEFAULT_TRAIN_VOICES[:10],
+        speeds=(120, 170),
+        pitches=(40, 70),
+        progress=False,
+    )
     code = main(
         ["train", "--task", "kws", "--commands", str(commands), "--backbone", "mobilenet_v2",
-         "--width", "0.35", "--epochs", "8", "--batch", "32", "--threads", "1", "--quiet",
+         "--width", "0.35", "--epochs", "20", "--batch", "16", "--threads", "1", "--quiet",
          "--out", str(run)]
     )  # fmt: skip
     assert code == 0
