@@ -91,7 +91,8 @@ class ModelCommandRecognizer:
     """A trained command classifier (``ubiq train --task kws --commands FILE``).
 
     Args:
-        model: The exported model (``.onnx`` or ``.tflite``) with its manifest.
+        model: The exported model (``.onnx`` or ``.tflite``) with its manifest, or a zoo
+            name.
         commands: The command set; every phrase (and the wake phrase) must be a class.
         threshold: Lowest softmax probability accepted as a command.
         threads: Inference threads.
@@ -124,9 +125,9 @@ class ModelCommandRecognizer:
 
         if not 0.0 < threshold < 1.0:
             raise ConfigError(f"threshold must be in (0, 1), got {threshold}")
-        path = Path(model).expanduser()
-        if not path.is_file():
-            raise ModelError(f"command model not found: {path}")
+        from ubiq.models.runtime.model import resolve_model_path
+
+        path = resolve_model_path(model)  # a file, or a zoo name such as ubiq-commands-demo
         self.backend = load_backend(path, num_threads=threads, device="cpu")
         sidecar = manifest_path_for(path)
         if sidecar.is_file():
