@@ -80,7 +80,12 @@ def run_clip(pipeline: SpeechPipeline, samples: np.ndarray, chunk: int = 512) ->
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--commands", default=str(Path(__file__).with_name("speech_commands.yaml")))
+    parser.add_argument(
+        "--commands",
+        default=str(
+            Path(__file__).resolve().parents[1] / "ubiq/data/models/ubiq-commands-demo.yaml"
+        ),
+    )
     parser.add_argument("--engine", choices=("model", "pocketsphinx"), default="model")
     parser.add_argument("--model", help="command model (ubiq train --task kws --commands ...)")
     parser.add_argument("--threshold", type=float)
