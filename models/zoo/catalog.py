@@ -347,6 +347,21 @@ _UBIQ_DET_MNV2 = ZooEntry(
     manifest={},
 )
 
+# Trained by `ubiq train --task kws --commands ubiq/data/models/ubiq-commands-demo.yaml` on speech
+# espeak-ng made for those phrases (benchmarks/speech_bar.py measures it on held-out voices).
+_UBIQ_COMMANDS_DEMO = ZooEntry(
+    name="ubiq-commands-demo",
+    task="kws",
+    license="Apache-2.0",
+    description="ubiq's command classifier for ubiq/data/models/ubiq-commands-demo.yaml (15 home "
+    "commands and the wake phrase 'hey ubiq'; also in ubiq/data/models), MobileNetV2-0.5 over "
+    "log-mel features, trained on espeak-ng speech; ships with ubiq.",
+    filename="ubiq-commands-demo.onnx",
+    sha256="27f58bf37acc3ed56f57ea92ee0489f817dfe127edb8d256a3718af2588bf142",
+    sources=(ZooSource(kind="package", member="ubiq-commands-demo.onnx"),),
+    manifest={},
+)
+
 _ENTRIES: tuple[ZooEntry, ...] = (
     _BLAZEFACE,
     _BLAZEFACE_FULL,
@@ -355,6 +370,7 @@ _ENTRIES: tuple[ZooEntry, ...] = (
     _ultralytics_entry("yolov8n", "Ultralytics YOLOv8n COCO detector (80 classes)."),
     _ultralytics_entry("yolo11n", "Ultralytics YOLO11n COCO detector (80 classes)."),
     _UBIQ_DET_MNV2,
+    _UBIQ_COMMANDS_DEMO,
 )
 
 
