@@ -29,10 +29,10 @@ import tempfile
 import threading
 import time
 import wave
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType, TracebackType
+from types import ModuleType
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -41,7 +41,7 @@ from ubiq.errors import BackendUnavailable, ConfigError, DatasetError, SourceErr
 from ubiq.models.runtime.audio_features import _resampling_kernels, read_wav, resample
 from ubiq.types import AudioChunk
 
-from .base import check_positive
+from .base import Lifecycle, check_positive
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class StreamResampler:
         return out
 
 
-class AudioSource(ABC):
+class AudioSource(Lifecycle):
     """A stream of audio: a context manager and an iterable of :class:`AudioChunk`.
 
     Entering opens the file or device (a :class:`SourceError` in one line on failure);
@@ -136,51 +136,8 @@ class AudioSource(ABC):
         self._opened = False
         self._stop_event = threading.Event()
 
-    def open(self) -> AudioSource:
-        """Opens the source (nothing when already open) and returns it.
-
-        Raises:
-            SourceError: If the file or device cannot be opened or read, in one line.
-            BackendUnavailable: If a library or program the source needs is missing.
-        """
-        if not self._opened:
-            self._stop_event.clear()
-            self._open()
-            self._opened = True
-        return self
-
-    def close(self) -> None:
-        """Stops reading and releases the file or device. Safe to call twice."""
-        self._stop_event.set()
-        if self._opened:
-            self._opened = False
-            self._close()
-
-    def stop(self) -> None:
-        """Makes iteration end soon. Thread-safe and safe to call from a signal handler."""
-        self._stop_event.set()
-
-    def __enter__(self) -> AudioSource:
-        return self.open()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __iter__(self) -> Iterator[AudioChunk]:
-        """Yields chunks; opens the source first (and closes it at the end) if it is closed."""
-        return self._chunks() if self._opened else self._chunks_with_open()
-
-    def _chunks_with_open(self) -> Iterator[AudioChunk]:
-        with self:
-            yield from self._chunks()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.source_id!r})"
+    def _items(self) -> Iterator[AudioChunk]:
+        return self._chunks()
 
     def _chunks(self) -> Iterator[AudioChunk]:
         size, rate = self.chunk_samples, self.sample_rate
@@ -211,14 +168,6 @@ class AudioSource(ABC):
             if delay > 0:
                 self._stop_event.wait(delay)
         return not self._stop_event.is_set()
-
-    @abstractmethod
-    def _open(self) -> None:
-        """Opens the file or device; raises ``SourceError`` on failure."""
-
-    @abstractmethod
-    def _close(self) -> None:
-        """Releases what ``_open`` acquired."""
 
     @abstractmethod
     def _blocks(self) -> Iterator[np.ndarray]:

@@ -120,7 +120,92 @@ def nominal_fps(capture: CaptureLike) -> float | None:
     return fps if 0.0 < fps < 1000.0 else None
 
 
-class Source(ABC):
+class Lifecycle(ABC):
+    """Open, close and stop, shared by the video and the audio sources.
+
+    Subclasses set ``self._opened = False`` and ``self._stop_event = threading.Event()`` in
+    ``__init__`` and implement ``_open``, ``_close`` and ``_items`` (what iteration yields).
+    """
+
+    source_id: str
+    _opened: bool
+    _stop_event: threading.Event
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the source is open."""
+        return self._opened
+
+    def open(self) -> Lifecycle:
+        """Opens the source; does nothing when it is already open.
+
+        Returns:
+            The source itself.
+
+        Raises:
+            SourceError: If the device, stream or file cannot be opened, in one line.
+        """
+        if self._opened:
+            return self
+        self._stop_event.clear()
+        self._open()
+        self._opened = True
+        return self
+
+    def close(self) -> None:
+        """Stops reading and releases the device or file. Safe to call twice."""
+        self._stop_event.set()
+        if self._opened:
+            self._opened = False
+            self._close()
+
+    def stop(self) -> None:
+        """Makes iteration end soon. Thread-safe and safe to call from a signal handler."""
+        self._stop_event.set()
+
+    @property
+    def stopped(self) -> bool:
+        """Whether :meth:`stop` or :meth:`close` was called since the last open."""
+        return self._stop_event.is_set()
+
+    def __enter__(self) -> Lifecycle:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator:
+        """Yields items; opens the source first (and closes it at the end) if it is closed."""
+        if self._opened:
+            return self._items()
+        return self._items_with_open()
+
+    def _items_with_open(self) -> Iterator:
+        with self:
+            yield from self._items()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.source_id!r})"
+
+    @abstractmethod
+    def _open(self) -> None:
+        """Opens the underlying device or file; raises ``SourceError`` on failure."""
+
+    @abstractmethod
+    def _close(self) -> None:
+        """Stops threads and releases what ``_open`` acquired."""
+
+    @abstractmethod
+    def _items(self) -> Iterator:
+        """Yields the items of an open source until it ends or is stopped."""
+
+
+class Source(Lifecycle):
     """A stream of frames: a context manager and an iterable of :class:`Frame`.
 
     Attributes:
@@ -159,74 +244,8 @@ class Source(ABC):
         """How many times a dropped live source was reopened."""
         return self._reconnects
 
-    @property
-    def is_open(self) -> bool:
-        """Whether the source is open."""
-        return self._opened
-
-    def open(self) -> Source:
-        """Opens the source; does nothing when it is already open.
-
-        Returns:
-            The source itself.
-
-        Raises:
-            SourceError: If the device, stream or file cannot be opened, in one line.
-        """
-        if self._opened:
-            return self
-        self._stop_event.clear()
-        self._open()
-        self._opened = True
-        return self
-
-    def close(self) -> None:
-        """Stops reading and releases the device or file. Safe to call twice."""
-        self._stop_event.set()
-        if self._opened:
-            self._opened = False
-            self._close()
-
-    def stop(self) -> None:
-        """Makes iteration end soon. Thread-safe and safe to call from a signal handler."""
-        self._stop_event.set()
-
-    @property
-    def stopped(self) -> bool:
-        """Whether :meth:`stop` or :meth:`close` was called since the last open."""
-        return self._stop_event.is_set()
-
-    def __enter__(self) -> Source:
-        return self.open()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __iter__(self) -> Iterator[Frame]:
-        """Yields frames; opens the source first (and closes it at the end) if it is closed."""
-        if self._opened:
-            return self._frames()
-        return self._frames_with_open()
-
-    def _frames_with_open(self) -> Iterator[Frame]:
-        with self:
-            yield from self._frames()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.source_id!r})"
-
-    @abstractmethod
-    def _open(self) -> None:
-        """Opens the underlying device or file; raises ``SourceError`` on failure."""
-
-    @abstractmethod
-    def _close(self) -> None:
-        """Stops threads and releases what ``_open`` acquired."""
+    def _items(self) -> Iterator[Frame]:
+        return self._frames()
 
     @abstractmethod
     def _frames(self) -> Iterator[Frame]:
