@@ -194,3 +194,28 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, setup, message, cod
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert err[0].startswith("ubiq listen: error:")
+
+
+def test_listen_runs_without_torch(tmp_path):
+    """The speech runtime is numpy, onnxruntime and PocketSphinx: never torch or silero_vad's
+    Python package (whose import pulls torch)."""
+    import subprocess
+    import sys
+
+    wav = tmp_path / "talk.wav"
+    _speak(wav, ["what time is it"])
+    commands = tmp_path / "commands.txt"
+    commands.write_text("what time is it\n")
+    code = (
+        "import sys\n"
+        "from ubiq.cli import main\n"
+        f"assert main(['listen', '--source', {str(wav)!r}, '--commands', {str(commands)!r},"
+        " '--quiet']) == 0\n"
+        "heavy = [m for m in ('torch', 'ultralytics', 'silero_vad') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert result.stdout.strip().endswith("ok"), result.stderr[-2000:]
