@@ -93,7 +93,6 @@ def main() -> int:
     parser.add_argument("--speeds", default="130,170")
     parser.add_argument("--snrs", default="clean,20,10")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tta", default="1.0", help="speeds for test-time augmentation")
     args = parser.parse_args()
     if args.engine == "model" and not args.model:
         parser.error("--engine model needs --model")
@@ -102,8 +101,6 @@ def main() -> int:
     recognizer = open_recognizer(
         commands, engine=args.engine, model=args.model, threshold=args.threshold
     )
-    if args.engine == "model":
-        recognizer.speeds = tuple(float(s) for s in args.tta.split(","))
     vad = SileroVad(threads=1)
     voices = args.voices.split(",")
     speeds = [int(s) for s in args.speeds.split(",")]

@@ -29,8 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import subprocess
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +37,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ubiq.errors import ConfigError, DatasetError
-from ubiq.models.datasets.speech import _check_grid, _check_words, _espeak, colored_noise
-from ubiq.models.runtime.audio_features import read_wav, resample, write_wav
+from ubiq.models.datasets.speech import _check_grid, _check_words, _espeak, colored_noise, speak
+from ubiq.models.runtime.audio_features import write_wav
 
 __all__ = [
     "SPEECH_AMPLITUDE",
@@ -120,28 +118,7 @@ def synthesize(
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(f"text must be a non-empty string, got {text!r}")
     _check_grid([voice], [speed], [pitch], "voice")
-    program = _espeak()
-    with tempfile.TemporaryDirectory(prefix="ubiq-espeak-") as folder:
-        path = Path(folder) / "speech.wav"
-        command = [program, "-v", voice, "-s", str(int(speed)), "-p", str(int(pitch))]
-        try:
-            result = subprocess.run(
-                [*command, "-w", str(path), "--", text],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as error:
-            raise ConfigError(f"espeak-ng failed for voice {voice!r}: {error}") from error
-        if result.returncode != 0 or not path.is_file():
-            message = (result.stderr or result.stdout).strip() or f"exit code {result.returncode}"
-            raise ConfigError(f"espeak-ng cannot speak with voice {voice!r}: {message}")
-        try:
-            samples, rate = read_wav(path)
-        except DatasetError as error:
-            raise ConfigError(f"espeak-ng said nothing for {text!r} with {voice!r}") from error
-    return resample(samples, rate, sample_rate)
+    return speak(text, voice, int(speed), int(pitch), sample_rate=sample_rate)
 
 
 def speech_bounds(samples: np.ndarray, sample_rate: int) -> tuple[float, float]:

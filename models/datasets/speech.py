@@ -92,6 +92,35 @@ def _espeak() -> str:
     return program
 
 
+def speak(
+    text: str, voice: str, speed_wpm: int, pitch: int, *, sample_rate: int = SAMPLE_RATE
+) -> np.ndarray:
+    """Speaks ``text`` with espeak-ng, untrimmed (espeak-ng's own silence kept), resampled.
+
+    Raises:
+        BackendUnavailable: espeak-ng is not installed.
+        ConfigError: espeak-ng rejects the voice or says nothing.
+    """
+    program = _espeak()
+    with tempfile.TemporaryDirectory(prefix="ubiq-espeak-") as folder:
+        path = Path(folder) / "speech.wav"
+        command = [program, "-v", voice, "-s", str(speed_wpm), "-p", str(pitch), "-w", str(path)]
+        try:
+            result = subprocess.run(
+                [*command, "--", text], capture_output=True, text=True, timeout=60, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise ConfigError(f"espeak-ng failed for voice {voice!r}: {error}") from error
+        if result.returncode != 0 or not path.is_file():
+            message = (result.stderr or result.stdout).strip() or f"exit code {result.returncode}"
+            raise ConfigError(f"espeak-ng cannot speak with voice {voice!r}: {message}")
+        try:
+            samples, rate = read_wav(path)
+        except DatasetError as error:
+            raise ConfigError(f"espeak-ng said nothing for {text!r} with {voice!r}") from error
+    return resample(samples, rate, sample_rate)
+
+
 def synthesize_word(
     word: str, voice: str, speed_wpm: int, pitch: int, *, sample_rate: int = SAMPLE_RATE
 ) -> np.ndarray:
@@ -111,24 +140,7 @@ def synthesize_word(
         BackendUnavailable: espeak-ng is not installed.
         ConfigError: espeak-ng rejects the voice or says nothing.
     """
-    program = _espeak()
-    with tempfile.TemporaryDirectory(prefix="ubiq-espeak-") as folder:
-        path = Path(folder) / "word.wav"
-        command = [program, "-v", voice, "-s", str(speed_wpm), "-p", str(pitch), "-w", str(path)]
-        try:
-            result = subprocess.run(
-                [*command, word], capture_output=True, text=True, timeout=60, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired) as error:
-            raise ConfigError(f"espeak-ng failed for voice {voice!r}: {error}") from error
-        if result.returncode != 0 or not path.is_file():
-            message = (result.stderr or result.stdout).strip() or f"exit code {result.returncode}"
-            raise ConfigError(f"espeak-ng cannot speak with voice {voice!r}: {message}")
-        try:
-            samples, rate = read_wav(path)
-        except DatasetError as error:
-            raise ConfigError(f"espeak-ng said nothing for {word!r} with {voice!r}") from error
-    samples = resample(samples, rate, sample_rate)
+    samples = speak(word, voice, speed_wpm, pitch, sample_rate=sample_rate)
     loud = np.flatnonzero(np.abs(samples) > 0.02 * max(float(np.abs(samples).max()), 1e-9))
     if len(loud) == 0:
         raise ConfigError(f"espeak-ng said nothing for {word!r} with voice {voice!r}")

@@ -98,8 +98,6 @@ class ModelCommandRecognizer:
         threads: Inference threads.
         max_extra_s: An utterance longer than the model's clip by more than this is
             rejected without running the model.
-        speeds: Playback speeds the utterance is classified at; the probabilities are
-            averaged (test-time augmentation).
 
     Raises:
         ModelError: If the model is missing, corrupt, not a kws model or has no manifest.
@@ -117,7 +115,6 @@ class ModelCommandRecognizer:
         threshold: float = 0.6,
         threads: int | None = 1,
         max_extra_s: float = 0.75,
-        speeds: tuple[float, ...] = (1.0,),
     ) -> None:
         from ubiq.manifest import MANIFEST_METADATA_KEY, ModelManifest, manifest_path_for
         from ubiq.models.runtime.audio_features import LogMelOptions
@@ -162,36 +159,21 @@ class ModelCommandRecognizer:
         self.max_samples = int((self.features.clip_seconds + max_extra_s) * SAMPLE_RATE)
         self.input_name = self.backend.inputs[0].name
         self.path = path
-        if not speeds or any(not 0.5 <= s <= 2.0 for s in speeds):
-            raise ConfigError(f"speeds must be factors in [0.5, 2], got {speeds}")
-        self.speeds = tuple(float(s) for s in speeds)
 
     def probabilities(self, samples: np.ndarray) -> np.ndarray:
-        """Class probabilities of one utterance (centred in the model's clip).
-
-        With ``speeds``, the mean of the probabilities of the utterance played at each of
-        those speeds (test-time augmentation: the model was trained with speed changes).
-        """
+        """Class probabilities of one utterance (centred in the model's clip)."""
         from ubiq.models.runtime.audio_features import fixed_length
 
         samples = np.asarray(samples, np.float32)
         length = self.features.clip_samples
-        total = None
-        for speed in self.speeds:
-            clip = samples
-            if speed != 1.0:
-                positions = np.arange(0.0, len(samples) - 1, speed)
-                clip = np.interp(positions, np.arange(len(samples)), samples).astype(np.float32)
-            clip = fixed_length(
-                clip, SAMPLE_RATE, self.features.clip_seconds, (length - len(clip)) // 2
-            )
-            features = self.features(clip[None])[:, None]  # (1, 1, n_mels, frames)
-            outputs = self.backend.run({self.input_name: features.astype(np.float32)})
-            logits = np.asarray(next(iter(outputs.values())), np.float64).reshape(-1)
-            exp = np.exp(logits - logits.max())
-            probs = exp / exp.sum()
-            total = probs if total is None else total + probs
-        return total / len(self.speeds)
+        clip = fixed_length(
+            samples, SAMPLE_RATE, self.features.clip_seconds, (length - len(samples)) // 2
+        )
+        features = self.features(clip[None])[:, None]  # (1, 1, n_mels, frames)
+        outputs = self.backend.run({self.input_name: features.astype(np.float32)})
+        logits = np.asarray(next(iter(outputs.values())), np.float64).reshape(-1)
+        exp = np.exp(logits - logits.max())
+        return exp / exp.sum()
 
     def recognize(self, samples: np.ndarray) -> Recognition:
         if len(samples) > self.max_samples:
