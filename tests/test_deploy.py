@@ -1,9 +1,11 @@
 """`ubiq deploy`: the systemd unit (checked by systemd-analyze) and device bundles."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -148,37 +150,236 @@ def test_bundle_contents(tmp_path, blazeface_path):
         info = json.load(tar.extractfile("people/bundle.json"))
         check = tar.extractfile("people/check.sh").read().decode()
     assert info["app"] == "people" and info["target"] == "pi5"
-    assert info["conversion"] == "none (ubiq has no converter for pi5 yet)"
+    assert info["conversion"] == ["blazeface.tflite: shipped as is (LiteRT)"]
+    assert info["alternatives"] == [] and info["device"] == "cpu"
     assert info["model"]["file"] == "model/blazeface.tflite"
     assert info["model"]["manifest"] == "model/blazeface.json"
     assert len(info["model"]["sha256"]) == 64
     assert info["config"] == "config/people.yaml"
     assert check.startswith("#!/bin/sh")
     assert "doctor --json" in check
-    assert 'bench "model/blazeface.tflite" --runs 20' in check
+    assert '"$UBIQ" bench model/blazeface.tflite --device cpu --runs 20' in check
     assert not list((tmp_path / "dist").glob("*.partial"))
 
 
-def test_bundle_cli_without_config(tmp_path, blazeface_path, capsys):
+def test_bundle_cli_without_config(tmp_path, capsys):
     code = main(
-        ["deploy", "bundle", "cam", "--target", "jetson", "--model", str(blazeface_path)]
+        ["deploy", "bundle", "cam", "--target", "jetson", "--model", "ubiq-det-mnv2"]
         + ["--out", str(tmp_path)]
     )
     assert code == 0
     assert "cam-jetson.tar.gz" in capsys.readouterr().out
-    assert "cam/config" not in " ".join(members(tmp_path / "cam-jetson.tar.gz"))
+    found = members(tmp_path / "cam-jetson.tar.gz")
+    assert "cam/config" not in " ".join(found)
+    assert {"cam/model/ubiq-det-mnv2.onnx", "cam/model/ubiq-det-mnv2.json"} <= set(found)
+    with tarfile.open(tmp_path / "cam-jetson.tar.gz") as tar:
+        info = json.load(tar.extractfile("cam/bundle.json"))
+        check = tar.extractfile("cam/check.sh").read().decode()
+    assert info["device"] == "tensorrt"
+    assert "input shape [1, 3, 256, 256]: static, as TensorRT wants" in info["conversion"]
+    assert "--device tensorrt" in check and "builds the engine" in check
+    assert not (tmp_path / "cam-jetson.models").exists()  # nothing was converted here
 
 
-def test_coral_bundle_needs_an_edgetpu_model(tmp_path, blazeface_path):
-    with pytest.raises(ConfigError, match=r"_edgetpu\.tflite.*got blazeface\.tflite"):
+def test_coral_bundle_needs_an_edgetpu_or_full_int8_model(tmp_path, blazeface_path):
+    with pytest.raises(ConfigError, match=r"blazeface\.tflite is not full int8 \(input float32"):
         build_bundle("cam", "coral", blazeface_path, tmp_path)
+    with pytest.raises(ConfigError, match=r"needs a TFLite model, got ubiq-det-mnv2\.onnx"):
+        build_bundle("cam", "coral", "ubiq-det-mnv2", tmp_path)
     compiled = tmp_path / "blazeface_edgetpu.tflite"
     compiled.write_bytes(blazeface_path.read_bytes())
     archive = build_bundle("cam", "coral", compiled, tmp_path / "out")
     with tarfile.open(archive) as tar:
         info = json.load(tar.extractfile("cam/bundle.json"))
-    assert info["conversion"] == "none (already compiled for the Edge TPU)"
-    assert info["model"]["manifest"] is None
+        check = tar.extractfile("cam/check.sh").read().decode()
+    assert info["conversion"] == [
+        "blazeface_edgetpu.tflite: already compiled for the Edge TPU, shipped as is"
+    ]
+    assert info["model"]["manifest"] is None and info["device"] == "coral"
+    assert "--device coral" in check
+
+
+def test_jetson_refuses_tflite_and_dynamic_shapes(tmp_path, blazeface_path):
+    import onnx
+
+    from ubiq.manifest import manifest_path_for
+    from ubiq.models.zoo import resolve_model
+
+    with pytest.raises(ConfigError, match="jetson runs ONNX through TensorRT"):
+        build_bundle("cam", "jetson", blazeface_path, tmp_path)
+    source = Path(resolve_model("ubiq-det-mnv2"))
+    model = onnx.load(str(source))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    dynamic = tmp_path / "dynamic.onnx"
+    onnx.save(model, str(dynamic))
+    shutil.copy(manifest_path_for(source), manifest_path_for(dynamic))
+    with pytest.raises(ConfigError, match=r"dynamic input shape \['batch', 3, 256, 256\]"):
+        build_bundle("cam", "jetson", dynamic, tmp_path / "out")
+    assert not list((tmp_path / "out").glob("*.tar.gz*"))
+
+
+@pytest.fixture(scope="module")
+def calib_images(tmp_path_factory):
+    from ubiq.models.datasets.synth import generate_detection_set
+
+    out = tmp_path_factory.mktemp("calib")
+    # a data.yaml: its 16 train images calibrate, and it trains the tiny checkpoint
+    return generate_detection_set(
+        out, train_images=16, val_images=4, imgsz=96, seed=5, progress=False
+    )
+
+
+def test_x86_bundle_with_calib_ships_fp32_and_int8_and_check_sh_times_both(tmp_path, calib_images):
+    archive = build_bundle("cam", "x86", "ubiq-det-mnv2", tmp_path, calib=str(calib_images))
+    found = members(archive)
+    assert {
+        "cam/model/ubiq-det-mnv2.onnx",
+        "cam/model/ubiq-det-mnv2.json",
+        "cam/model/ubiq-det-mnv2.int8.onnx",
+        "cam/model/ubiq-det-mnv2.int8.json",
+    } <= set(found)
+    assert (
+        found["cam/model/ubiq-det-mnv2.int8.onnx"].size
+        < found["cam/model/ubiq-det-mnv2.onnx"].size / 2
+    )
+    with tarfile.open(archive) as tar:
+        info = json.load(tar.extractfile("cam/bundle.json"))
+        manifest = json.load(tar.extractfile("cam/model/ubiq-det-mnv2.int8.json"))
+        tar.extractall(tmp_path / "device", filter="data")
+    (alternative,) = info["alternatives"]
+    assert alternative["file"] == "model/ubiq-det-mnv2.int8.onnx"
+    assert alternative["agreement"]["cosine"] > 0.99 and alternative["agreement"]["images"] == 16
+    assert manifest["compression"][-1]["activation_type"] == "uint8"  # x86: u8 activations
+    assert "QDQ u8/s8 per-channel minmax on 16 calibration images" in info["conversion"][1]
+    # check.sh on this machine (an x86 target): doctor, then both models side by side.
+    ubiq = Path(sys.executable).parent / "ubiq"
+    done = subprocess.run(
+        ["sh", str(tmp_path / "device" / "cam" / "check.sh")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "UBIQ": str(ubiq)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "device" / "cam" / "doctor.json").is_file()
+    rows = [line for line in done.stdout.splitlines() if line.startswith("model/ubiq-det-mnv2")]
+    assert len(rows) == 2 and rows[0].endswith("1.00x") and rows[1].endswith("x")
+
+
+def test_pi5_int8_uses_int8_activations(tmp_path, calib_images):
+    archive = build_bundle("cam", "pi5", "ubiq-det-mnv2", tmp_path, calib=str(calib_images))
+    with tarfile.open(archive) as tar:
+        manifest = json.load(tar.extractfile("cam/model/ubiq-det-mnv2.int8.json"))
+    assert manifest["compression"][-1]["activation_type"] == "int8"
+
+
+FAKE_EDGETPU_COMPILER = r"""#!/usr/bin/env python3
+# Stands in for Coral's edgetpu_compiler (x86-64 Debian package, not installable here):
+# same options (-s, -o/--out_dir), same output file names and the same report lines.
+import shutil, sys
+from pathlib import Path
+args = sys.argv[1:]
+out = Path(".")
+models = []
+while args:
+    arg = args.pop(0)
+    if arg in ("-o", "--out_dir"):
+        out = Path(args.pop(0))
+    elif arg in ("-s", "--show_operations"):
+        pass
+    else:
+        models.append(Path(arg))
+model = models[0]
+if model.read_bytes()[4:8] != b"TFL3":
+    print(f"Invalid model: {model}")
+    sys.exit(1)
+target = out / (model.stem + "_edgetpu.tflite")
+shutil.copy(model, target)
+(out / (model.stem + "_edgetpu.log")).write_text("Operator Count Status\n")
+print("Edge TPU Compiler version 16.0.384591198")
+print("\nModel compiled successfully in 412 ms.\n")
+print(f"Input model: {model}\nOutput model: {target}")
+print("Number of Edge TPU subgraphs: 1\nTotal number of operations: 64")
+print("Number of operations that will run on Edge TPU: 62")
+print("Number of operations that will run on CPU: 2")
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory, calib_images):
+    pytest.importorskip("torch")
+    from ubiq.models.train.trainer import TrainOptions, train
+
+    out = tmp_path_factory.mktemp("tiny-run")
+    options = TrainOptions(
+        task="detect",
+        data=str(calib_images),
+        out=str(out),
+        backbone="mobilenet_v2",
+        width=0.25,
+        epochs=1,
+        imgsz=96,
+        batch=8,
+        threads=1,
+        progress=False,
+    )
+    return train(options).best
+
+
+def _fake_compiler(folder: Path) -> dict:
+    folder.mkdir(exist_ok=True)
+    program = folder / "edgetpu_compiler"
+    program.write_text(FAKE_EDGETPU_COMPILER)
+    program.chmod(0o755)
+    return {"PATH": f"{folder}{os.pathsep}{os.environ['PATH']}"}
+
+
+@pytest.mark.slow
+def test_coral_bundle_from_a_checkpoint(tmp_path, tiny_checkpoint, calib_images, monkeypatch):
+    pytest.importorskip("litert_torch", reason="litert-torch (TFLite export) is not installed")
+    pytest.importorskip("ai_edge_quantizer", reason="ai-edge-quantizer is not installed")
+    from ubiq.errors import BackendUnavailable
+
+    with pytest.raises(ConfigError, match="needs --calib DATA"):
+        build_bundle("cam", "coral", tiny_checkpoint, tmp_path)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no edgetpu_compiler
+    with pytest.raises(BackendUnavailable, match="apt-get install edgetpu-compiler") as caught:
+        build_bundle("cam", "coral", tiny_checkpoint, tmp_path, calib=str(calib_images))
+    kept = tmp_path / "cam-coral.models" / "model_int8.tflite"
+    assert kept.is_file() and str(kept) in str(caught.value)  # the int8 model is not lost
+    assert not list(tmp_path.glob("*.tar.gz*"))
+    monkeypatch.setenv("PATH", _fake_compiler(tmp_path / "bin")["PATH"])
+    archive = build_bundle("cam", "coral", tiny_checkpoint, tmp_path / "b", calib=str(calib_images))
+    found = members(archive)
+    assert {"cam/model/model_int8_edgetpu.tflite", "cam/model/model_int8_edgetpu.json"} <= set(
+        found
+    )
+    with tarfile.open(archive) as tar:
+        info = json.load(tar.extractfile("cam/bundle.json"))
+        manifest = json.load(tar.extractfile("cam/model/model_int8_edgetpu.json"))
+    assert manifest["input"]["dtype"] == "int8" and manifest["name"] == "model_int8_edgetpu"
+    assert any(
+        "exported to full-int8 TFLite on 16 calibration images" in s for s in info["conversion"]
+    )
+    assert (
+        "model_int8_edgetpu.tflite: compiled by edgetpu_compiler "
+        "(62 ops on the Edge TPU, 2 on the CPU)" in info["conversion"]
+    )
+    assert info["device"] == "coral"
+
+
+def test_a_failing_edgetpu_compiler_is_one_line(tmp_path, blazeface_path, monkeypatch):
+    from ubiq.errors import ModelError
+    from ubiq.models.export.targets import compile_edgetpu
+
+    monkeypatch.setenv("PATH", _fake_compiler(tmp_path / "bin")["PATH"])
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"not a model at all")
+    with pytest.raises(
+        ModelError, match=r"edgetpu_compiler failed on broken\.tflite \(exit 1\): Invalid model"
+    ):
+        compile_edgetpu(broken, tmp_path / "out")
 
 
 def test_bundle_rejects_bad_inputs(tmp_path, blazeface_path):

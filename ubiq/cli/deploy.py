@@ -3,8 +3,8 @@
 ``install`` renders ``deploy/systemd/ubiq@.service.in`` (kept in this module too, so an
 installed wheel has it) into ``<unit-dir>/ubiq@APP.service``; it never runs ``systemctl``
 or ``useradd`` itself, it prints the commands. ``bundle`` packs a model, its manifest,
-an optional config and a ``check.sh`` into ``APP-TARGET.tar.gz``. Models are shipped as
-they are: ubiq has no per-target converter yet, and ``bundle.json`` says so.
+an optional config and a ``check.sh`` into ``APP-TARGET.tar.gz``, after converting the
+model for the target (:mod:`ubiq.models.export.targets`).
 """
 
 from __future__ import annotations
@@ -94,13 +94,22 @@ def add_parser(subparsers) -> None:
 
     bundle = actions.add_parser(
         "bundle",
-        help="pack model, manifest, config and check.sh into APP-TARGET.tar.gz",
-        description="Packs a model file as it is (no per-target conversion yet), its "
-        "manifest, an optional config and check.sh (ubiq doctor + ubiq bench on the device).",
+        help="convert a model for a device and pack it with check.sh into APP-TARGET.tar.gz",
+        description="Converts a model for the target (ONNX fp32 and, with --calib, int8 "
+        "for x86 and pi5; static-shape ONNX for jetson, whose TensorRT engine is built on "
+        "the device; an _edgetpu.tflite for coral) and packs it with its manifest, an "
+        "optional config and check.sh (ubiq doctor + ubiq bench on the device).",
     )
     bundle.add_argument("app", help="app name (letters, digits, '-', '_', '.')")
     bundle.add_argument("--target", required=True, choices=TARGETS, help="device kind")
-    bundle.add_argument("--model", required=True, help="model file or zoo name")
+    bundle.add_argument(
+        "--model", required=True, help="ubiq train checkpoint (.pt), model file or zoo name"
+    )
+    bundle.add_argument(
+        "--calib",
+        help="calibration images (data.yaml, folder or glob): int8 for x86/pi5, "
+        "needed for coral from a checkpoint",
+    )
     bundle.add_argument("--config", type=Path, default=None, help="app config file (YAML)")
     bundle.add_argument("--out", type=Path, required=True, help="output folder")
     bundle.set_defaults(handler=run_bundle)
@@ -221,87 +230,104 @@ def run_install(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_script(model_name: str) -> str:
-    return f"""#!/bin/sh
-# Run on the device after unpacking: reports the machine, then times the bundled model.
-# UBIQ=/path/to/ubiq overrides the command (default: ubiq on PATH).
-set -eu
-cd "$(dirname "$0")"
-UBIQ="${{UBIQ:-ubiq}}"
-echo "== $UBIQ doctor --json (also saved to doctor.json)"
-"$UBIQ" doctor --json | tee doctor.json
-echo "== $UBIQ bench model/{model_name} --runs 20"
-"$UBIQ" bench "model/{model_name}" --runs 20
-"""
-
-
-def _conversion(target: str, model: Path) -> str:
-    if target == "coral":
-        if not model.name.endswith("_edgetpu.tflite"):
-            raise ConfigError(
-                f"--target coral needs a model compiled for the Edge TPU (*_edgetpu.tflite), "
-                f"got {model.name}; quantize it to full int8 and run edgetpu_compiler on it"
-            )
-        return "none (already compiled for the Edge TPU)"
-    return f"none (ubiq has no converter for {target} yet)"
+def _check_script(models: list[str], device: str) -> str:
+    names = " ".join(f"model/{name}" for name in models)  # names are plain (no spaces)
+    lines = [
+        "#!/bin/sh",
+        "# Run on the device after unpacking: reports the machine, then times the bundled",
+        "# model(s). UBIQ=/path/to/ubiq overrides the command (default: ubiq on PATH).",
+        "set -eu",
+        'cd "$(dirname "$0")"',
+        'UBIQ="${UBIQ:-ubiq}"',
+        'echo "== $UBIQ doctor --json (also saved to doctor.json)"',
+        '"$UBIQ" doctor --json | tee doctor.json',
+    ]
+    if device == "tensorrt":
+        lines.append('echo "(the first TensorRT run builds the engine: minutes, once)"')
+    lines += [
+        f'echo "== $UBIQ bench {names} --device {device} --runs 20"',
+        f'"$UBIQ" bench {names} --device {device} --runs 20',
+    ]
+    if len(models) > 1:
+        lines.append(
+            f'echo "use model/{models[1]} only where it is faster than model/{models[0]} '
+            'above; bundle.json has its agreement with it"'
+        )
+    return "\n".join(lines) + "\n"
 
 
 def build_bundle(
-    app: str, target: str, model: str | Path, out_dir: Path, config: Path | None = None
+    app: str,
+    target: str,
+    model: str | Path,
+    out_dir: Path,
+    config: Path | None = None,
+    calib: str | None = None,
 ) -> Path:
-    """Writes ``<out_dir>/APP-TARGET.tar.gz``.
+    """Converts a model for a device and writes ``<out_dir>/APP-TARGET.tar.gz``.
 
-    Members (under ``APP/``): ``bundle.json``, ``check.sh`` (mode 755), ``model/<file>``,
-    ``model/<manifest>.json`` when the model has a sidecar manifest, ``config/<file>``.
+    The conversion (see :mod:`ubiq.models.export.targets`) works in
+    ``<out_dir>/APP-TARGET.models/``, which is kept so its files can be reused.
+
+    Members (under ``APP/``): ``bundle.json`` (what was done, hashes, agreement of an int8
+    model with fp32), ``check.sh`` (mode 755), ``model/<files>`` with their manifests,
+    ``config/<file>``.
 
     Args:
         app: App name.
         target: One of ``pi5``, ``jetson``, ``coral``, ``x86``.
-        model: A model file or zoo name.
+        model: A ``ubiq train`` checkpoint, a model file or a zoo name.
         out_dir: Folder for the archive (created).
         config: Optional app config file, copied as is.
+        calib: Calibration images for an int8 model (x86, pi5) or the Edge TPU (coral).
 
     Returns:
         The archive's path.
 
     Raises:
-        ConfigError: For a bad name, target, config path or a coral model not compiled for
-            the Edge TPU.
-        ModelError: If the model file is not found.
+        ConfigError: For a bad name, target, config path, or a model the target cannot use.
+        ModelError: If the model file is not found or a conversion fails.
+        BackendUnavailable: If a converter is missing (torch, edgetpu_compiler).
     """
-    from ubiq.manifest import manifest_path_for
-    from ubiq.models.zoo import resolve_model
+    from ubiq.models.export.targets import convert_for_target
 
     _check_app(app)
     if target not in TARGETS:
         raise ConfigError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
     if config is not None and not Path(config).is_file():
         raise ConfigError(f"--config file not found: {config}")
-    model_path = Path(resolve_model(model))
-    conversion = _conversion(target, model_path)
-    manifest = manifest_path_for(model_path)
-    manifest = manifest if manifest.is_file() else None
+    out_dir = Path(out_dir)
+    archive = out_dir / f"{app}-{target}.tar.gz"
+    work = out_dir / f"{app}-{target}.models"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"--out: cannot write {archive}: {error.strerror}") from error
+    try:
+        converted = convert_for_target(model, target, work, calib=calib)
+    finally:
+        with contextlib.suppress(OSError):
+            work.rmdir()  # only when empty: nothing was made here
+    models = [converted.primary, *converted.alternatives]
     info = {
         "app": app,
         "target": target,
         "ubiq_version": __version__,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": {
-            "file": f"model/{model_path.name}",
-            "sha256": file_sha256(model_path),
-            "size_bytes": model_path.stat().st_size,
-            "manifest": f"model/{manifest.name}" if manifest else None,
-        },
+        "model": _describe(converted.primary),
+        "alternatives": [
+            {**_describe(p), "agreement": converted.fidelity.get(p.name)}
+            for p in converted.alternatives
+        ],
+        "device": converted.device,
+        "conversion": converted.steps,
         "config": f"config/{Path(config).name}" if config else None,
-        "conversion": conversion,
         "check": "check.sh",
     }
-    out_dir = Path(out_dir)
-    archive = out_dir / f"{app}-{target}.tar.gz"
     partial = archive.with_name(archive.name + ".partial")
+    script = _check_script([p.name for p in models], converted.device)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        _write_archive(partial, archive, app, info, model_path, manifest, config)
+        _write_archive(partial, archive, app, info, script, converted.files, config)
     except OSError as error:
         with contextlib.suppress(OSError):  # nothing to remove when the folder is unusable
             partial.unlink(missing_ok=True)
@@ -309,13 +335,25 @@ def build_bundle(
     return archive
 
 
+def _describe(model: Path) -> dict:
+    from ubiq.manifest import manifest_path_for
+
+    manifest = manifest_path_for(model)
+    return {
+        "file": f"model/{model.name}",
+        "sha256": file_sha256(model),
+        "size_bytes": model.stat().st_size,
+        "manifest": f"model/{manifest.name}" if manifest.is_file() else None,
+    }
+
+
 def _write_archive(
     partial: Path,
     archive: Path,
     app: str,
     info: dict,
-    model_path: Path,
-    manifest: Path | None,
+    script: str,
+    files: list[Path],
     config: str | Path | None,
 ) -> None:
     """Writes the bundle to ``partial`` and moves it to ``archive`` when complete."""
@@ -327,17 +365,16 @@ def _write_archive(
 
     with tarfile.open(partial, "w:gz") as tar:
         add_bytes(tar, "bundle.json", (json.dumps(info, indent=2) + "\n").encode())
-        add_bytes(tar, "check.sh", _check_script(model_path.name).encode(), 0o755)
-        tar.add(model_path, arcname=f"{app}/model/{model_path.name}")
-        if manifest:
-            tar.add(manifest, arcname=f"{app}/model/{manifest.name}")
+        add_bytes(tar, "check.sh", script.encode(), 0o755)
+        for path in files:
+            tar.add(path, arcname=f"{app}/model/{path.name}")
         if config:
             tar.add(config, arcname=f"{app}/config/{Path(config).name}")
     partial.replace(archive)
 
 
 def run_bundle(args: argparse.Namespace) -> int:
-    archive = build_bundle(args.app, args.target, args.model, args.out, args.config)
+    archive = build_bundle(args.app, args.target, args.model, args.out, args.config, args.calib)
     print(f"wrote {archive}")
     print(f"on the device: tar xzf {archive.name} && sh {args.app}/check.sh")
     return 0
