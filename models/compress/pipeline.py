@@ -119,12 +119,20 @@ class _Runner:
         self.metrics["fp32"] = self.metric(artifact.onnx)
         return artifact
 
-    def metric(self, path: Path) -> float | None:
-        """The task metric in points (mAP50 x 100 for detectors), or None without --val."""
-        if self.val is None or self.task != "detect":
-            return None
-        from ubiq.cli.val import evaluate
+    @property
+    def metric_name(self) -> str | None:
+        """What :meth:`metric` measures for this task, or None when it measures nothing."""
+        return {"detect": "mAP50", "classify": "top-1"}.get(self.task)
 
+    def metric(self, path: Path) -> float | None:
+        """The task metric in points (mAP50 or top-1 x 100), or None without --val or
+        for a task with no ONNX-side evaluator yet (segment, kws)."""
+        if self.val is None or self.metric_name is None:
+            return None
+        from ubiq.cli.val import evaluate, evaluate_classifier
+
+        if self.task == "classify":
+            return 100.0 * evaluate_classifier(str(path), self.val, num_threads=1)["top1"]
         return 100.0 * float(evaluate(str(path), self.val)["map50"])
 
     def _gate(self, candidate: _Artifact) -> bool:
@@ -148,7 +156,7 @@ class _Runner:
             drop = metric_before - metric_after
             if drop > self.recipe.max_drop:
                 reasons.append(
-                    f"{candidate.name} loses {drop:.2f} points of mAP50 against "
+                    f"{candidate.name} loses {drop:.2f} points of {self.metric_name} against "
                     f"{self.current.name} (more than --max-drop {self.recipe.max_drop})"
                 )
         if reasons:
@@ -242,7 +250,7 @@ class _Runner:
             if not self.recipe.data.calib:
                 raise ConfigError("--quantize int8 needs --calib DATA (images or data.yaml)")
             images = q.calibration_images(self.recipe.data.calib, options.calibration_images)
-            evaluate = self.metric if self.val is not None and self.task == "detect" else None
+            evaluate = self.metric if self.val is not None and self.metric_name else None
             report = q.auto_quantize(
                 source.onnx,
                 folder,
@@ -315,7 +323,7 @@ class _Runner:
                 latency_p50_ms=timings[artifact.onnx].p50_ms,
                 latency_p90_ms=timings[artifact.onnx].p90_ms,
                 peak_rss_mb=peak_rss_mb(artifact.onnx, self.recipe.threads) if final else None,
-                metric_name="mAP50" if metric is not None else None,
+                metric_name=self.metric_name if metric is not None else None,
                 metric=metric,
                 metric_change=None
                 if metric is None or base_metric is None
@@ -338,6 +346,11 @@ class _Runner:
     def _val_images(self) -> list[Path]:
         if self.val is None:
             return []
+        if self.val.is_dir():  # an image-folder classification set
+            from ubiq.models.datasets.classify import load_image_folder
+
+            paths = load_image_folder(self.val, "val")[0]  # sorted by class: spread the pick
+            return paths[:: max(1, len(paths) // 64)][:64]
         from ubiq.models.datasets.yolo import load_yolo_split
 
         return [item.image_path for item in load_yolo_split(self.val, "val").items]

@@ -243,6 +243,38 @@ def test_classifier_learns_real_handwritten_digits(tmp_path):
     # Ten classes: chance is 0.10; six short epochs on 1,437 real digits do far better.
     assert result.metrics["top1"] > 0.5
     assert len(result.history) == 6
+    # The export scores through `ubiq val` (deployment preprocessing, no torch) as
+    # training scored the checkpoint, and `ubiq compress` gates on that top-1.
+    exported = run_ubiq("export", str(result.best), "--out", str(tmp_path / "digits.onnx"))
+    assert exported.returncode == 0, exported.stderr
+    scored = run_ubiq("val", str(tmp_path / "digits.onnx"), "--data", str(root), "--json")
+    assert scored.returncode == 0, scored.stderr
+    report = json.loads(scored.stdout)
+    assert report["images"] == len(list((root / "val").rglob("*.png")))
+    assert set(report["per_class_top1"]) == set("0123456789")
+    assert report["top1"] == pytest.approx(result.metrics["top1"], abs=1.5 / report["images"])
+    compressed = run_ubiq(
+        "compress",
+        str(tmp_path / "digits.onnx"),
+        "--quantize",
+        "int8",
+        "--calib",
+        str(root / "train"),
+        "--val",
+        str(root),
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path / "q"),
+        timeout=600,
+    )
+    assert compressed.returncode == 0, compressed.stderr[-2000:]
+    fp32 = json.loads((tmp_path / "q" / "report.json").read_text())["artifacts"][0]
+    assert fp32["metric_name"] == "top-1"
+    assert fp32["metric"] == pytest.approx(100 * report["top1"], abs=1e-6)
+    # a detector's data.yaml is not a classification set, and a folder is not a data.yaml
+    wrong = run_ubiq("val", "ubiq-det-mnv2", "--data", str(root))
+    assert wrong.returncode == 2 and "a detector needs a data.yaml" in wrong.stderr
 
 
 def test_segmenter_trains_and_exports_within_1e_4(tiny_data, tmp_path):

@@ -1,13 +1,15 @@
-"""``ubiq val``: a detector's mAP on a YOLO-layout split, through the deployment runtime.
+"""``ubiq val``: a detector's mAP or a classifier's top-1, through the deployment runtime.
 
 ```
 ubiq val MODEL --data DATA.yaml [--split val] [--conf 0.001] [--iou 0.6] [--json]
+ubiq val CLASSIFIER --data ROOT [--split val] [--json]     # ROOT/val/<class>/*.png
 ```
 
 Runs exactly what ``ubiq detect`` runs (the model's manifest, preprocessing, decoder and
 backend: ONNX Runtime or LiteRT) on every image of the split and scores the detections
-with COCO rules (mAP50, mAP50-95, per class). Needs no torch, so it measures a model on
-the device that will run it.
+with COCO rules (mAP50, mAP50-95, per class). A classifier (manifest task ``classify``)
+is scored by top-1 on an image-folder split, per class too. Needs no torch, so it measures
+a model on the device that will run it.
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ def add_parser(subparsers: Any) -> None:
     """Adds the ``val`` command."""
     parser = subparsers.add_parser(
         "val",
-        help="score a detector's mAP on a YOLO-layout dataset split",
-        description="Score a detector (any model ubiq detect runs) on a dataset split.",
+        help="score a detector's mAP or a classifier's top-1 on a dataset split",
+        description="Score a detector (any model ubiq detect runs) on a YOLO-layout split, "
+        "or a classifier on an image-folder split (ROOT/SPLIT/<class>/*).",
     )
     parser.add_argument("model", metavar="MODEL", help="zoo name or model file")
-    parser.add_argument("--data", required=True, help="data.yaml of a YOLO-layout dataset")
+    parser.add_argument(
+        "--data", required=True, help="data.yaml (detector) or image-folder root (classifier)"
+    )
     parser.add_argument("--split", default="val", help="split to score (default: val)")
     parser.add_argument("--conf", type=float, default=0.001, help="confidence threshold")
     parser.add_argument("--iou", type=float, default=0.6, help="NMS IoU threshold")
@@ -110,9 +115,77 @@ def evaluate(
     }
 
 
+def model_task(model_path: str) -> str:
+    """The task named by a model's manifest (``detect``, ``classify``, ...)."""
+    from ubiq.models.runtime.backend import load_backend
+    from ubiq.models.runtime.model import find_manifest, resolve_model_path
+
+    path = resolve_model_path(model_path)
+    return find_manifest(path, load_backend(path, num_threads=1)).task
+
+
+def evaluate_classifier(
+    model_path: str,
+    root: Path,
+    split: str = "val",
+    *,
+    backend: str | None = None,
+    num_threads: int | None = None,
+) -> dict[str, Any]:
+    """Top-1 accuracy of a classifier on an image-folder split (``root/split/<class>/*``).
+
+    Each image goes through the model's own manifest preprocessing, as in deployment.
+
+    Raises:
+        DatasetError: If the split is malformed or its classes differ from the model's.
+        ModelError: If the model cannot be loaded or is not a classifier.
+    """
+    import cv2
+
+    from ubiq.errors import ModelError
+    from ubiq.models.datasets.classify import load_image_folder
+    from ubiq.models.runtime.backend import load_backend
+    from ubiq.models.runtime.model import find_manifest, resolve_model_path
+    from ubiq.models.runtime.preprocess import prepare_input
+
+    path = resolve_model_path(model_path)
+    runtime = load_backend(path, backend=backend, num_threads=num_threads)
+    manifest = find_manifest(path, runtime)
+    if manifest.task != "classify":
+        raise ModelError(f"{path.name} is a {manifest.task!r} model, not a classifier")
+    paths, labels, names = load_image_folder(Path(root), split)
+    if manifest.labels and list(manifest.labels) != names:
+        raise DatasetError(
+            f"{path.name} classes {list(manifest.labels)} differ from {root}/{split}'s {names}"
+        )
+    input_name = runtime.inputs[0].name
+    correct = np.zeros(len(names), np.int64)
+    total = np.zeros(len(names), np.int64)
+    started = time.perf_counter()
+    for image_path, label in zip(paths, labels):
+        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise DatasetError(f"cannot read image {image_path}")
+        tensor, _ = prepare_input(image, manifest.preprocess, manifest.input)
+        logits = np.asarray(next(iter(runtime.run({input_name: tensor}).values())))
+        total[label] += 1
+        correct[label] += int(np.argmax(logits.reshape(-1)) == label)
+    return {
+        "model": str(path),
+        "data": str(root),
+        "split": split,
+        "images": int(total.sum()),
+        "top1": float(correct.sum() / total.sum()),
+        "per_class_top1": {n: float(c / t) for n, c, t in zip(names, correct, total) if t},
+        "seconds": time.perf_counter() - started,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
-    if not Path(args.data).is_file():
+    if not Path(args.data).exists():
         raise ConfigError(f"--data {args.data} does not exist")
+    if Path(args.data).is_dir():
+        return _run_classifier(args)
     result = evaluate(
         args.model,
         Path(args.data),
@@ -133,4 +206,25 @@ def run(args: argparse.Namespace) -> int:
     )
     for name, ap50 in result["per_class_ap50"].items():
         print(f"  {name:16s} AP50 {ap50:.3f}  AP50-95 {result['per_class_ap50_95'][name]:.3f}")
+    return 0
+
+
+def _run_classifier(args: argparse.Namespace) -> int:
+    if model_task(args.model) != "classify":
+        raise ConfigError(
+            f"--data {args.data} is a folder (an image-folder classification set); "
+            "a detector needs a data.yaml"
+        )
+    result = evaluate_classifier(
+        args.model, Path(args.data), args.split, backend=args.backend, num_threads=args.threads
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(
+        f"{Path(result['model']).name} on {result['images']} {args.split} images: "
+        f"top-1 {result['top1']:.3f}  ({result['seconds']:.1f} s)"
+    )
+    for name, top1 in result["per_class_top1"].items():
+        print(f"  {name:16s} top-1 {top1:.3f}")
     return 0
