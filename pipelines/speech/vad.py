@@ -78,18 +78,17 @@ locates its data folder.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import logging
 import math
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from ubiq.errors import BackendUnavailable, ModelError
 from ubiq.types import AudioChunk
+
+from .silero import CONTEXT_SAMPLES, FRAME_SAMPLES, SAMPLE_RATE, SileroVad, find_silero_model
 
 __all__ = [
     "CONTEXT_SAMPLES",
@@ -105,15 +104,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
-FRAME_SAMPLES = 512
-"""Samples per frame at 16 kHz (32 ms), the only frame size Silero VAD v5 accepts."""
-CONTEXT_SAMPLES = 64
-"""Samples of the previous frame prepended to each frame (Silero VAD v5 and later)."""
 SUBFRAME_SAMPLES = 128
 """Samples per energy sub-frame (8 ms), four per model frame."""
-_STATE_SHAPE = (2, 1, 128)
-_HINT = "pip install --no-deps silero-vad"
 _EPSILON_S = 1e-9
 _TIME_TOL_S = 1e-6  # times closer than this (1/62 sample) are equal
 
@@ -139,102 +131,6 @@ _FAST_DB = 12.0  # depth from which quiet alone ends a segment
 _MAX_GAP_S = 0.1  # longest quiet gap inside the onset's run of loud levels
 _HOLD_MS = 256.0  # model silence past min_silence_ms that ends a segment regardless
 _TAIL_CAP_MS = 100.0  # most speech assumed buried under the noise after the last loud level
-
-
-def find_silero_model() -> Path:
-    """Locates ``silero_vad.onnx`` in the installed ``silero-vad`` package (never imports it).
-
-    Returns:
-        The path of ``silero_vad/data/silero_vad.onnx``.
-
-    Raises:
-        BackendUnavailable: The package or its model file is missing.
-    """
-    try:
-        spec = importlib.util.find_spec("silero_vad")
-    except (ImportError, ValueError):
-        spec = None
-    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
-        path = Path(folder) / "data" / "silero_vad.onnx"
-        if path.is_file():
-            return path
-    missing = "the silero-vad package" if spec is None else "silero_vad/data/silero_vad.onnx"
-    raise BackendUnavailable("silero-vad", missing=missing, hint=_HINT)
-
-
-class SileroVad:
-    """Speech probability of each 32 ms frame of a 16 kHz stream, by Silero VAD v5 in ONNX.
-
-    Args:
-        model_path: The ``.onnx`` file (``None``: :func:`find_silero_model`).
-        threads: onnxruntime intra-op threads.
-
-    Raises:
-        BackendUnavailable: onnxruntime or the silero-vad package is missing.
-        ModelError: The file is missing, corrupt, or not a Silero VAD v5 model.
-        ValueError: For ``threads`` < 1.
-    """
-
-    def __init__(self, model_path: str | Path | None = None, *, threads: int = 1) -> None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a positive int, got {threads!r}")
-        try:
-            import onnxruntime as ort
-        except ImportError as error:
-            raise BackendUnavailable(
-                "onnxruntime", missing="the onnxruntime package", hint="pip install onnxruntime"
-            ) from error
-        path = find_silero_model() if model_path is None else Path(model_path).expanduser()
-        if not path.is_file():
-            raise ModelError(f"Silero VAD model not found: {path}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        try:
-            self._session = ort.InferenceSession(
-                str(path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as error:  # onnxruntime raises several unrelated types
-            raise ModelError(f"cannot load Silero VAD model {path}: {error}") from error
-        inputs = {tensor.name for tensor in self._session.get_inputs()}
-        if inputs != {"input", "state", "sr"}:
-            raise ModelError(
-                f"{path} is not a Silero VAD v5 model: inputs must be input, state, sr, "
-                f"got {', '.join(sorted(inputs))}"
-            )
-        self.model_path = path
-        self.threads = threads
-        self._sample_rate = np.array(SAMPLE_RATE, np.int64)
-        self.reset()
-
-    def reset(self) -> None:
-        """Forgets the stream: zero recurrent state and zero context."""
-        self._state = np.zeros(_STATE_SHAPE, np.float32)
-        self._context = np.zeros(CONTEXT_SAMPLES, np.float32)
-
-    def probability(self, chunk: np.ndarray) -> float:
-        """Speech probability of the next frame of the stream.
-
-        Args:
-            chunk: ``(512,)`` float32 samples in ``[-1, 1]`` at 16 kHz, following the
-                previous call's frame.
-
-        Returns:
-            The probability, in ``[0, 1]``.
-
-        Raises:
-            ValueError: For a frame that is not 512 samples.
-        """
-        chunk = np.asarray(chunk, np.float32)
-        if chunk.shape != (FRAME_SAMPLES,):
-            raise ValueError(f"chunk must have shape ({FRAME_SAMPLES},), got {chunk.shape}")
-        frame = np.concatenate([self._context, chunk])[None, :]
-        output, state = self._session.run(
-            None, {"input": frame, "state": self._state, "sr": self._sample_rate}
-        )
-        self._state = state
-        self._context = frame[0, -CONTEXT_SAMPLES:]
-        return float(output.reshape(-1)[0])
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,12 @@ import numpy as np
 import pytest
 
 from ubiq.errors import BackendUnavailable, ConfigError, SourceError
-from ubiq.hardware.sources.audio import (
+from ubiq.hardware.sources.audio import FileAudioSource, StreamResampler, open_audio_source
+from ubiq.hardware.sources.audio_live import (
     ArecordSource,
-    FileAudioSource,
     MicrophoneSource,
     StdinAudioSource,
-    StreamResampler,
     list_microphones,
-    open_audio_source,
 )
 from ubiq.models.runtime.audio_features import resample
 from ubiq.types import AudioChunk

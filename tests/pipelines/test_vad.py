@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -10,7 +11,6 @@ import numpy as np
 import pytest
 
 from ubiq.errors import BackendUnavailable, ModelError
-from ubiq.pipelines.speech import vad as vad_module
 from ubiq.pipelines.speech.vad import (
     FRAME_SAMPLES,
     SileroVad,
@@ -96,7 +96,7 @@ def test_missing_package_and_bad_files_are_clear_errors(tmp_path, monkeypatch):
         SileroVad(corrupt)
     with pytest.raises(ValueError, match="threads"):
         SileroVad(threads=0)
-    monkeypatch.setattr(vad_module.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(BackendUnavailable, match="pip install --no-deps silero-vad"):
         find_silero_model()
 
