@@ -147,13 +147,28 @@ def _looks_like_camera_name(spec: str) -> bool:
     )
 
 
+_FINITE_GST = re.compile(r"\bnum-buffers\s*=\s*\d|\b(?:multi)?filesrc\b")
+
+
+def is_finite_pipeline(pipeline: str) -> bool:
+    """Whether a GStreamer pipeline ends by itself: a ``filesrc``/``multifilesrc`` or a
+    source with ``num-buffers=N``. Such a pipeline is played once, not restarted."""
+    return _FINITE_GST.search(pipeline) is not None
+
+
 def _camera_source(
-    spec: str, *, vid_stride: int, reconnect: bool, stale_after_s: float
+    spec: str, *, vid_stride: int, reconnect: bool | None, stale_after_s: float
 ) -> Source | None:
     """Builds a ``picam[:N]``, ``csi[:N]``, ``gst:PIPELINE`` or ``usb:NAME`` source, else None."""
-    live = {"vid_stride": vid_stride, "reconnect": reconnect, "stale_after_s": stale_after_s}
     if spec.startswith("gst:"):
-        return GStreamerSource(spec[len("gst:") :], **live)
+        pipeline = spec[len("gst:") :]
+        if reconnect is None:
+            reconnect = not is_finite_pipeline(pipeline)
+        return GStreamerSource(
+            pipeline, vid_stride=vid_stride, reconnect=reconnect, stale_after_s=stale_after_s
+        )
+    reconnect = True if reconnect is None else reconnect
+    live = {"vid_stride": vid_stride, "reconnect": reconnect, "stale_after_s": stale_after_s}
     if spec.startswith("usb:"):
         name = spec[len("usb:") :].strip()
         if not name:
@@ -191,7 +206,7 @@ def open_source(
     spec: str,
     *,
     vid_stride: int = 1,
-    reconnect: bool = True,
+    reconnect: bool | None = None,
     open_timeout_s: float = 5.0,
     read_timeout_s: float = 5.0,
     stale_after_s: float = 10.0,
@@ -211,7 +226,9 @@ def open_source(
     Args:
         spec: What to read, as typed by a user.
         vid_stride: Keep every ``vid_stride``-th frame of videos and live sources.
-        reconnect: Reopen a dropped camera or stream with backoff (live sources).
+        reconnect: Reopen a dropped camera or stream with backoff (live sources). ``None``
+            (the default) reopens every live source except a ``gst:`` pipeline that ends
+            by itself (:func:`is_finite_pipeline`), which is played once.
         open_timeout_s: How long a stream may take to connect.
         read_timeout_s: How long one stream read may block.
         stale_after_s: Seconds without a frame after which a live source counts as dropped.
@@ -234,6 +251,7 @@ def open_source(
     check_positive("read_timeout_s", read_timeout_s)
     check_positive("stale_after_s", stale_after_s)
     spec = spec.strip()
+    gst_reconnect, reconnect = reconnect, True if reconnect is None else reconnect
 
     if spec == "demo":
         return DemoSource(vid_stride=vid_stride)
@@ -246,7 +264,7 @@ def open_source(
             spec, vid_stride=vid_stride, reconnect=reconnect, stale_after_s=stale_after_s
         )
     camera = _camera_source(
-        spec, vid_stride=vid_stride, reconnect=reconnect, stale_after_s=stale_after_s
+        spec, vid_stride=vid_stride, reconnect=gst_reconnect, stale_after_s=stale_after_s
     )
     if camera is not None:
         return camera

@@ -172,6 +172,7 @@ class GstCapture(ArrayCapture):
         self._gst = gst
         self.description = pipeline
         self._timeout_ns = max(1, round(read_timeout_s * 1e9))
+        self.at_end = False  # set once the appsink reports end-of-stream
         self.fps = 0.0
         self.size = (0, 0)
         try:
@@ -242,7 +243,8 @@ class GstCapture(ArrayCapture):
             if error is not None:
                 self.release()
                 raise SourceError(error)
-            if not self._sink.get_property("eos"):
+            self.at_end = bool(self._sink.get_property("eos"))
+            if not self.at_end:
                 logger.warning("no GStreamer sample within %.3g s", self._timeout_ns / 1e9)
             return False, None
         try:

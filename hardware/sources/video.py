@@ -356,7 +356,10 @@ class LiveSource(Source):
             if reason is None:
                 return
             if not self.reconnect:
-                logger.warning("%s dropped (%s); not reconnecting", self.description, reason)
+                if getattr(capture, "at_end", False):  # a finite GStreamer pipeline's EOS
+                    logger.info("%s reached its end", self.description)
+                else:
+                    logger.warning("%s dropped (%s); not reconnecting", self.description, reason)
                 with self._condition:
                     self._ended = True
                     self._condition.notify_all()

@@ -224,6 +224,49 @@ def test_cli_detect_reads_a_gstreamer_pipeline(blazeface_path: Path, tmp_path: P
     assert len(records) == 10
 
 
+@needs_gi
+def test_a_finite_pipeline_plays_once_and_a_live_one_reconnects(
+    blazeface_path: Path, tmp_path: Path
+) -> None:
+    from ubiq.hardware.sources import is_finite_pipeline
+
+    # num-buffers=N ends by itself: no --max-frames, the run stops at its end-of-stream.
+    jsonl = tmp_path / "out.jsonl"
+    finite = "videotestsrc num-buffers=7 ! videoconvert ! video/x-raw,format=BGR ! appsink"
+    result = run_ubiq(
+        "detect",
+        "--source",
+        f"gst:{finite}",
+        "--model",
+        str(blazeface_path),
+        "--jsonl",
+        str(jsonl),
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(jsonl.read_text().splitlines()) == 7
+    assert "stopped by end" in result.stderr and "dropped (" not in result.stderr
+    assert is_finite_pipeline(finite) and is_finite_pipeline("filesrc location=a.mp4 ! decodebin")
+    assert not is_finite_pipeline("rtspsrc location=rtsp://cam/1 ! decodebin")
+    assert open_source(f"gst:{finite}").reconnect is False
+    assert open_source("gst:v4l2src device=/dev/video0").reconnect is True
+    # --reconnect restarts even a finite pipeline: --max-frames has to stop it.
+    assert open_source(f"gst:{finite}", reconnect=True).reconnect is True
+    looped = run_ubiq(
+        "detect",
+        "--source",
+        f"gst:{finite}",
+        "--model",
+        str(blazeface_path),
+        "--reconnect",
+        "--max-frames",
+        "12",
+        timeout=60,
+    )
+    assert looped.returncode == 0, looped.stderr
+    assert "12 frames" in looped.stderr
+
+
 def test_sigterm_while_a_source_opens_closes_it_cleanly(blazeface_path):
     pytest.importorskip("gi", reason="PyGObject is not installed")
     import signal

@@ -63,6 +63,13 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
     parser.add_argument(
+        "--reconnect",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="reopen a dropped camera or stream (default: yes, except a gst: pipeline that "
+        "ends by itself, such as filesrc or num-buffers=N, which plays once)",
+    )
+    parser.add_argument(
         "--vid-stride", type=int, default=1, help="process every Nth frame of a file"
     )
     parser.add_argument(
@@ -178,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         classes=classes,
         imgsz=args.imgsz,
     )
-    source = open_source(args.source, vid_stride=args.vid_stride)
+    source = open_source(args.source, vid_stride=args.vid_stride, reconnect=args.reconnect)
     sinks = []
     # Open the source before any output file: a camera or URL that fails must not
     # truncate a JSONL or video that is already there.
