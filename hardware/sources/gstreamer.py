@@ -186,6 +186,13 @@ class GstCapture(ArrayCapture):
         if self._sink is None:
             self.release()
             raise SourceError(f"GStreamer pipeline has no appsink: {_one_line(pipeline)[:200]!r}")
+        if self._sink.get_property("caps") is None:
+            # An appsink without caps takes whatever comes first (videotestsrc ! videoconvert
+            # picks a 64-bit format): ask for the formats ubiq converts, BGR first.
+            formats = ", ".join(_RAW_FORMATS)
+            self._sink.set_property(
+                "caps", gst.Caps.from_string(f"video/x-raw, format=(string){{ {formats} }}")
+            )
         self._bus = self._pipeline.get_bus()
         result = self._pipeline.set_state(gst.State.PLAYING)
         error = self._bus_error(0)
@@ -216,8 +223,14 @@ class GstCapture(ArrayCapture):
         message = self._bus.timed_pop_filtered(timeout_ns, self._gst.MessageType.ERROR)
         if message is None:
             return None
-        error, _debug = message.parse_error()
+        error, debug = message.parse_error()
         element = message.src.get_name() if message.src is not None else "pipeline"
+        if "not-negotiated" in (debug or ""):
+            return (
+                f"GStreamer could not hand {element}'s frames to the appsink in a format ubiq "
+                f"reads ({', '.join(_RAW_FORMATS)}); end the pipeline with "
+                "'videoconvert ! video/x-raw,format=BGR ! appsink'"
+            )
         return f"GStreamer error from {element}: {_one_line(error.message)}"
 
     def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
