@@ -93,6 +93,11 @@ def main() -> int:
     parser.add_argument("--speeds", default="130,170")
     parser.add_argument("--snrs", default="clean,20,10")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sweep",
+        help="thresholds, e.g. 0.3,0.4,0.5,0.6: command accuracy and non-commands accepted "
+        "per SNR at each, from the same clips (pick one on validation voices, not test ones)",
+    )
     args = parser.parse_args()
     if args.engine == "model" and not args.model:
         parser.error("--engine model needs --model")
@@ -189,6 +194,8 @@ def main() -> int:
             f"{1000 * statistics.mean(ends_):.0f} max {1000 * max(ends_):.0f} ms, both within "
             f"100 ms {within}/{len(pairs)}"
         )
+    if args.sweep:
+        _sweep(results, snrs, [float(t) for t in args.sweep.split(",")], commands)
     split = sum(r["segments"] != 1 for r in results)
     print(f"clips not found as exactly one utterance: {split}/{len(results)}")
     wrong = [r for r in results if not r["ok"]]
@@ -198,6 +205,43 @@ def main() -> int:
             f"{r['segments']} utterance(s), best guesses {r['heard']}"
         )
     return 0
+
+
+def _sweep(results: list[dict], snrs: list, thresholds: list[float], commands) -> None:
+    """What each threshold would give, from every recognition's best label and confidence.
+
+    A command counts as recognised at ``t`` when exactly one of its utterances is heard as
+    a command with confidence >= ``t`` and that is the right one; a non-command is accepted
+    when any of its utterances is.
+    """
+    phrases = set(commands.texts)
+
+    def accepted(row: dict, threshold: float) -> list[str]:
+        return [
+            best for best, confidence in row["heard"] if best in phrases and confidence >= threshold
+        ]
+
+    print(
+        "\n| threshold | "
+        + " | ".join(
+            f"{'clean' if s is None else f'{s:g} dB'} commands | non-commands" for s in snrs
+        )
+        + " |"
+    )
+    print("|---|" + "---|---|" * len(snrs))
+    for threshold in thresholds:
+        cells = []
+        for snr in snrs:
+            rows = [r for r in results if r["snr"] == snr]
+            cmd = [r for r in rows if r["kind"] == "command"]
+            other = [r for r in rows if r["kind"] == "other"]
+            good = sum(accepted(r, threshold) == [r["text"]] for r in cmd)
+            bad = sum(bool(accepted(r, threshold)) for r in other)
+            cells += [
+                f"{good}/{len(cmd)} ({100 * good / max(1, len(cmd)):.1f}%)",
+                f"{bad}/{len(other)} ({100 * bad / max(1, len(other)):.1f}%)",
+            ]
+        print(f"| {threshold:g} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

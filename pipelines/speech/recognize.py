@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 UNKNOWN = "_unknown_"
 SILENCE = "_silence_"
+DEFAULT_THRESHOLD = 0.6
+"""Lowest confidence a command model accepts when neither the caller nor its manifest says."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,9 @@ class ModelCommandRecognizer:
         model: The exported model (``.onnx`` or ``.tflite``) with its manifest, or a zoo
             name.
         commands: The command set; every phrase (and the wake phrase) must be a class.
-        threshold: Lowest softmax probability accepted as a command.
+        threshold: Lowest softmax probability accepted as a command (``None``: the
+            ``threshold`` in the model's manifest, chosen on its validation voices in noise,
+            else :data:`DEFAULT_THRESHOLD`).
         threads: Inference threads.
         max_extra_s: An utterance longer than the model's clip by more than this is
             rejected without running the model.
@@ -112,7 +116,7 @@ class ModelCommandRecognizer:
         model: str | Path,
         commands: CommandSet,
         *,
-        threshold: float = 0.6,
+        threshold: float | None = None,
         threads: int | None = 1,
         max_extra_s: float = 0.75,
     ) -> None:
@@ -120,7 +124,7 @@ class ModelCommandRecognizer:
         from ubiq.models.runtime.audio_features import LogMelOptions
         from ubiq.models.runtime.backend import load_backend
 
-        if not 0.0 < threshold < 1.0:
+        if threshold is not None and not 0.0 < threshold < 1.0:
             raise ConfigError(f"threshold must be in (0, 1), got {threshold}")
         from ubiq.models.runtime.model import resolve_model_path
 
@@ -155,6 +159,10 @@ class ModelCommandRecognizer:
                 + "; train one with `ubiq train --task kws --commands FILE`"
             )
         self.commands = commands
+        if threshold is None:
+            threshold = manifest.decoder.params.get("threshold", DEFAULT_THRESHOLD)
+            if not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+                raise ModelError(f"{path}: threshold in its manifest must be in (0, 1)")
         self.threshold = float(threshold)
         self.max_samples = int((self.features.clip_seconds + max_extra_s) * SAMPLE_RATE)
         self.input_name = self.backend.inputs[0].name

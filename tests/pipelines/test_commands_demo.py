@@ -65,3 +65,27 @@ def test_shipped_command_model_hears_a_new_voice_and_refuses_other_speech():
         ]
     assert right >= 13, f"{right}/15 commands recognised"
     assert len(accepted) <= 1, accepted
+
+
+def test_the_threshold_comes_from_the_caller_then_the_manifest(tmp_path):
+    import json
+
+    from ubiq.errors import ModelError
+    from ubiq.pipelines.speech.recognize import DEFAULT_THRESHOLD
+
+    commands = load_commands(files("ubiq.data") / "models" / "ubiq-commands-demo.yaml")
+    source = pull("ubiq-commands-demo")
+    copy = tmp_path / "commands.onnx"
+    shutil.copy(source, copy)
+    manifest = json.loads(source.with_suffix(".json").read_text())
+    manifest["decoder"]["params"].pop("threshold", None)
+    copy.with_suffix(".json").write_text(json.dumps(manifest))
+    assert ModelCommandRecognizer(copy, commands).threshold == DEFAULT_THRESHOLD
+    assert ModelCommandRecognizer(copy, commands, threshold=0.8).threshold == 0.8
+    manifest["decoder"]["params"]["threshold"] = 0.42
+    copy.with_suffix(".json").write_text(json.dumps(manifest))
+    assert ModelCommandRecognizer(copy, commands).threshold == 0.42
+    manifest["decoder"]["params"]["threshold"] = 1.5
+    copy.with_suffix(".json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="threshold in its manifest must be in"):
+        ModelCommandRecognizer(copy, commands)
