@@ -213,7 +213,7 @@ def test_jetson_refuses_tflite_and_dynamic_shapes(tmp_path, blazeface_path):
     dynamic = tmp_path / "dynamic.onnx"
     onnx.save(model, str(dynamic))
     shutil.copy(manifest_path_for(source), manifest_path_for(dynamic))
-    with pytest.raises(ConfigError, match=r"dynamic input shape \['batch', 3, 256, 256\]"):
+    with pytest.raises(ConfigError, match=r"dynamic input shape \['\?', 3, 256, 256\]"):
         build_bundle("cam", "jetson", dynamic, tmp_path / "out")
     assert not list((tmp_path / "out").glob("*.tar.gz*"))
 
@@ -274,10 +274,10 @@ def test_pi5_int8_uses_int8_activations(tmp_path, calib_images):
     assert manifest["compression"][-1]["activation_type"] == "int8"
 
 
-FAKE_EDGETPU_COMPILER = r"""#!/usr/bin/env python3
+FAKE_EDGETPU_COMPILER = r"""
 # Stands in for Coral's edgetpu_compiler (x86-64 Debian package, not installable here):
 # same options (-s, -o/--out_dir), same output file names and the same report lines.
-import shutil, sys
+import os, shutil, sys
 from pathlib import Path
 args = sys.argv[1:]
 out = Path(".")
@@ -301,8 +301,9 @@ print("Edge TPU Compiler version 16.0.384591198")
 print("\nModel compiled successfully in 412 ms.\n")
 print(f"Input model: {model}\nOutput model: {target}")
 print("Number of Edge TPU subgraphs: 1\nTotal number of operations: 64")
-print("Number of operations that will run on Edge TPU: 62")
-print("Number of operations that will run on CPU: 2")
+if os.environ.get("FAKE_ALL_ON_TPU") != "1":  # the real one prints these only then
+    print("Number of operations that will run on Edge TPU: 62")
+    print("Number of operations that will run on CPU: 2")
 """
 
 
@@ -330,7 +331,7 @@ def tiny_checkpoint(tmp_path_factory, calib_images):
 def _fake_compiler(folder: Path) -> dict:
     folder.mkdir(exist_ok=True)
     program = folder / "edgetpu_compiler"
-    program.write_text(FAKE_EDGETPU_COMPILER)
+    program.write_text(f"#!{sys.executable}" + FAKE_EDGETPU_COMPILER)
     program.chmod(0o755)
     return {"PATH": f"{folder}{os.pathsep}{os.environ['PATH']}"}
 
@@ -343,7 +344,9 @@ def test_coral_bundle_from_a_checkpoint(tmp_path, tiny_checkpoint, calib_images,
 
     with pytest.raises(ConfigError, match="needs --calib DATA"):
         build_bundle("cam", "coral", tiny_checkpoint, tmp_path)
-    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no edgetpu_compiler
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))  # no edgetpu_compiler
     with pytest.raises(BackendUnavailable, match="apt-get install edgetpu-compiler") as caught:
         build_bundle("cam", "coral", tiny_checkpoint, tmp_path, calib=str(calib_images))
     kept = tmp_path / "cam-coral.models" / "model_int8.tflite"
@@ -380,6 +383,69 @@ def test_a_failing_edgetpu_compiler_is_one_line(tmp_path, blazeface_path, monkey
         ModelError, match=r"edgetpu_compiler failed on broken\.tflite \(exit 1\): Invalid model"
     ):
         compile_edgetpu(broken, tmp_path / "out")
+
+
+def test_compiler_reports_all_ops_on_the_tpu_and_a_compiler_that_cannot_run(tmp_path, monkeypatch):
+    from ubiq.errors import BackendUnavailable
+    from ubiq.models.export.targets import compile_edgetpu
+
+    model = tmp_path / "m_int8.tflite"
+    model.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(32))
+    monkeypatch.setenv("PATH", _fake_compiler(tmp_path / "bin")["PATH"])
+    monkeypatch.setenv("FAKE_ALL_ON_TPU", "1")
+    compiled, steps = compile_edgetpu(model, tmp_path / "out")
+    assert compiled == tmp_path / "out" / "m_int8_edgetpu.tflite" and compiled.is_file()
+    assert steps == [
+        "m_int8_edgetpu.tflite: compiled by edgetpu_compiler (all 64 ops on the Edge TPU)"
+    ]
+    (tmp_path / "bin" / "edgetpu_compiler").write_bytes(b"\x7fELF not for this machine")
+    with pytest.raises(BackendUnavailable, match="a runnable edgetpu_compiler"):
+        compile_edgetpu(model, tmp_path / "out2")
+
+
+def test_an_edgetpu_model_ships_with_its_int8_models_manifest(tmp_path, blazeface_path):
+    from ubiq.manifest import ModelManifest
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    compiled = folder / "det_int8_edgetpu.tflite"
+    compiled.write_bytes(blazeface_path.read_bytes())
+    manifest = ModelManifest.load(blazeface_path.with_suffix(".json"))
+    manifest.with_updates(name="det_int8").save(folder / "det_int8.json")
+    archive = build_bundle("cam", "coral", compiled, tmp_path / "out")
+    found = members(archive)
+    assert "cam/model/det_int8_edgetpu.json" in found
+    with tarfile.open(archive) as tar:
+        shipped = json.load(tar.extractfile("cam/model/det_int8_edgetpu.json"))
+    assert shipped["name"] == "det_int8_edgetpu"
+    assert not (folder / "det_int8_edgetpu.json").exists()  # the user's folder is untouched
+
+
+def test_check_sh_passes_odd_model_names_intact(tmp_path):
+    from ubiq.manifest import manifest_path_for
+    from ubiq.models.zoo import resolve_model
+
+    source = Path(resolve_model("ubiq-det-mnv2"))
+    odd = tmp_path / "my det (v2) $HOME.onnx"
+    shutil.copy(source, odd)
+    shutil.copy(manifest_path_for(source), manifest_path_for(odd))
+    archive = build_bundle("cam", "x86", odd, tmp_path / "out")
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp_path / "device", filter="data")
+    fake = tmp_path / "fake-ubiq"
+    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$(dirname "$0")/args-$1.txt"\n')
+    fake.chmod(0o755)
+    done = subprocess.run(
+        ["sh", str(tmp_path / "device" / "cam" / "check.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "UBIQ": str(fake)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    args = (tmp_path / "args-bench.txt").read_text().splitlines()
+    assert args == ["bench", "model/my det (v2) $HOME.onnx", "--device", "cpu", "--runs", "20"]
 
 
 def test_bundle_rejects_bad_inputs(tmp_path, blazeface_path):

@@ -94,6 +94,10 @@ def convert_for_target(
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     path = _resolve(model)
+    if calib and target != "jetson":
+        from ubiq.models.compress.sensitivity import calibration_images
+
+        calibration_images(calib, count=1)  # a bad --calib fails before any export
     if target == "coral":
         return _for_coral(path, work, calib)
     if path.suffix == ".tflite":
@@ -118,9 +122,7 @@ def convert_for_target(
             "cached (engines are specific to the GPU and the TensorRT version)"
         )
         if calib:
-            result.steps.append(
-                "--calib ignored for jetson: TensorRT calibrates int8 on the device"
-            )
+            result.steps.append("--calib ignored for jetson: its TensorRT engine is fp16")
         return result
     if calib:
         int8 = _int8_onnx(onnx_path, target, work, calib, result)
@@ -163,13 +165,10 @@ def _exporter():
 
 
 def _check_static(onnx_path: Path) -> str:
-    import onnx
+    from ubiq.models.runtime.backend import load_backend
 
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    dims = [
-        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-        for d in graph.input[0].type.tensor_type.shape.dim
-    ]
+    shape = load_backend(onnx_path, num_threads=1).inputs[0].shape
+    dims = [d if isinstance(d, int) and d > 0 else "?" for d in shape]
     if not all(isinstance(d, int) and d > 0 for d in dims):
         raise ConfigError(
             f"{onnx_path.name} has a dynamic input shape {dims}; TensorRT on a Jetson "
@@ -197,10 +196,13 @@ def _int8_onnx(onnx_path: Path, target: str, work: Path, calib: str, result: Tar
 
 
 def _for_coral(path: Path, work: Path, calib: str | None) -> TargetModel:
-    if path.name.endswith("_edgetpu.tflite"):
-        result = TargetModel(primary=path, device="coral")
+    if path.name.lower().endswith("_edgetpu.tflite"):
+        shipped = _with_source_manifest(path, work)
+        result = TargetModel(primary=shipped, device="coral")
         result.steps.append(f"{path.name}: already compiled for the Edge TPU, shipped as is")
-        result.add(path)
+        if shipped != path:
+            result.steps.append(f"its manifest: the int8 model's, {path.stem[:-8]}.json")
+        result.add(shipped)
         return result
     if path.suffix == ".pt":
         if not calib:
@@ -217,7 +219,7 @@ def _for_coral(path: Path, work: Path, calib: str | None) -> TargetModel:
             "checkpoint (.pt) with --calib, or a full-int8 .tflite "
             "(`ubiq export CKPT --format tflite --int8 --calib DATA`)"
         )
-    _check_full_int8(int8)
+    _check_full_int8(int8, exported=path.suffix == ".pt")
     compiled, compile_steps = compile_edgetpu(int8, work)
     result = TargetModel(primary=compiled, steps=[*steps, *compile_steps], device="coral")
     result.add(compiled)
@@ -241,6 +243,8 @@ def _full_int8_tflite(checkpoint: Path, work: Path, calib: str) -> tuple[Path, l
     inputs = []
     for image_path in calibration_images(calib, count=64):
         image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ConfigError(f"--calib: cannot read image {image_path}")
         tensor, _ = prepare_input(image, exported.manifest.preprocess, exported.manifest.input)
         inputs.append(tensor)
     height, width = config.imgsz
@@ -262,11 +266,16 @@ def _full_int8_tflite(checkpoint: Path, work: Path, calib: str) -> tuple[Path, l
     ]
 
 
-def _check_full_int8(path: Path) -> None:
+def _check_full_int8(path: Path, exported: bool = False) -> None:
     from ubiq.models.export.tflite import describe_tflite
 
     info = describe_tflite(path)
     dtype = info.inputs[0].dtype
+    if exported and info.float_ops:
+        raise ModelError(
+            f"the int8 export left ops in float ({', '.join(info.float_ops)}): the Edge TPU "
+            "compiler would run them on the CPU; this model cannot be fully quantized"
+        )
     if dtype not in ("int8", "uint8") or info.float_ops:
         raise ConfigError(
             f"{path.name} is not full int8 (input {dtype}"
@@ -276,18 +285,37 @@ def _check_full_int8(path: Path) -> None:
         )
 
 
+def _with_source_manifest(compiled: Path, work: Path) -> Path:
+    """An ``X_edgetpu.tflite`` without its own manifest but beside ``X.json`` (the int8
+    model's) is copied into ``work`` with that manifest, so the device does not have to
+    guess its preprocessing and quantization. Otherwise ``compiled`` is returned as is."""
+    from ubiq.manifest import ModelManifest, manifest_path_for
+
+    stem = compiled.name[: -len("_edgetpu.tflite")]
+    source = compiled.with_name(f"{stem}.json")
+    if manifest_path_for(compiled).is_file() or not source.is_file():
+        return compiled
+    copy = work / compiled.name
+    shutil.copyfile(compiled, copy)
+    ModelManifest.load(source).with_updates(name=copy.stem, sha256="").save(manifest_path_for(copy))
+    return copy
+
+
 _ON_TPU = re.compile(r"operations that will run on Edge TPU:\s*(\d+)")
 _ON_CPU = re.compile(r"operations that will run on CPU:\s*(\d+)")
+_TOTAL = re.compile(r"Total number of operations:\s*(\d+)")
+_FAILURE = re.compile(r"error|invalid|unsupported|not |fail", re.IGNORECASE)
 
 
 def compile_edgetpu(model: Path, out_dir: Path, timeout_s: float = 600.0) -> tuple[Path, list[str]]:
     """Runs ``edgetpu_compiler -s -o OUT_DIR MODEL`` and returns ``OUT_DIR/<stem>_edgetpu.tflite``.
 
-    The compiled file gets a copy of the input's sidecar manifest. The compiler's own
-    count of operations left on the CPU is reported, since those run far slower.
+    The compiled file gets a copy of the input's sidecar manifest. The compiler's count of
+    operations left on the CPU is reported, since those run far slower (it prints the two
+    counts only when some ops stay on the CPU; otherwise all of its total run on the TPU).
 
     Raises:
-        BackendUnavailable: If ``edgetpu_compiler`` is not on PATH.
+        BackendUnavailable: If ``edgetpu_compiler`` is not on PATH or cannot run here.
         ModelError: If it fails or writes no model.
     """
     from ubiq.manifest import ModelManifest, manifest_path_for
@@ -297,7 +325,7 @@ def compile_edgetpu(model: Path, out_dir: Path, timeout_s: float = 600.0) -> tup
         raise BackendUnavailable(
             "edgetpu-compiler",
             "edgetpu_compiler",
-            f"{EDGETPU_INSTALL}; then `edgetpu_compiler -o {out_dir} {model}`",
+            f"{EDGETPU_INSTALL}; then rerun with --model {model}",
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -310,20 +338,30 @@ def compile_edgetpu(model: Path, out_dir: Path, timeout_s: float = 600.0) -> tup
         )
     except subprocess.TimeoutExpired as error:
         raise ModelError(f"edgetpu_compiler ran past {timeout_s:.0f} s on {model.name}") from error
+    except OSError as error:  # e.g. the x86-64 compiler on an ARM64 machine
+        raise BackendUnavailable(
+            "edgetpu-compiler", f"a runnable edgetpu_compiler ({error.strerror})", EDGETPU_INSTALL
+        ) from error
     compiled = out_dir / f"{model.stem}_edgetpu.tflite"
     if done.returncode != 0 or not compiled.is_file():
-        said = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+        said = [line.strip() for line in (done.stdout + "\n" + done.stderr).splitlines()]
+        said = [line for line in said if line] or ["no output"]
+        reason = next((line for line in reversed(said) if _FAILURE.search(line)), said[-1])
         raise ModelError(
-            f"edgetpu_compiler failed on {model.name} (exit {done.returncode}): {said}"
+            f"edgetpu_compiler failed on {model.name} (exit {done.returncode}): {reason}"
         )
     on_tpu, on_cpu = _ON_TPU.search(done.stdout), _ON_CPU.search(done.stdout)
+    total = _TOTAL.search(done.stdout)
     steps = [f"{compiled.name}: compiled by edgetpu_compiler"]
     if on_tpu and on_cpu:
         steps[0] += f" ({on_tpu.group(1)} ops on the Edge TPU, {on_cpu.group(1)} on the CPU)"
         if int(on_cpu.group(1)):
+            log = out_dir / f"{model.stem}_edgetpu.log"
             steps.append(
-                f"{on_cpu.group(1)} ops stay on the CPU: see {model.stem}_edgetpu.log for which"
+                f"{on_cpu.group(1)} ops stay on the CPU: {log} on the build machine says which"
             )
+    elif total:
+        steps[0] += f" (all {total.group(1)} ops on the Edge TPU)"
     source_manifest = manifest_path_for(model)
     if source_manifest.is_file():
         manifest = ModelManifest.load(source_manifest)

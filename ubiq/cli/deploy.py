@@ -231,7 +231,7 @@ def run_install(args: argparse.Namespace) -> int:
 
 
 def _check_script(models: list[str], device: str) -> str:
-    names = " ".join(f"model/{name}" for name in models)  # names are plain (no spaces)
+    paths = " ".join(shlex.quote(f"model/{name}") for name in models)
     lines = [
         "#!/bin/sh",
         "# Run on the device after unpacking: reports the machine, then times the bundled",
@@ -239,19 +239,23 @@ def _check_script(models: list[str], device: str) -> str:
         "set -eu",
         'cd "$(dirname "$0")"',
         'UBIQ="${UBIQ:-ubiq}"',
-        'echo "== $UBIQ doctor --json (also saved to doctor.json)"',
-        '"$UBIQ" doctor --json | tee doctor.json',
+        "echo '== ubiq doctor --json (saved to doctor.json)'",
+        '"$UBIQ" doctor --json > doctor.json',
+        "cat doctor.json",
     ]
     if device == "tensorrt":
-        lines.append('echo "(the first TensorRT run builds the engine: minutes, once)"')
+        lines.append("echo '(the first TensorRT run builds the engine: minutes, once)'")
     lines += [
-        f'echo "== $UBIQ bench {names} --device {device} --runs 20"',
-        f'"$UBIQ" bench {names} --device {device} --runs 20',
+        "echo " + shlex.quote(f"== ubiq bench {paths} --device {device} --runs 20"),
+        f'"$UBIQ" bench {paths} --device {device} --runs 20',
     ]
     if len(models) > 1:
         lines.append(
-            f'echo "use model/{models[1]} only where it is faster than model/{models[0]} '
-            'above; bundle.json has its agreement with it"'
+            "echo "
+            + shlex.quote(
+                f"use model/{models[1]} only where it is faster than model/{models[0]} "
+                "above; bundle.json has its agreement with it"
+            )
         )
     return "\n".join(lines) + "\n"
 
@@ -329,9 +333,11 @@ def build_bundle(
     try:
         _write_archive(partial, archive, app, info, script, converted.files, config)
     except OSError as error:
-        with contextlib.suppress(OSError):  # nothing to remove when the folder is unusable
+        where = error.filename if error.filename and Path(error.filename) != partial else archive
+        raise ConfigError(f"cannot write {archive}: {where}: {error.strerror}") from error
+    finally:
+        with contextlib.suppress(OSError):  # gone once moved; the folder may be unusable
             partial.unlink(missing_ok=True)
-        raise ConfigError(f"--out: cannot write {archive}: {error.strerror}") from error
     return archive
 
 
