@@ -243,6 +243,7 @@ class _Runner:
 
     def quantize(self, index: int, options) -> None:
         from ubiq.models.compress import quantize as q
+        from ubiq.models.compress.autoquant import auto_quantize
 
         folder = self.out / f"{index:02d}-quantize"
         source = self.current
@@ -251,7 +252,7 @@ class _Runner:
                 raise ConfigError("--quantize int8 needs --calib DATA (images or data.yaml)")
             images = q.calibration_images(self.recipe.data.calib, options.calibration_images)
             evaluate = self.metric if self.val is not None and self.metric_name else None
-            report = q.auto_quantize(
+            report = auto_quantize(
                 source.onnx,
                 folder,
                 images,
