@@ -122,17 +122,19 @@ class _Runner:
     @property
     def metric_name(self) -> str | None:
         """What :meth:`metric` measures for this task, or None when it measures nothing."""
-        return {"detect": "mAP50", "classify": "top-1"}.get(self.task)
+        return {"detect": "mAP50", "classify": "top-1", "segment": "mIoU"}.get(self.task)
 
     def metric(self, path: Path) -> float | None:
-        """The task metric in points (mAP50 or top-1 x 100), or None without --val or
-        for a task with no ONNX-side evaluator yet (segment, kws)."""
+        """The task metric in points (mAP50, top-1 or mIoU x 100), or None without --val
+        or for a task with no ONNX-side evaluator yet (kws)."""
         if self.val is None or self.metric_name is None:
             return None
-        from ubiq.cli.val import evaluate, evaluate_classifier
+        from ubiq.cli.val import evaluate, evaluate_classifier, evaluate_segmenter
 
         if self.task == "classify":
             return 100.0 * evaluate_classifier(str(path), self.val, num_threads=1)["top1"]
+        if self.task == "segment":
+            return 100.0 * evaluate_segmenter(str(path), self.val, num_threads=1)["miou"]
         return 100.0 * float(evaluate(str(path), self.val)["map50"])
 
     def _gate(self, candidate: _Artifact) -> bool:

@@ -298,6 +298,12 @@ def test_segmenter_trains_and_exports_within_1e_4(tiny_data, tmp_path):
     assert exported.max_abs_diff < 1e-4
     assert exported.manifest.task == "segment"
     assert exported.manifest.labels[0] == "background"
+    # `ubiq val` (deployment runtime, no torch) scores the export as training scored it.
+    scored = run_ubiq("val", str(tmp_path / "seg.onnx"), "--data", str(tiny_data), "--json")
+    assert scored.returncode == 0, scored.stderr
+    report = json.loads(scored.stdout)
+    assert report["images"] == 8 and "background" in report["per_class_iou"]
+    assert report["miou"] == pytest.approx(result.metrics["miou"], abs=1e-3)
 
 
 def test_ubiq_val_scores_the_export_as_training_scored_the_checkpoint(

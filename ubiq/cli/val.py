@@ -3,12 +3,14 @@
 ```
 ubiq val MODEL --data DATA.yaml [--split val] [--conf 0.001] [--iou 0.6] [--json]
 ubiq val CLASSIFIER --data ROOT [--split val] [--json]     # ROOT/val/<class>/*.png
+ubiq val SEGMENTER --data DATA.yaml [--split val] [--json] # with masks/
 ```
 
 Runs exactly what ``ubiq detect`` runs (the model's manifest, preprocessing, decoder and
 backend: ONNX Runtime or LiteRT) on every image of the split and scores the detections
 with COCO rules (mAP50, mAP50-95, per class). A classifier (manifest task ``classify``)
-is scored by top-1 on an image-folder split, per class too. Needs no torch, so it measures
+is scored by top-1 on an image-folder split, a segmenter by mIoU (background included)
+on a YOLO-layout split with masks, per class too. Needs no torch, so it measures
 a model on the device that will run it.
 """
 
@@ -181,11 +183,91 @@ def evaluate_classifier(
     }
 
 
+def evaluate_segmenter(
+    model_path: str,
+    data_yaml: Path,
+    split: str = "val",
+    *,
+    backend: str | None = None,
+    num_threads: int | None = None,
+) -> dict[str, Any]:
+    """mIoU of a semantic segmenter on a YOLO-layout split with ``masks/`` (as training
+    scores it: in the model's letterboxed input, background included as class 0).
+
+    Raises:
+        DatasetError: If the split is malformed, lacks masks, or its classes differ.
+        ModelError: If the model cannot be loaded or is not a segmenter.
+    """
+    import cv2
+
+    from ubiq.errors import ModelError
+    from ubiq.models.datasets.yolo import load_yolo_split
+    from ubiq.models.runtime.backend import load_backend
+    from ubiq.models.runtime.model import find_manifest, resolve_model_path
+    from ubiq.models.runtime.preprocess import prepare_input
+    from ubiq.models.train.metrics import confusion_matrix
+
+    path = resolve_model_path(model_path)
+    runtime = load_backend(path, backend=backend, num_threads=num_threads)
+    manifest = find_manifest(path, runtime)
+    if manifest.task != "segment":
+        raise ModelError(f"{path.name} is a {manifest.task!r} model, not a segmenter")
+    dataset = load_yolo_split(Path(data_yaml), split)
+    names = ["background", *dataset.names]
+    if manifest.labels and len(manifest.labels) != len(names):
+        raise DatasetError(
+            f"{path.name} has {len(manifest.labels)} classes but {data_yaml} has "
+            f"{len(names)} with background ({', '.join(names)})"
+        )
+    input_name = runtime.inputs[0].name
+    matrix = np.zeros((len(names), len(names)), np.int64)
+    started = time.perf_counter()
+    for item in dataset.items:
+        image = cv2.imread(str(item.image_path), cv2.IMREAD_COLOR)
+        mask = cv2.imread(str(item.mask_path), cv2.IMREAD_GRAYSCALE) if item.mask_path else None
+        if image is None or mask is None:
+            raise DatasetError(f"cannot read {item.image_path} or its mask ({item.mask_path})")
+        tensor, transform = prepare_input(image, manifest.preprocess, manifest.input)
+        logits = np.asarray(next(iter(runtime.run({input_name: tensor}).values())))
+        predicted = logits[0].argmax(0)
+        matrix += confusion_matrix(
+            predicted, _letterbox_mask(mask, transform, predicted.shape), len(names)
+        )
+    intersection = np.diag(matrix).astype(np.float64)
+    union = matrix.sum(0) + matrix.sum(1) - intersection
+    present = union > 0
+    per_class = {n: float(i / u) for n, i, u, p in zip(names, intersection, union, present) if p}
+    return {
+        "model": str(path),
+        "data": str(data_yaml),
+        "split": split,
+        "images": len(dataset.items),
+        "miou": float(np.mean(list(per_class.values()))) if per_class else float("nan"),
+        "per_class_iou": per_class,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _letterbox_mask(mask: np.ndarray, transform, shape: tuple[int, int]) -> np.ndarray:
+    """The true mask placed as the image was: resized (nearest) and padded with 0."""
+    import cv2
+
+    new_w = round(transform.source_width * transform.scale_x)
+    new_h = round(transform.source_height * transform.scale_y)
+    resized = cv2.resize(mask, (new_w, new_h), interpolation=cv2.INTER_NEAREST)
+    canvas = np.zeros(shape, np.uint8)
+    top, left = int(transform.pad_y), int(transform.pad_x)
+    canvas[top : top + new_h, left : left + new_w] = resized[: shape[0] - top, : shape[1] - left]
+    return canvas
+
+
 def run(args: argparse.Namespace) -> int:
     if not Path(args.data).exists():
         raise ConfigError(f"--data {args.data} does not exist")
     if Path(args.data).is_dir():
         return _run_classifier(args)
+    if model_task(args.model) == "segment":
+        return _run_segmenter(args)
     result = evaluate(
         args.model,
         Path(args.data),
@@ -227,4 +309,20 @@ def _run_classifier(args: argparse.Namespace) -> int:
     )
     for name, top1 in result["per_class_top1"].items():
         print(f"  {name:16s} top-1 {top1:.3f}")
+    return 0
+
+
+def _run_segmenter(args: argparse.Namespace) -> int:
+    result = evaluate_segmenter(
+        args.model, Path(args.data), args.split, backend=args.backend, num_threads=args.threads
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(
+        f"{Path(result['model']).name} on {result['images']} {args.split} images: "
+        f"mIoU {result['miou']:.3f}  ({result['seconds']:.1f} s)"
+    )
+    for name, iou in result["per_class_iou"].items():
+        print(f"  {name:16s} IoU {iou:.3f}")
     return 0
