@@ -122,15 +122,22 @@ class _Runner:
     @property
     def metric_name(self) -> str | None:
         """What :meth:`metric` measures for this task, or None when it measures nothing."""
-        return {"detect": "mAP50", "classify": "top-1", "segment": "mIoU"}.get(self.task)
+        names = {"detect": "mAP50", "classify": "top-1", "segment": "mIoU", "kws": "top-1"}
+        return names.get(self.task)
 
     def metric(self, path: Path) -> float | None:
-        """The task metric in points (mAP50, top-1 or mIoU x 100), or None without --val
-        or for a task with no ONNX-side evaluator yet (kws)."""
+        """The task metric in points (mAP50, top-1 or mIoU x 100), or None without --val."""
         if self.val is None or self.metric_name is None:
             return None
-        from ubiq.cli.val import evaluate, evaluate_classifier, evaluate_segmenter
+        from ubiq.cli.val import (
+            evaluate,
+            evaluate_classifier,
+            evaluate_keywords,
+            evaluate_segmenter,
+        )
 
+        if self.task == "kws":
+            return 100.0 * evaluate_keywords(str(path), self.val, num_threads=1)["top1"]
         if self.task == "classify":
             return 100.0 * evaluate_classifier(str(path), self.val, num_threads=1)["top1"]
         if self.task == "segment":
@@ -347,7 +354,7 @@ class _Runner:
         return rows
 
     def _val_images(self) -> list[Path]:
-        if self.val is None:
+        if self.val is None or self.task == "kws":  # fidelity runs on images only
             return []
         if self.val.is_dir():  # an image-folder classification set
             from ubiq.models.datasets.classify import load_image_folder

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import yaml
+from support import run_ubiq
 
 from ubiq.errors import ConfigError
 from ubiq.models.datasets.command_training import (
@@ -96,7 +97,7 @@ def command_model(tmp_path_factory):
     commands = folder / "commands.txt"
     commands.write_text("lights on\nwhat time is it\n")
     run = folder / "run"
-    # a smaller grid than the CLI's default (20 voices x 3 speeds x 3 pitches) keeps this
+    # a smaller grid than the CLI's default (20 voices x 4 speeds x 3 pitches) keeps this
     # test short; `ubiq train --commands` reuses a set made for the same phrases
     make_command_training_set(
         run / "data",
@@ -154,3 +155,27 @@ def test_command_model_for_other_commands_is_refused(command_model, tmp_path, ca
         main(["listen", "--source", str(wav), "--commands", str(other), "--model", str(model)]) == 2
     )
     assert "trained for other commands" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ubiq_val_and_compress_score_a_command_model_as_training_did(command_model, tmp_path):
+    import torch
+
+    _, model = command_model
+    run = model.parent
+    trained = torch.load(run / "weights" / "best.pt", map_location="cpu", weights_only=False)
+    scored = run_ubiq("val", str(model), "--data", str(run / "data"), "--json")
+    assert scored.returncode == 0, scored.stderr
+    report = json.loads(scored.stdout)
+    classes = {"_silence_", "_unknown_", "lights on", "what time is it"}
+    assert set(report["per_class_top1"]) == classes
+    # onnxruntime and torch differ by float rounding only: at most one clip changes its answer
+    assert report["top1"] == pytest.approx(trained["metrics"]["top1"], abs=1.01 / report["clips"])
+    compressed = run_ubiq(
+        "compress", str(model), "--quantize", "fp16", "--val", str(run / "data"),
+        "--threads", "1", "--out", str(tmp_path / "q"), timeout=600,
+    )  # fmt: skip
+    assert compressed.returncode == 0, compressed.stderr[-2000:]
+    rows = json.loads((tmp_path / "q" / "report.json").read_text())["artifacts"]
+    assert [r["metric_name"] for r in rows] == ["top-1", "top-1"]
+    assert rows[0]["metric"] == pytest.approx(100 * report["top1"], abs=1e-6)

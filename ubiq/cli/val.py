@@ -4,13 +4,15 @@
 ubiq val MODEL --data DATA.yaml [--split val] [--conf 0.001] [--iou 0.6] [--json]
 ubiq val CLASSIFIER --data ROOT [--split val] [--json]     # ROOT/val/<class>/*.png
 ubiq val SEGMENTER --data DATA.yaml [--split val] [--json] # with masks/
+ubiq val KWS_MODEL --data ROOT [--split val] [--json]      # ROOT/val/<class>/*.wav
 ```
 
 Runs exactly what ``ubiq detect`` runs (the model's manifest, preprocessing, decoder and
 backend: ONNX Runtime or LiteRT) on every image of the split and scores the detections
 with COCO rules (mAP50, mAP50-95, per class). A classifier (manifest task ``classify``)
 is scored by top-1 on an image-folder split, a segmenter by mIoU (background included)
-on a YOLO-layout split with masks, per class too. Needs no torch, so it measures
+on a YOLO-layout split with masks, a keyword or command model by top-1 on a WAV-folder
+split, per class too. Needs no torch, so it measures
 a model on the device that will run it.
 """
 
@@ -183,6 +185,66 @@ def evaluate_classifier(
     }
 
 
+def evaluate_keywords(
+    model_path: str,
+    root: Path,
+    split: str = "val",
+    *,
+    backend: str | None = None,
+    num_threads: int | None = None,
+) -> dict[str, Any]:
+    """Top-1 accuracy of a keyword or command model on a WAV-folder split
+    (``root/split/<class>/*.wav``), each clip centred in the model's clip length and turned
+    into log-mel features by the settings in its manifest, as ``ubiq listen`` does.
+
+    Raises:
+        DatasetError: If the split is malformed or its classes differ from the model's.
+        ModelError: If the model cannot be loaded or is not a keyword model.
+    """
+    from ubiq.errors import ModelError
+    from ubiq.models.datasets.speech import load_keyword_folder
+    from ubiq.models.runtime.audio_features import LogMelOptions, fixed_length, read_wav, resample
+    from ubiq.models.runtime.backend import load_backend
+    from ubiq.models.runtime.model import find_manifest, resolve_model_path
+
+    path = resolve_model_path(model_path)
+    runtime = load_backend(path, backend=backend, num_threads=num_threads)
+    manifest = find_manifest(path, runtime)
+    if manifest.task != "kws" or "features" not in manifest.decoder.params:
+        raise ModelError(f"{path.name} is a {manifest.task!r} model, not a keyword model")
+    features = LogMelOptions.from_dict(manifest.decoder.params["features"])
+    paths, labels, names = load_keyword_folder(Path(root), split)
+    if list(manifest.labels) != list(names):
+        raise DatasetError(
+            f"{path.name} classes {list(manifest.labels)} differ from {root}/{split}'s {names}"
+        )
+    input_name = runtime.inputs[0].name
+    correct = np.zeros(len(names), np.int64)
+    total = np.zeros(len(names), np.int64)
+    length = features.clip_samples
+    started = time.perf_counter()
+    for clip_path, label in zip(paths, labels):
+        clip, rate = read_wav(clip_path)
+        if rate != features.sample_rate:
+            clip = resample(clip, rate, features.sample_rate)
+        clip = fixed_length(
+            clip, features.sample_rate, features.clip_seconds, (length - len(clip)) // 2
+        )
+        tensor = features(clip[None])[:, None].astype(np.float32)
+        logits = np.asarray(next(iter(runtime.run({input_name: tensor}).values())))
+        total[label] += 1
+        correct[label] += int(np.argmax(logits.reshape(-1)) == label)
+    return {
+        "model": str(path),
+        "data": str(root),
+        "split": split,
+        "clips": int(total.sum()),
+        "top1": float(correct.sum() / total.sum()),
+        "per_class_top1": {n: float(c / t) for n, c, t in zip(names, correct, total) if t},
+        "seconds": time.perf_counter() - started,
+    }
+
+
 def evaluate_segmenter(
     model_path: str,
     data_yaml: Path,
@@ -292,19 +354,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_classifier(args: argparse.Namespace) -> int:
-    if model_task(args.model) != "classify":
+    task = model_task(args.model)
+    if task not in ("classify", "kws"):
         raise ConfigError(
-            f"--data {args.data} is a folder (an image-folder classification set); "
-            "a detector needs a data.yaml"
+            f"--data {args.data} is a folder (an image-folder or WAV-folder set); "
+            f"a {task} model needs a data.yaml"
         )
-    result = evaluate_classifier(
+    score = evaluate_classifier if task == "classify" else evaluate_keywords
+    result = score(
         args.model, Path(args.data), args.split, backend=args.backend, num_threads=args.threads
     )
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
+    count = result.get("images", result.get("clips"))
     print(
-        f"{Path(result['model']).name} on {result['images']} {args.split} images: "
+        f"{Path(result['model']).name} on {count} {args.split} "
+        f"{'images' if task == 'classify' else 'clips'}: "
         f"top-1 {result['top1']:.3f}  ({result['seconds']:.1f} s)"
     )
     for name, top1 in result["per_class_top1"].items():
