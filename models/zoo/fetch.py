@@ -306,11 +306,26 @@ def _ensure_manifest(entry: ZooEntry, model_path: Path) -> None:
     manifest_path = manifest_path_for(model_path)
     if manifest_path.is_file():
         try:
-            ModelManifest.load(manifest_path)
-            return
+            cached = ModelManifest.load(manifest_path)
+            if not _stale_package_manifest(entry, cached):
+                return
+            logger.info("refreshing %s from this install's copy", manifest_path)
         except ModelError as error:
             logger.warning("rewriting unreadable manifest %s: %s", manifest_path, error)
     _write_manifest(entry, model_path, source=f"cache ({entry.sources[0].describe()})")
+
+
+def _stale_package_manifest(entry: ZooEntry, cached: ModelManifest) -> bool:
+    """Whether a model shipped in the package has a newer manifest than the cached copy
+    (an upgrade changed, say, a command model's threshold: the cache must follow)."""
+    packaged = [s for s in entry.sources if s.kind == "package"]
+    if not packaged or entry.manifest:
+        return False
+    shipped_path = manifest_path_for(_packaged_file(packaged[0].member))
+    if not shipped_path.is_file():
+        return False
+    shipped = ModelManifest.load(shipped_path)
+    return shipped.with_updates(sha256=cached.sha256, source=cached.source) != cached
 
 
 def pull(name: str, *, force: bool = False, progress: bool = True, timeout_s: float = 20.0) -> Path:

@@ -512,3 +512,19 @@ def test_cli_info_reads_ultralytics_onnx_metadata(
         "params": {"num_classes": 80, "stride": 32},
     }
     assert info["manifest"]["input"]["shape"] == [1, 3, 320, 320]
+
+
+def test_a_cached_packaged_model_follows_the_installed_manifest(ubiq_home):
+    """An upgrade that changes a shipped model's manifest (say a command model's threshold)
+    reaches a cache filled by an older install; an up-to-date cache is left alone."""
+    path = zoo.pull("ubiq-commands-demo")
+    manifest_path = path.with_suffix(".json")
+    shipped = json.loads(manifest_path.read_text())
+    old = json.loads(manifest_path.read_text())
+    old["decoder"]["params"]["threshold"] = 0.9  # what an older install had cached
+    manifest_path.write_text(json.dumps(old))
+    assert zoo.pull("ubiq-commands-demo") == path
+    assert json.loads(manifest_path.read_text()) == shipped
+    before = manifest_path.stat().st_mtime_ns
+    zoo.pull("ubiq-commands-demo")
+    assert manifest_path.stat().st_mtime_ns == before
