@@ -96,6 +96,21 @@ def make_clips(count: int, seed: int, noise: str = "white") -> list[tuple[str, C
     return clips
 
 
+def energy_bounds(clean: Clip, depth_db: float, frame_s: float = 0.010) -> tuple[float, float]:
+    """Start and end of the speech in a clean clip by frame energy: the first and last
+    ``frame_s`` frame within ``depth_db`` of the loudest frame (a second view of "the true
+    boundary": the default one counts any sample above 1e-3, 54 dB below the peak)."""
+    rate = clean.sample_rate
+    first, last = round(clean.t_start * rate), round(clean.t_end * rate)
+    size = round(frame_s * rate)
+    speech = clean.samples[first:last].astype(np.float64)
+    count = max(1, len(speech) // size)
+    energy = np.array([np.mean(speech[i * size : (i + 1) * size] ** 2) for i in range(count)])
+    level = 10 * np.log10(np.maximum(energy, 1e-20))
+    loud = np.flatnonzero(level >= level.max() - depth_db)
+    return clean.t_start + loud[0] * frame_s, clean.t_start + (loud[-1] + 1) * frame_s
+
+
 def _ms(values: list[float]) -> str:
     if not values:
         return "-"
@@ -134,16 +149,27 @@ def main() -> None:
     parser.add_argument("--no-energy", action="store_true", help="the model alone")
     parser.add_argument("--quiet-ms", type=float, default=None)
     parser.add_argument("--tail-ms-per-db", type=float, default=None)
+    parser.add_argument(
+        "--energy-truth-db",
+        type=float,
+        default=None,
+        help="also count clips within 100 ms of the energy boundary of the clean speech "
+        "(first/last 10 ms frame within this many dB of the loudest)",
+    )
     args = parser.parse_args()
     seeds = [args.seed] if args.seed is not None else [int(s) for s in args.seeds.split(",")]
     options = _options(args)
     segmenter = VadSegmenter(options, SileroVad(threads=args.threads))
     clips = [clip for seed in seeds for clip in make_clips(args.clips, seed, args.noise)]
     results: dict[float | None, dict[str, list]] = {
-        snr: {"start": [], "end": [], "latency": [], "within": [], "bad": []} for snr in CONDITIONS
+        snr: {"start": [], "end": [], "latency": [], "within": [], "bad": [], "within_e": []}
+        for snr in CONDITIONS
     }
     audio_s = spent_s = 0.0
+    energy_truth: dict[str, tuple[float, float]] = {}
     for name, clip in clips:
+        if args.energy_truth_db is not None and clip.snr_db is None:  # clean comes first
+            energy_truth[name] = energy_bounds(clip, args.energy_truth_db)
         events, spent = run_clip(segmenter, clip.samples, clip.sample_rate)
         audio_s += clip.duration_s
         spent_s += spent
@@ -159,6 +185,10 @@ def main() -> None:
         row["end"].append(end_error)
         row["latency"].append(ends[0].emitted_at - clip.t_end)
         row["within"].append(max(abs(start_error), abs(end_error)) <= 0.1)
+        if name in energy_truth:
+            true_start, true_end = energy_truth[name]
+            errors = (ends[0].t_start - true_start, ends[0].t_end - true_end)
+            row["within_e"].append(max(abs(e) for e in errors) <= 0.1)
     print(f"options: {options} (neg_threshold resolved to {options.exit_threshold:g})")
     print(f"seeds {','.join(map(str, seeds))}, {args.clips} phrases each, {args.noise} noise")
     header = (
@@ -182,6 +212,11 @@ def main() -> None:
             f"{_ms(row['start']):>14} | {_ms(row['end']):>12} | {bias:>8} | {latency:>15} | "
             f"{sum(row['within']):>6}/{len(row['within']):<6}"
         )
+        if row["within_e"]:
+            print(
+                f"{'':>12}within 100 ms of the clean speech's -{args.energy_truth_db:g} dB "
+                f"energy boundaries: {sum(row['within_e'])}/{len(row['within_e'])}"
+            )
         for line in row["bad"]:
             print(f"{'':>12}{line}")
     rows = results.values()
