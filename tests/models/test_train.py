@@ -274,7 +274,7 @@ def test_classifier_learns_real_handwritten_digits(tmp_path):
     assert fp32["metric"] == pytest.approx(100 * report["top1"], abs=1e-6)
     # a detector's data.yaml is not a classification set, and a folder is not a data.yaml
     wrong = run_ubiq("val", "ubiq-det-mnv2", "--data", str(root))
-    assert wrong.returncode == 2 and "a detector needs a data.yaml" in wrong.stderr
+    assert wrong.returncode == 2 and "a detect model needs a data.yaml" in wrong.stderr
 
 
 def test_segmenter_trains_and_exports_within_1e_4(tiny_data, tmp_path):
