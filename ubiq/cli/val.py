@@ -128,6 +128,58 @@ def model_task(model_path: str) -> str:
     return find_manifest(path, load_backend(path, num_threads=1)).task
 
 
+def _open_model(model_path: str, task: str, backend: str | None, num_threads: int | None):
+    """The model's path, runtime and manifest; a model of another task is a ModelError."""
+    from ubiq.errors import ModelError
+    from ubiq.models.runtime.backend import load_backend
+    from ubiq.models.runtime.model import find_manifest, resolve_model_path
+
+    path = resolve_model_path(model_path)
+    runtime = load_backend(path, backend=backend, num_threads=num_threads)
+    manifest = find_manifest(path, runtime)
+    if manifest.task != task:
+        raise ModelError(f"{path.name} is a {manifest.task!r} model, not a {task!r} one")
+    return path, runtime, manifest
+
+
+def _top1(
+    model_path: str,
+    task: str,
+    root: Path,
+    split: str,
+    load_split,
+    input_for,
+    backend: str | None,
+    num_threads: int | None,
+) -> dict[str, Any]:
+    """Top-1 of a ``task`` model over ``load_split(root, split) -> (paths, labels, names)``,
+    each file turned into the model's input by ``input_for(manifest)(path)``."""
+    path, runtime, manifest = _open_model(model_path, task, backend, num_threads)
+    paths, labels, names = load_split(Path(root), split)
+    if manifest.labels and list(manifest.labels) != list(names):
+        raise DatasetError(
+            f"{path.name} classes {list(manifest.labels)} differ from {root}/{split}'s {names}"
+        )
+    input_name = runtime.inputs[0].name
+    make_input = input_for(manifest)
+    correct = np.zeros(len(names), np.int64)
+    total = np.zeros(len(names), np.int64)
+    started = time.perf_counter()
+    for item, label in zip(paths, labels):
+        outputs = runtime.run({input_name: make_input(item)})
+        total[label] += 1
+        correct[label] += int(np.argmax(np.asarray(next(iter(outputs.values())))) == label)
+    return {
+        "model": str(path),
+        "data": str(root),
+        "split": split,
+        "items": int(total.sum()),
+        "top1": float(correct.sum() / total.sum()),
+        "per_class_top1": {n: float(c / t) for n, c, t in zip(names, correct, total) if t},
+        "seconds": time.perf_counter() - started,
+    }
+
+
 def evaluate_classifier(
     model_path: str,
     root: Path,
@@ -146,43 +198,22 @@ def evaluate_classifier(
     """
     import cv2
 
-    from ubiq.errors import ModelError
     from ubiq.models.datasets.classify import load_image_folder
-    from ubiq.models.runtime.backend import load_backend
-    from ubiq.models.runtime.model import find_manifest, resolve_model_path
     from ubiq.models.runtime.preprocess import prepare_input
 
-    path = resolve_model_path(model_path)
-    runtime = load_backend(path, backend=backend, num_threads=num_threads)
-    manifest = find_manifest(path, runtime)
-    if manifest.task != "classify":
-        raise ModelError(f"{path.name} is a {manifest.task!r} model, not a classifier")
-    paths, labels, names = load_image_folder(Path(root), split)
-    if manifest.labels and list(manifest.labels) != names:
-        raise DatasetError(
-            f"{path.name} classes {list(manifest.labels)} differ from {root}/{split}'s {names}"
-        )
-    input_name = runtime.inputs[0].name
-    correct = np.zeros(len(names), np.int64)
-    total = np.zeros(len(names), np.int64)
-    started = time.perf_counter()
-    for image_path, label in zip(paths, labels):
-        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise DatasetError(f"cannot read image {image_path}")
-        tensor, _ = prepare_input(image, manifest.preprocess, manifest.input)
-        logits = np.asarray(next(iter(runtime.run({input_name: tensor}).values())))
-        total[label] += 1
-        correct[label] += int(np.argmax(logits.reshape(-1)) == label)
-    return {
-        "model": str(path),
-        "data": str(root),
-        "split": split,
-        "images": int(total.sum()),
-        "top1": float(correct.sum() / total.sum()),
-        "per_class_top1": {n: float(c / t) for n, c, t in zip(names, correct, total) if t},
-        "seconds": time.perf_counter() - started,
-    }
+    def image_input(manifest):
+        def prepare(image_path: Path) -> np.ndarray:
+            image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+            if image is None:
+                raise DatasetError(f"cannot read image {image_path}")
+            return prepare_input(image, manifest.preprocess, manifest.input)[0]
+
+        return prepare
+
+    result = _top1(
+        model_path, "classify", root, split, load_image_folder, image_input, backend, num_threads
+    )
+    return {"images": result.pop("items"), **result}
 
 
 def evaluate_keywords(
@@ -204,45 +235,26 @@ def evaluate_keywords(
     from ubiq.errors import ModelError
     from ubiq.models.datasets.speech import load_keyword_folder
     from ubiq.models.runtime.audio_features import LogMelOptions, fixed_length, read_wav, resample
-    from ubiq.models.runtime.backend import load_backend
-    from ubiq.models.runtime.model import find_manifest, resolve_model_path
 
-    path = resolve_model_path(model_path)
-    runtime = load_backend(path, backend=backend, num_threads=num_threads)
-    manifest = find_manifest(path, runtime)
-    if manifest.task != "kws" or "features" not in manifest.decoder.params:
-        raise ModelError(f"{path.name} is a {manifest.task!r} model, not a keyword model")
-    features = LogMelOptions.from_dict(manifest.decoder.params["features"])
-    paths, labels, names = load_keyword_folder(Path(root), split)
-    if list(manifest.labels) != list(names):
-        raise DatasetError(
-            f"{path.name} classes {list(manifest.labels)} differ from {root}/{split}'s {names}"
-        )
-    input_name = runtime.inputs[0].name
-    correct = np.zeros(len(names), np.int64)
-    total = np.zeros(len(names), np.int64)
-    length = features.clip_samples
-    started = time.perf_counter()
-    for clip_path, label in zip(paths, labels):
-        clip, rate = read_wav(clip_path)
-        if rate != features.sample_rate:
-            clip = resample(clip, rate, features.sample_rate)
-        clip = fixed_length(
-            clip, features.sample_rate, features.clip_seconds, (length - len(clip)) // 2
-        )
-        tensor = features(clip[None])[:, None].astype(np.float32)
-        logits = np.asarray(next(iter(runtime.run({input_name: tensor}).values())))
-        total[label] += 1
-        correct[label] += int(np.argmax(logits.reshape(-1)) == label)
-    return {
-        "model": str(path),
-        "data": str(root),
-        "split": split,
-        "clips": int(total.sum()),
-        "top1": float(correct.sum() / total.sum()),
-        "per_class_top1": {n: float(c / t) for n, c, t in zip(names, correct, total) if t},
-        "seconds": time.perf_counter() - started,
-    }
+    def clip_input(manifest):
+        if "features" not in manifest.decoder.params:
+            raise ModelError(f"{model_path}: its manifest has no log-mel feature settings")
+        features = LogMelOptions.from_dict(manifest.decoder.params["features"])
+
+        def prepare(clip_path: Path) -> np.ndarray:
+            clip, rate = read_wav(clip_path)
+            if rate != features.sample_rate:
+                clip = resample(clip, rate, features.sample_rate)
+            offset = (features.clip_samples - len(clip)) // 2
+            clip = fixed_length(clip, features.sample_rate, features.clip_seconds, offset)
+            return features(clip[None])[:, None].astype(np.float32)
+
+        return prepare
+
+    result = _top1(
+        model_path, "kws", root, split, load_keyword_folder, clip_input, backend, num_threads
+    )
+    return {"clips": result.pop("items"), **result}
 
 
 def evaluate_segmenter(
@@ -262,18 +274,11 @@ def evaluate_segmenter(
     """
     import cv2
 
-    from ubiq.errors import ModelError
     from ubiq.models.datasets.yolo import load_yolo_split
-    from ubiq.models.runtime.backend import load_backend
-    from ubiq.models.runtime.model import find_manifest, resolve_model_path
     from ubiq.models.runtime.preprocess import prepare_input
     from ubiq.models.train.metrics import confusion_matrix
 
-    path = resolve_model_path(model_path)
-    runtime = load_backend(path, backend=backend, num_threads=num_threads)
-    manifest = find_manifest(path, runtime)
-    if manifest.task != "segment":
-        raise ModelError(f"{path.name} is a {manifest.task!r} model, not a segmenter")
+    path, runtime, manifest = _open_model(model_path, "segment", backend, num_threads)
     dataset = load_yolo_split(Path(data_yaml), split)
     names = ["background", *dataset.names]
     if manifest.labels and len(manifest.labels) != len(names):
