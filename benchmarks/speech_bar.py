@@ -12,7 +12,10 @@ pipeline (Silero VAD, then the command engine) in 32 ms chunks, and prints:
 * real-time factor (processing seconds / audio seconds, VAD plus commands, one thread);
 * delay from the true end of speech to the command event, in audio time (the chunk that
   closed the utterance, plus the wall time spent recognising it);
-* VAD boundary errors against the true speech boundaries of the clips.
+* VAD boundary errors against the true speech boundaries of the clips;
+* with ``--near-misses``, phrases one or two words from a command ("turn on the garden
+  light") that give any ``speech.command``, in a column of their own;
+* with ``--sweep``, the command accuracy and acceptances at each given threshold.
 
 ::
 
@@ -64,7 +67,24 @@ NON_COMMANDS = (
 """Non-command sentences, none of them in the command model's training sentences; some
 share words with the commands ("turn", "light", "stop", "music", "kitchen", "open")."""
 
+NEAR_MISSES = (
+    "turn on the garden light",
+    "turn off the hallway light",
+    "open the front door",
+    "close the kitchen window",
+    "play some videos",
+    "set a timer for ten minutes",
+    "start cooking dinner",
+    "stop the car",
+    "arm the alarm",
+    "what day is it",
+)
+"""Phrases one or two words away from a demo command, for ``--near-misses``: none is a
+command, and none is in the training sentences (the training set's own near-misses are
+generated from the commands, so some may coincide with these by chance)."""
+
 assert not set(NON_COMMANDS) & set(DEFAULT_SENTENCES)
+assert not set(NEAR_MISSES) & set(DEFAULT_SENTENCES)
 
 
 def run_clip(pipeline: SpeechPipeline, samples: np.ndarray, chunk: int = 512) -> list:
@@ -94,6 +114,11 @@ def main() -> int:
     parser.add_argument("--snrs", default="clean,20,10")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--near-misses",
+        action="store_true",
+        help="also play phrases one or two words away from a command (reported on their own)",
+    )
+    parser.add_argument(
         "--sweep",
         help="thresholds, e.g. 0.3,0.4,0.5,0.6: command accuracy and non-commands accepted "
         "per SNR at each, from the same clips (pick one on validation voices, not test ones)",
@@ -112,6 +137,8 @@ def main() -> int:
     snrs = [None if s == "clean" else float(s) for s in args.snrs.split(",")]
     rng = np.random.default_rng(args.seed)
     items = [(t, "command") for t in commands.texts] + [(t, "other") for t in NON_COMMANDS]
+    if args.near_misses:
+        items += [(t, "near") for t in NEAR_MISSES if t not in commands.texts]
     if commands.wake:
         items.append((commands.wake, "wake"))
     print(
@@ -160,8 +187,12 @@ def main() -> int:
         bad = sum(not r["ok"] for r in rows)
         return f"{bad}/{len(rows)} ({100 * bad / max(1, len(rows)):.1f}%)"
 
-    print("\n| condition | command accuracy | non-commands accepted | wake heard |")
-    print("|---|---|---|---|")
+    near_cols = any(r["kind"] == "near" for r in results)
+    print(
+        "\n| condition | command accuracy | non-commands accepted | wake heard |"
+        + (" near-misses accepted |" if near_cols else "")
+    )
+    print("|---|---|---|---|" + ("---|" if near_cols else ""))
     groups = [("snr", s) for s in snrs] + [("voice", v) for v in voices] + [("all", None)]
     for key, value in groups:
         rows = results if key == "all" else [r for r in results if r[key] == value]
@@ -171,7 +202,11 @@ def main() -> int:
         cmd = [r for r in rows if r["kind"] == "command"]
         other = [r for r in rows if r["kind"] == "other"]
         wake = [r for r in rows if r["kind"] == "wake"]
-        print(f"| {name} | {rate(cmd)} | {false_accepts(other)} | {rate(wake) if wake else '-'} |")
+        near = [r for r in rows if r["kind"] == "near"]
+        print(
+            f"| {name} | {rate(cmd)} | {false_accepts(other)} | {rate(wake) if wake else '-'} |"
+            + (f" {false_accepts(near)} |" if near_cols else "")
+        )
     delays = sorted(r["delay"] for r in results if "delay" in r)
     if delays:
         p95 = delays[min(len(delays) - 1, int(0.95 * len(delays)))]
@@ -221,26 +256,26 @@ def _sweep(results: list[dict], snrs: list, thresholds: list[float], commands) -
             best for best, confidence in row["heard"] if best in phrases and confidence >= threshold
         ]
 
+    near_cols = any(r["kind"] == "near" for r in results)
+    kinds = ["other", *(["near"] if near_cols else [])]
+    heads = ["commands", "non-commands", *(["near-misses"] if near_cols else [])]
     print(
         "\n| threshold | "
-        + " | ".join(
-            f"{'clean' if s is None else f'{s:g} dB'} commands | non-commands" for s in snrs
-        )
+        + " | ".join(f"{'clean' if s is None else f'{s:g} dB'} {h}" for s in snrs for h in heads)
         + " |"
     )
-    print("|---|" + "---|---|" * len(snrs))
+    print("|---|" + "---|" * len(heads) * len(snrs))
     for threshold in thresholds:
         cells = []
         for snr in snrs:
             rows = [r for r in results if r["snr"] == snr]
             cmd = [r for r in rows if r["kind"] == "command"]
-            other = [r for r in rows if r["kind"] == "other"]
             good = sum(accepted(r, threshold) == [r["text"]] for r in cmd)
-            bad = sum(bool(accepted(r, threshold)) for r in other)
-            cells += [
-                f"{good}/{len(cmd)} ({100 * good / max(1, len(cmd)):.1f}%)",
-                f"{bad}/{len(other)} ({100 * bad / max(1, len(other)):.1f}%)",
-            ]
+            cells.append(f"{good}/{len(cmd)} ({100 * good / max(1, len(cmd)):.1f}%)")
+            for kind in kinds:
+                negatives = [r for r in rows if r["kind"] == kind]
+                bad = sum(bool(accepted(r, threshold)) for r in negatives)
+                cells.append(f"{bad}/{len(negatives)} ({100 * bad / max(1, len(negatives)):.1f}%)")
         print(f"| {threshold:g} | " + " | ".join(cells) + " |")
 
 
