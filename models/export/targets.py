@@ -227,40 +227,16 @@ def _for_coral(path: Path, work: Path, calib: str | None) -> TargetModel:
 
 
 def _full_int8_tflite(checkpoint: Path, work: Path, calib: str) -> tuple[Path, list[str]]:
-    export_onnx = _exporter()
-    import cv2
-    import torch
-
     from ubiq.models.compress.sensitivity import calibration_images
-    from ubiq.models.export.onnx_export import load_checkpoint
-    from ubiq.models.export.tflite import export_tflite
-    from ubiq.models.runtime.preprocess import prepare_input
+    from ubiq.models.export.tflite import export_checkpoint_tflite
 
-    exported = export_onnx(checkpoint, work / "model.onnx")
-    model, config, _ = load_checkpoint(checkpoint)
-    if hasattr(model, "export_mode"):
-        model.export_mode = True
-    inputs = []
-    for image_path in calibration_images(calib, count=64):
-        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ConfigError(f"--calib: cannot read image {image_path}")
-        tensor, _ = prepare_input(image, exported.manifest.preprocess, exported.manifest.input)
-        inputs.append(tensor)
-    height, width = config.imgsz
-    tflite = export_tflite(
-        model,
-        torch.rand(1, config.in_channels, height, width),
-        work,
-        name="model",
-        int8=True,
-        calibration=inputs,
-        manifest=exported.manifest,
-    )
+    exported = _exporter()(checkpoint, work / "model.onnx")
+    images = calibration_images(calib, count=64)
+    tflite = export_checkpoint_tflite(checkpoint, exported, int8=True, calib=images)
     assert tflite.int8_model is not None  # int8=True always writes it
     cosine = ", ".join(f"{c:.4f}" for c in tflite.int8_cosine)
     return tflite.int8_model.path, [
-        f"{checkpoint.name}: exported to full-int8 TFLite on {len(inputs)} calibration "
+        f"{checkpoint.name}: exported to full-int8 TFLite on {len(images)} calibration "
         f"images (output cosine to torch {cosine})",
         *tflite.notes,
     ]

@@ -595,3 +595,63 @@ def _write_manifest(manifest: ModelManifest, info: TfliteModelInfo, channels_las
         name=info.path.stem, format="tflite", input=input_spec, preprocess=preprocess, sha256=""
     )
     return updated.save(manifest_path_for(info.path))
+
+
+def export_checkpoint_tflite(
+    checkpoint: str | Path,
+    exported: Any,
+    *,
+    int8: bool = False,
+    calib: str | Sequence[Path] | None = None,
+    count: int = 64,
+) -> TfliteExportResult:
+    """Exports a ``ubiq train`` checkpoint to TFLite beside its ONNX export.
+
+    Args:
+        checkpoint: The checkpoint (``best.pt``).
+        exported: What :func:`~ubiq.models.export.onnx_export.export_onnx` returned for it;
+            the files are written beside ``exported.path`` with its stem and manifest.
+        int8: Also write the full-integer model.
+        calib: Calibration images for ``int8``: a data.yaml (its train split), an image
+            folder or a glob, of which up to ``count`` are used, or the image paths
+            themselves. Each goes through the deployment preprocessing.
+        count: Most calibration images.
+
+    Raises:
+        ConfigError: If ``int8`` has no ``calib``, or the images cannot be found or read.
+        BackendUnavailable: If the TFLite converters are not installed.
+        ModelError: If the conversion fails.
+    """
+    import cv2
+    import torch
+
+    from ubiq.errors import ConfigError
+    from ubiq.models.compress.sensitivity import calibration_images
+    from ubiq.models.export.onnx_export import load_checkpoint
+    from ubiq.models.runtime.preprocess import prepare_input
+
+    model, config, _ = load_checkpoint(checkpoint)
+    if hasattr(model, "export_mode"):
+        model.export_mode = True
+    calibration = None
+    if int8:
+        if not calib:
+            raise ConfigError("--int8 needs --calib DATA (a data.yaml, an image folder or a glob)")
+        calibration = []
+        paths = calibration_images(calib, count=count) if isinstance(calib, str) else calib
+        for image_path in paths:
+            image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+            if image is None:
+                raise ConfigError(f"--calib: cannot read image {image_path}")
+            manifest = exported.manifest
+            calibration.append(prepare_input(image, manifest.preprocess, manifest.input)[0])
+    height, width = config.imgsz
+    return export_tflite(
+        model,
+        torch.rand(1, config.in_channels, height, width),
+        Path(exported.path).parent,
+        name=Path(exported.path).stem,
+        int8=int8,
+        calibration=calibration,
+        manifest=exported.manifest,
+    )

@@ -294,3 +294,17 @@ def prepare_input(
     if np.may_share_memory(tensor, image_bgr):
         tensor = tensor.copy()  # Raw uint8 of a frame already at size: never alias it.
     return tensor, transform
+
+
+def letterbox_mask(
+    mask: np.ndarray, transform: ImageTransform, height: int, width: int
+) -> np.ndarray:
+    """Places a class-id mask of the source frame as :func:`prepare_input` placed the frame:
+    resized by nearest neighbour and padded with 0 (background) to ``(height, width)``."""
+    new_w = round(transform.source_width * transform.scale_x)
+    new_h = round(transform.source_height * transform.scale_y)
+    resized = cv2.resize(mask, (new_w, new_h), interpolation=cv2.INTER_NEAREST)
+    canvas = np.zeros((height, width), np.uint8)
+    top, left = int(transform.pad_y), int(transform.pad_x)
+    canvas[top : top + new_h, left : left + new_w] = resized[: height - top, : width - left]
+    return canvas

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from ubiq.errors import DatasetError
 from ubiq.manifest import InputSpec, Preprocess
+from ubiq.models.runtime.preprocess import letterbox_mask
 
 __all__ = ["ClassifyData", "DetectData", "SegmentData", "image_preprocess", "to_float"]
 
@@ -175,19 +176,9 @@ class SegmentData:
                     f"in {item.mask_path}"
                 )
             images.append(tensor)
-            masks.append(_letterbox_mask(mask, transform, preprocess))
+            masks.append(letterbox_mask(mask, transform, preprocess.height, preprocess.width))
         names = ["background", *dataset.names]
         return cls(np.stack(images), np.stack(masks).astype(np.int64), names)
 
     def __len__(self) -> int:
         return len(self.masks)
-
-
-def _letterbox_mask(mask: np.ndarray, transform, preprocess: Preprocess) -> np.ndarray:
-    new_w = round(transform.source_width * transform.scale_x)
-    new_h = round(transform.source_height * transform.scale_y)
-    resized = cv2.resize(mask, (new_w, new_h), interpolation=cv2.INTER_NEAREST)
-    canvas = np.zeros((preprocess.height, preprocess.width), np.uint8)
-    top, left = int(transform.pad_y), int(transform.pad_x)
-    canvas[top : top + new_h, left : left + new_w] = resized
-    return canvas

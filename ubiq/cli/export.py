@@ -50,61 +50,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calibration(args: argparse.Namespace, manifest, count: int = 64) -> list:
-    """Up to ``count`` images of ``--calib`` (data.yaml, image folder or image files),
-    prepared exactly as the deployed model's input (float NCHW)."""
-    import glob
-
-    import cv2
-
-    from ubiq.models.runtime.preprocess import prepare_input
-
-    if not args.calib:
-        raise ConfigError("--int8 needs --calib DATA (a data.yaml, an image folder or a glob)")
-    calib = Path(args.calib)
-    if calib.suffix in (".yaml", ".yml") and calib.is_file():
-        from ubiq.models.datasets.yolo import load_yolo_split
-
-        split = load_yolo_split(calib, "train")
-        paths = [item.image_path for item in split.items]
-    elif calib.is_dir():
-        paths = sorted(p for p in calib.rglob("*") if p.suffix.lower() in (".jpg", ".png"))
-    else:
-        paths = [Path(p) for p in sorted(glob.glob(args.calib))]
-    if not paths:
-        raise ConfigError(f"--calib {args.calib} holds no images")
-    step = max(1, len(paths) // count)
-    inputs = []
-    for path in paths[::step][:count]:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ConfigError(f"--calib: cannot read image {path}")
-        tensor, _ = prepare_input(image, manifest.preprocess, manifest.input)
-        inputs.append(tensor)
-    return inputs
-
-
 def _export_tflite(args: argparse.Namespace, onnx_result) -> None:
-    from ubiq.models.export.onnx_export import load_checkpoint
-    from ubiq.models.export.tflite import export_tflite
+    from ubiq.models.export.tflite import export_checkpoint_tflite
 
-    model, config, _ = load_checkpoint(args.checkpoint)
-    if hasattr(model, "export_mode"):
-        model.export_mode = True
-    manifest = onnx_result.manifest
-    calibration = _calibration(args, manifest) if args.int8 else None
-    import torch
-
-    height, width = config.imgsz
-    example = torch.rand(1, config.in_channels, height, width)
-    result = export_tflite(
-        model,
-        example,
-        onnx_result.path.parent,
-        name=onnx_result.path.stem,
-        int8=args.int8,
-        calibration=calibration,
-        manifest=manifest,
+    if args.int8 and not args.calib:
+        raise ConfigError("--int8 needs --calib DATA (a data.yaml, an image folder or a glob)")
+    result = export_checkpoint_tflite(
+        args.checkpoint, onnx_result, int8=args.int8, calib=args.calib
     )
     print(
         f"tflite float32: {result.float_model.path} "

@@ -275,7 +275,7 @@ def evaluate_segmenter(
     import cv2
 
     from ubiq.models.datasets.yolo import load_yolo_split
-    from ubiq.models.runtime.preprocess import prepare_input
+    from ubiq.models.runtime.preprocess import letterbox_mask, prepare_input
     from ubiq.models.train.metrics import confusion_matrix
 
     path, runtime, manifest = _open_model(model_path, "segment", backend, num_threads)
@@ -298,7 +298,7 @@ def evaluate_segmenter(
         logits = np.asarray(next(iter(runtime.run({input_name: tensor}).values())))
         predicted = logits[0].argmax(0)
         matrix += confusion_matrix(
-            predicted, _letterbox_mask(mask, transform, predicted.shape), len(names)
+            predicted, letterbox_mask(mask, transform, *predicted.shape), len(names)
         )
     intersection = np.diag(matrix).astype(np.float64)
     union = matrix.sum(0) + matrix.sum(1) - intersection
@@ -313,19 +313,6 @@ def evaluate_segmenter(
         "per_class_iou": per_class,
         "seconds": time.perf_counter() - started,
     }
-
-
-def _letterbox_mask(mask: np.ndarray, transform, shape: tuple[int, int]) -> np.ndarray:
-    """The true mask placed as the image was: resized (nearest) and padded with 0."""
-    import cv2
-
-    new_w = round(transform.source_width * transform.scale_x)
-    new_h = round(transform.source_height * transform.scale_y)
-    resized = cv2.resize(mask, (new_w, new_h), interpolation=cv2.INTER_NEAREST)
-    canvas = np.zeros(shape, np.uint8)
-    top, left = int(transform.pad_y), int(transform.pad_x)
-    canvas[top : top + new_h, left : left + new_w] = resized[: shape[0] - top, : shape[1] - left]
-    return canvas
 
 
 def run(args: argparse.Namespace) -> int:
