@@ -176,7 +176,7 @@ class _Runner:
         return True
 
     def prune(self, index: int, options) -> None:
-        from ubiq.models.compress.prune import prune_checkpoint
+        from ubiq.models.compress.prune_checkpoint import prune_checkpoint
         from ubiq.models.export.onnx_export import export_onnx
 
         checkpoint = self._checkpoint("prune")

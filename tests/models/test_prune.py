@@ -13,10 +13,10 @@ from ubiq.errors import ConfigError  # noqa: E402
 from ubiq.models.compress.prune import (  # noqa: E402
     DENSE_RUNTIME_NOTE,
     count_macs_params,
-    prune_checkpoint,
     prune_structured,
     prune_unstructured,
 )
+from ubiq.models.compress.prune_checkpoint import prune_checkpoint  # noqa: E402
 from ubiq.models.nets import ModelConfig, build_model  # noqa: E402
 
 LABELS = ("cat", "cup", "rocket")
@@ -213,3 +213,11 @@ def test_prune_checkpoint_round_trip(tmp_path):
     assert raw.metrics == {} and raw.macs_after == result.macs_after
     raw_model = load_checkpoint(raw.checkpoint)[0]
     assert count_macs_params(raw_model, (1, 3, 64, 64))[0] == raw.macs_after
+
+
+def test_prune_checkpoint_keeps_its_old_import_path():
+    from ubiq.models.compress import prune
+    from ubiq.models.compress import prune_checkpoint as module
+
+    assert prune.prune_checkpoint is module.prune_checkpoint
+    assert prune.PruneCheckpointResult is module.PruneCheckpointResult
