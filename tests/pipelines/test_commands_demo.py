@@ -89,3 +89,53 @@ def test_the_threshold_comes_from_the_caller_then_the_manifest(tmp_path):
     copy.with_suffix(".json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="threshold in its manifest must be in"):
         ModelCommandRecognizer(copy, commands)
+
+
+def test_wake_phrase_and_command_said_in_one_breath():
+    """'hey ubiq turn on the kitchen light' with no pause is one VAD segment: the pipeline
+    cuts it into the wake phrase and the command (and without the cut hears neither)."""
+    commands = load_commands(files("ubiq.data") / "models" / "ubiq-commands-demo.yaml")
+    recognizer = ModelCommandRecognizer("ubiq-commands-demo", commands)
+    vad = SileroVad()
+    rng = np.random.default_rng(11)
+    right = plain = 0
+    phrases = ("turn on the kitchen light", "play some music", "stop recording")
+    for text in phrases:
+        clip = make_clip(f"hey ubiq {text}", HELD_OUT_VOICES[0], 150, 50, snr_db=20, rng=rng)
+        events = _events(SpeechPipeline(VadSegmenter(vad=vad), recognizer), clip.samples)
+        assert sum(e.kind == "speech.end" for e in events) == 1  # one utterance
+        said = [(e.kind, e.payload["text"]) for e in events if e.kind != "speech.end"][1:]
+        right += said == [("speech.wake", "hey ubiq"), ("speech.command", text)]
+        if said and said[-1][0] == "speech.command":
+            wake, command = [
+                e.payload for e in events if e.kind in ("speech.wake", "speech.command")
+            ]
+            assert clip.t_start - 0.1 < wake["t_start"] < wake["t_end"] == command["t_start"]
+            assert command["t_end"] == pytest.approx(clip.t_end, abs=0.1)
+        unsplit = SpeechPipeline(VadSegmenter(vad=vad), recognizer, split_wake=False)
+        plain += any(e.kind == "speech.command" for e in _events(unsplit, clip.samples))
+    assert right >= 2, f"{right}/3 run-on wake+command utterances heard"
+    assert plain == 0
+
+
+def test_listen_cli_writes_the_wake_and_the_command_of_one_breath(tmp_path, capsys):
+    import json
+
+    from ubiq.cli import main
+    from ubiq.models.runtime.audio_features import write_wav
+
+    demo = files("ubiq.data") / "models" / "ubiq-commands-demo.yaml"
+    clip = make_clip("hey ubiq play some music", HELD_OUT_VOICES[1], 150, 50, snr_db=None)
+    wav, out = tmp_path / "talk.wav", tmp_path / "events.jsonl"
+    write_wav(wav, clip.samples, 16000)
+    args = ["listen", "--source", str(wav), "--commands", str(demo),
+            "--model", "ubiq-commands-demo", "--jsonl", str(out), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    said = [(r["kind"], r["text"], r["intent"]) for r in records if r["kind"] != "speech.start"]
+    assert said == [
+        ("speech.wake", "hey ubiq", None),
+        ("speech.command", "play some music", "music"),
+        ("speech.end", "", None),
+    ]
+    assert "1 cut after the wake phrase" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from ubiq.cli import main
 from ubiq.models.datasets.commands import make_clip
 from ubiq.models.runtime.audio_features import write_wav
 from ubiq.pipelines.speech.commands import CommandSet
-from ubiq.pipelines.speech.listen import RECORD_KEYS, SpeechPipeline
+from ubiq.pipelines.speech.listen import RECORD_KEYS, SpeechPipeline, pause_cuts
 from ubiq.pipelines.speech.recognize import Recognition, SphinxCommandRecognizer
 
 COMMANDS_YAML = """\
@@ -219,3 +219,95 @@ def test_listen_runs_without_torch(tmp_path):
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
     )
     assert result.stdout.strip().endswith("ok"), result.stderr[-2000:]
+
+
+def _tone(freq: float, seconds: float, amplitude: float = 0.3) -> np.ndarray:
+    t = np.arange(round(seconds * 16000)) / 16000
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_pause_cuts_find_the_pause_between_two_words():
+    rng = np.random.default_rng(0)
+    gap = (rng.standard_normal(1600) * 1e-3).astype(np.float32)  # 100 ms, 50 dB down
+    samples = np.concatenate([_tone(300, 0.5), gap, _tone(600, 0.7)])
+    cuts = pause_cuts(samples, 16000)
+    assert cuts, "no pause found"
+    assert 8000 <= cuts[0] <= 9600  # inside the gap
+    assert pause_cuts(_tone(300, 1.2), 16000) == []  # a steady sound has no pause
+    # a part shorter than min_part_s is never left: the gap is 0.5 s from the start
+    assert all(abs(c - 8800) > 800 for c in pause_cuts(samples, 16000, min_part_s=0.6))
+    assert pause_cuts(np.zeros(100, np.float32), 16000) == []
+
+
+class _ToneRecognizer:
+    """A recogniser that hears 300 Hz as the wake phrase and 600 Hz as "lights on"."""
+
+    name = "tones"
+    commands = CommandSet.from_phrases(["lights on"], wake="hey ubiq")
+
+    def recognize(self, samples):
+        spectrum = np.abs(np.fft.rfft(samples, 16000))  # 1 Hz bins
+        low, high = spectrum[280:320].sum(), spectrum[580:620].sum()
+        if low > 4 * high:
+            return Recognition("hey ubiq", None, True, 0.9, "hey ubiq")
+        if high > 4 * low:
+            return Recognition(
+                "lights on", self.commands.lookup("lights on"), False, 0.8, "lights on"
+            )
+        return Recognition("", None, False, 0.5, "_unknown_")
+
+
+class _OneUtterance:
+    """A VAD that reports the whole fed audio as one utterance starting at 1 s."""
+
+    def __init__(self, samples):
+        self.samples = samples
+
+    def feed(self, chunk):
+        from ubiq.pipelines.speech.vad import VadEvent
+
+        if self.samples is None:
+            return []
+        samples, self.samples = self.samples, None
+        end = 1.0 + len(samples) / 16000
+        return [VadEvent("speech.end", 1.0, end, end + 0.2, samples, 1.0)]
+
+    def flush(self):
+        return []
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_wake_phrase_and_command_in_one_utterance(split):
+    from ubiq.types import AudioChunk
+
+    rng = np.random.default_rng(1)
+    gap = (rng.standard_normal(1600) * 1e-3).astype(np.float32)
+    samples = np.concatenate([_tone(300, 0.5), gap, _tone(600, 0.7)])
+    pipeline = SpeechPipeline(_OneUtterance(samples), _ToneRecognizer(), split_wake=split)
+    events = pipeline.feed(AudioChunk(np.zeros(512, np.float32), 16000, 0))
+    said = [(e.kind, e.payload["text"]) for e in events]
+    if not split:  # the whole is neither: nothing but the end
+        assert said == [("speech.end", "")]
+        return
+    assert said == [
+        ("speech.wake", "hey ubiq"),
+        ("speech.command", "lights on"),
+        ("speech.end", ""),
+    ]
+    wake, command = events[0].payload, events[1].payload
+    assert wake["t_start"] == 1.0 and command["t_end"] == pytest.approx(1.0 + len(samples) / 16000)
+    assert wake["t_end"] == command["t_start"]
+    assert 1.5 <= wake["t_end"] <= 1.6  # the cut lies in the pause
+    assert pipeline.stats.commands == 1 and pipeline.stats.wake_splits == 1
+
+
+def test_a_split_without_a_command_still_wakes():
+    from ubiq.types import AudioChunk
+
+    rng = np.random.default_rng(2)
+    gap = (rng.standard_normal(1600) * 1e-3).astype(np.float32)
+    samples = np.concatenate([_tone(300, 0.5), gap, _tone(450, 0.7)])  # wake, then other speech
+    pipeline = SpeechPipeline(_OneUtterance(samples), _ToneRecognizer())
+    events = pipeline.feed(AudioChunk(np.zeros(512, np.float32), 16000, 0))
+    assert [e.kind for e in events] == ["speech.wake", "speech.end"]
+    assert pipeline.stats.rejected == 1 and pipeline.stats.commands == 0

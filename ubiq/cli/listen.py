@@ -174,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
         f"listened to {stats.audio_s:.1f} s of audio in {wall:.1f} s: {stats.utterances} "
         f"utterances, {stats.commands} commands, {stats.rejected} not commands"
         + (f", {stats.outside_wake} without the wake phrase" if pipeline.wake else "")
+        + (f", {stats.wake_splits} cut after the wake phrase" if stats.wake_splits else "")
         + f"; real-time factor {stats.real_time_factor:.3f}",
         file=sys.stderr,
     )
