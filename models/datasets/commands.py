@@ -37,6 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ubiq.errors import ConfigError, DatasetError
+from ubiq.models.datasets.espeak_events import speech_end
 from ubiq.models.datasets.speech import _check_grid, _check_words, _espeak, colored_noise, speak
 from ubiq.models.runtime.audio_features import write_wav
 
@@ -75,7 +76,11 @@ class Clip:
         snr_db: Signal-to-noise ratio of the added noise (module docstring), or ``None``
             for a clean clip (exact digital silence around the speech).
         t_start: Time of the first speech sample in seconds from the clip start.
-        t_end: Time just after the last speech sample in seconds.
+        t_end: End of the last phoneme in seconds from the clip start, as espeak-ng's
+            synthesiser placed it (:mod:`ubiq.models.datasets.espeak_events`), or, where
+            it ends later or libespeak-ng is missing, the time just after the last sample
+            above :data:`SPEECH_AMPLITUDE`. Voice variants with an echo (``+f2`` to
+            ``+f5``) ring on for up to ~150 ms after ``t_end``, like a room's reverberation.
     """
 
     samples: np.ndarray
@@ -162,7 +167,9 @@ def make_clip(
     """Speaks a phrase and places it between known stretches of silence or noise.
 
     The speech is scaled to a peak of :data:`SPEECH_PEAK`, trimmed to its
-    :func:`speech_bounds` at that level, and placed after ``lead_s`` seconds of silence
+    :func:`speech_bounds` at that level (so an echo after the last phoneme stays in the
+    audio, though ``t_end`` is the end of that phoneme), and placed after ``lead_s`` seconds
+    of silence
     with ``tail_s`` seconds after it. With ``snr_db`` set, noise of that SNR (relative to
     the speech power over the speech part only) is added over the whole clip, and the sum
     is clipped to ``[-1, 1]`` (which only very low SNRs reach).
@@ -203,6 +210,10 @@ def make_clip(
     # Scale first, so that the bounds are those of the audio written to the clip.
     speech = speech * np.float32(SPEECH_PEAK / peak)
     start_s, end_s = speech_bounds(speech, sample_rate)
+    # The last phoneme can end before the last audible sample: voice variants with an echo
+    # ring on after it. That ringing stays in the audio, but it is not speech.
+    spoken_end_s = speech_end(text, voice, speed, pitch)
+    said_s = min(end_s, spoken_end_s) - start_s if spoken_end_s is not None else end_s - start_s
     speech = speech[round(start_s * sample_rate) : round(end_s * sample_rate)]
     lead, tail = round(lead_s * sample_rate), round(tail_s * sample_rate)
     samples = np.zeros(lead + len(speech) + tail, np.float32)
@@ -222,7 +233,7 @@ def make_clip(
         pitch=int(pitch),
         snr_db=None if snr_db is None else float(snr_db),
         t_start=lead / sample_rate,
-        t_end=(lead + len(speech)) / sample_rate,
+        t_end=lead / sample_rate + max(said_s, 1 / sample_rate),
     )
 
 

@@ -65,8 +65,14 @@ def test_clean_clip_places_speech_at_known_times():
     clip = make_clip("stop", "en+f4", 160, 50, snr_db=None, lead_s=0.5, tail_s=0.3)
     assert clip.sample_rate == RATE and clip.samples.dtype == np.float32
     assert clip.t_start == 0.5
-    assert speech_bounds(clip.samples, RATE) == pytest.approx((clip.t_start, clip.t_end), abs=1e-9)
-    assert clip.duration_s == pytest.approx(clip.t_end + 0.3)
+    start, audible_end = speech_bounds(clip.samples, RATE)
+    assert start == pytest.approx(clip.t_start, abs=1e-9)
+    # en+f4 has an echo (130 ms, 15%): it rings on after the last phoneme, where t_end is
+    assert 0.03 < audible_end - clip.t_end < 0.16
+    assert clip.duration_s == pytest.approx(audible_end + 0.3)
+    plain = make_clip("stop", "en-us", 160, 50, snr_db=None, lead_s=0.5, tail_s=0.3)
+    plain_start, plain_end = speech_bounds(plain.samples, RATE)
+    assert plain_start == pytest.approx(0.5) and -0.002 < plain_end - plain.t_end < 0.015
     assert float(np.abs(clip.samples).max()) == pytest.approx(SPEECH_PEAK, rel=1e-6)
     assert (clip.text, clip.voice, clip.speed, clip.pitch, clip.snr_db) == (
         "stop",
@@ -144,14 +150,18 @@ def test_command_set_writes_wavs_and_an_index(tmp_path):
         samples, rate = read_wav(record["path"])
         assert rate == RATE
         assert record["t_start"] == pytest.approx(0.8)
-        assert len(samples) / RATE == pytest.approx(record["t_end"] + 0.8, abs=1e-4)
-        if record["snr_db"] is None:
-            # The index holds the true bounds of the written (16-bit) file.
-            bounds = speech_bounds(samples, RATE)
-            assert bounds == pytest.approx((record["t_start"], record["t_end"]), abs=2e-3)
+        clean = read_wav(by_key[(record["text"], record["voice"], None)]["path"])[0]
+        audible = speech_bounds(clean, RATE)  # of the written (16-bit) clean file
+        assert len(samples) / RATE == pytest.approx(audible[1] + 0.8, abs=2e-3)
+        # The index holds the true bounds: the first sound and the end of the last phoneme,
+        # which is the last sound for a voice without an echo, and earlier for en+f4's.
+        assert audible[0] == pytest.approx(record["t_start"], abs=2e-3)
+        if record["voice"] == "en-us":  # the last phoneme fades within a few ms
+            assert -0.002 < audible[1] - record["t_end"] < 0.015
         else:
-            clean = read_wav(by_key[(record["text"], record["voice"], None)]["path"])[0]
-            measured = _snr_db(clean, samples, record["t_start"], record["t_end"])
+            assert 0.01 < audible[1] - record["t_end"] < 0.16
+        if record["snr_db"] is not None:
+            measured = _snr_db(clean, samples, *audible)
             assert abs(measured - 10.0) < 0.5
 
 
