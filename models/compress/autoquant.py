@@ -99,6 +99,8 @@ class QuantizeReport:
         gate_reason: Why fp32 was kept (None when one was chosen).
         machine: CPU model, int8-relevant CPU flags, versions and thread count.
         threads: Intra-op threads of every measurement.
+        sensitive_nodes: The nodes the exclusion fallback ranked (worst own SQNR first,
+            with total and own SQNR in dB); empty when it did not run.
     """
 
     fp32_path: Path
@@ -111,6 +113,7 @@ class QuantizeReport:
     gate_reason: str | None
     machine: dict[str, Any]
     threads: int
+    sensitive_nodes: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Returns a JSON-safe dict."""
@@ -125,6 +128,7 @@ class QuantizeReport:
             "gate_reason": self.gate_reason,
             "machine": self.machine,
             "threads": self.threads,
+            "sensitive_nodes": self.sensitive_nodes,
         }
 
 
@@ -150,6 +154,7 @@ class _Search:
     say: Callable[..., None]
     fp32_metric: float | None = None
     attempts: list[QuantAttempt] = field(default_factory=list)
+    sensitive: list[dict[str, Any]] = field(default_factory=list)
 
     def build(
         self, candidate: QuantCandidate, stage: str, exclude: Sequence[str] = ()
@@ -295,6 +300,7 @@ class _Search:
         except ModelError as error:
             logger.warning("quantize: node sensitivity failed: %s", error)
             return
+        self.sensitive = [error.to_dict() for error in errors]
         self.say("quantize: most sensitive: %s", ", ".join(e.name for e in errors[:4]))
         for count in EXCLUDE_COUNTS:
             if count > len(errors):
@@ -392,6 +398,7 @@ def auto_quantize(
         gate_reason=None if chosen else _gate_reason(search, formats, faster),
         machine=machine_fingerprint(threads),
         threads=threads,
+        sensitive_nodes=search.sensitive,
     )
     target = out_dir / "model.int8.onnx"
     if chosen is not None:

@@ -271,6 +271,11 @@ class _Runner:
                 progress=self.progress,
             )
             self.quantize_report = report.to_dict()
+            if report.sensitive_nodes:
+                worst = ", ".join(
+                    f"{n['name']} {n['own_sqnr_db']:.1f}" for n in report.sensitive_nodes[:4]
+                )
+                self.gates.append(f"int8 fallback: most sensitive nodes (own SQNR, dB): {worst}")
             if report.chosen is None:
                 self.gates.append(f"int8: {report.gate_reason}: the result stays {source.name}")
                 return

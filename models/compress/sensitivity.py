@@ -73,13 +73,19 @@ class NodeError:
         op_type: Its operator type.
         tensor: The float tensor that was compared.
         sqnr_db: Signal-to-quantization-noise ratio over the images, in dB (higher is
-            better; ``MAX_SQNR_DB`` for identical values).
+            better; ``MAX_SQNR_DB`` for identical values). It includes the error every
+            node upstream passed on.
+        own_sqnr_db: The SQNR of the noise this node added itself: its output's relative
+            noise power less that of its noisiest compared input (first order: the
+            inherited noise passes through unchanged in relative terms). Ranks the node
+            that causes an error above the nodes that merely inherit it.
     """
 
     name: str
     op_type: str
     tensor: str
     sqnr_db: float
+    own_sqnr_db: float = MAX_SQNR_DB
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -344,13 +350,15 @@ def node_sensitivity(
     *,
     top: int = 10,
     max_images: int = 8,
+    rank_by: str = "own",
 ) -> list[NodeError]:
     """Ranks the nodes of a quantized model by how much quantization changed their output.
 
     Both models run with every matched node output added as a graph output, so the int8
     side runs unfused (DequantizeLinear -> float op -> QuantizeLinear); its values equal
-    the fused kernels' up to rounding. Errors accumulate along the graph, so deep nodes
-    (the output head) usually rank worst.
+    the fused kernels' up to rounding. Errors accumulate along the graph, so by total
+    SQNR deep nodes (the output head) usually rank worst; by ``own`` SQNR (the default)
+    the node whose own quantization adds the most noise ranks worst.
 
     Args:
         fp32_path: The float model.
@@ -358,9 +366,11 @@ def node_sensitivity(
         calibration: Images fed through the float model's preprocessing.
         top: How many of the worst nodes to return.
         max_images: Most images to run (the first ones of ``calibration``).
+        rank_by: ``"own"`` (:attr:`NodeError.own_sqnr_db`) or ``"total"``
+            (:attr:`NodeError.sqnr_db`).
 
     Returns:
-        Up to ``top`` nodes, worst (lowest SQNR) first.
+        Up to ``top`` nodes, worst (lowest SQNR of ``rank_by``) first.
 
     Raises:
         ConfigError: If ``top`` or ``max_images`` is below 1, ``calibration`` is empty or
@@ -370,6 +380,8 @@ def node_sensitivity(
     """
     if top < 1 or max_images < 1:
         raise ConfigError(f"top and max_images must be >= 1, got {top} and {max_images}")
+    if rank_by not in ("own", "total"):
+        raise ConfigError(f"rank_by must be 'own' or 'total', got {rank_by!r}")
     if not calibration:
         raise ConfigError("calibration must hold at least one image")
     onnx = require_onnx()
@@ -396,18 +408,48 @@ def node_sensitivity(
             ref = np.asarray(ref, np.float64)
             signal[index] += float(np.sum(ref * ref))
             noise[index] += float(np.sum((ref - np.asarray(other, np.float64)) ** 2))
+    own = _own_noise(float_outputs, float_names, signal, noise)
     errors = [
         NodeError(
             name=float_outputs[name][0].name or name,
             op_type=float_outputs[name][0].op_type,
             tensor=name,
             sqnr_db=round(sqnr_db(signal[index], noise[index]), 3),
+            own_sqnr_db=round(sqnr_db(1.0, own[index]), 3),
         )
         for index, name in enumerate(float_names)
     ]
-    errors.sort(key=lambda error: error.sqnr_db)
+    key = "own_sqnr_db" if rank_by == "own" else "sqnr_db"
+    errors.sort(key=lambda error: (getattr(error, key), error.sqnr_db))
     logger.debug("compared %d tensors of %s", len(errors), Path(int8_path).name)
     return errors[:top]
+
+
+def _own_noise(
+    float_outputs: dict[str, tuple[Any, int]],
+    names: Sequence[str],
+    signal: np.ndarray,
+    noise: np.ndarray,
+) -> np.ndarray:
+    """Relative noise power each node adds: its output's noise/signal less the largest of
+    its inputs' (0 when the output is no noisier). An input that was not compared (fused
+    away) stands for the nearest compared tensors upstream of it."""
+    ratio = {name: noise[i] / signal[i] if signal[i] > 0 else 0.0 for i, name in enumerate(names)}
+
+    def upstream(tensor: str, depth: int = 0) -> float:
+        if tensor in ratio:
+            return ratio[tensor]
+        producer = float_outputs.get(tensor)
+        if producer is None or depth >= 16:  # a graph input or an initializer: exact
+            return 0.0
+        return max((upstream(t, depth + 1) for t in producer[0].input if t), default=0.0)
+
+    added = np.zeros(len(names))
+    for index, name in enumerate(names):
+        inputs = [t for t in float_outputs[name][0].input if t and t != name]
+        inherited = max((upstream(t) for t in inputs), default=0.0)
+        added[index] = max(ratio[name] - inherited, 0.0)
+    return added
 
 
 def fidelity(

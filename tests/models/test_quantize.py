@@ -187,9 +187,9 @@ def test_node_sensitivity_ranks_named_nodes_worst_first(qdq_detector, images):
     float_nodes = {n.name: n.op_type for n in onnx.load(str(DETECTOR)).graph.node}
     assert len(errors) == 6
     assert all(float_nodes[e.name] == e.op_type for e in errors)
-    values = [e.sqnr_db for e in errors]
-    assert values == sorted(values)
-    assert values[0] < 40.0  # int8 noise is measurable
+    assert [e.own_sqnr_db for e in errors] == sorted(e.own_sqnr_db for e in errors)
+    assert all(e.own_sqnr_db >= e.sqnr_db for e in errors)  # own noise is part of the total
+    assert min(e.sqnr_db for e in errors) < 40.0  # int8 noise is measurable
     assert errors[0].to_dict()["tensor"]
 
 
@@ -306,6 +306,9 @@ def test_auto_quantize_keeps_fp32_when_every_attempt_drops_too_much(tmp_path, im
     assert {a.candidate.calibrator for a in report.attempts} == {"minmax", "entropy", "percentile"}
     excluded = [a.excluded_nodes for a in report.attempts if a.stage == "exclude"]
     assert len(excluded[0]) >= 2 and all(name in _node_names(model) for name in excluded[0])
+    ranked = report.to_dict()["sensitive_nodes"]
+    assert ranked and {"name", "sqnr_db", "own_sqnr_db"} <= set(ranked[0])
+    assert [n["own_sqnr_db"] for n in ranked] == sorted(n["own_sqnr_db"] for n in ranked)
     assert report.attempts[0].speedup > 1.0 and report.attempts[0].drop == 5.0
     assert not any(a.accepted for a in report.attempts)
     assert evaluated[0] == model and len(evaluated) >= 2
@@ -360,3 +363,36 @@ def test_output_tail_is_everything_after_the_last_convolutions(tmp_path):
     path = tmp_path / "tail.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
     assert sorted(output_tail(path)) == ["join", "sigmoid", "to_pixels"]
+
+
+def test_node_sensitivity_ranks_the_node_that_causes_an_error_above_those_that_inherit_it(
+    tmp_path, images
+):
+    """conv2's output gets a 16 times coarser int8 scale (as a bad calibration would give):
+    every node after it inherits that noise, so by total SQNR they rank as bad as conv2;
+    by own SQNR conv2 stands out."""
+    path = _pointwise_model(tmp_path / "chain.onnx", blocks=4)
+    int8 = q.quantize_static(path, tmp_path / "chain.int8.onnx", images[:4], q.QuantCandidate())
+    model = onnx.load(str(int8))
+    quantizers = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    (culprit_q,) = [n for n in quantizers if n.input[0] in ("conv2.out", "conv2.act")]
+    for init in model.graph.initializer:
+        if init.name == culprit_q.input[1]:
+            scale = onnx.numpy_helper.to_array(init) * np.float32(16)
+            init.CopyFrom(onnx.numpy_helper.from_array(scale, init.name))
+    onnx.save(model, str(int8))
+    own = q.node_sensitivity(path, int8, images[:2], top=20)
+    total = q.node_sensitivity(path, int8, images[:2], top=20, rank_by="total")
+    assert own[0].tensor == culprit_q.input[0], [(e.name, e.own_sqnr_db) for e in own]
+    culprit = own[0]
+    after = [e for e in own if e.name in ("conv3", "relu3", "conv4", "relu4")]
+    assert after, [e.name for e in own]
+    # the nodes after it are as noisy in total, but add far less noise of their own
+    assert min(e.sqnr_db for e in after) <= culprit.sqnr_db + 1.0
+    assert all(e.own_sqnr_db > culprit.own_sqnr_db + 5.0 for e in after), [
+        (e.name, e.sqnr_db, e.own_sqnr_db) for e in own
+    ]
+    assert total[0].sqnr_db <= culprit.sqnr_db
+    assert [e.own_sqnr_db for e in own] == sorted(e.own_sqnr_db for e in own)
+    with pytest.raises(ConfigError, match="rank_by"):
+        q.node_sensitivity(path, int8, images[:1], rank_by="worst")
