@@ -229,6 +229,25 @@ def main() -> int:
             f"{1000 * statistics.mean(ends_):.0f} max {1000 * max(ends_):.0f} ms, both within "
             f"100 ms {within}/{len(pairs)}"
         )
+        by_voice = defaultdict(lambda: [0, 0])
+        for r in results:
+            if r["snr"] == snr and "start_err" in r:
+                by_voice[r["voice"]][0] += max(abs(r["start_err"]), abs(r["end_err"])) <= 0.1
+                by_voice[r["voice"]][1] += 1
+        print(
+            "    within 100 ms by voice: "
+            + ", ".join(f"{v} {a}/{b}" for v, (a, b) in by_voice.items())
+        )
+    late = defaultdict(lambda: [0, 0])
+    for r in results:
+        if "delay" in r:
+            late[r["voice"]][0] += r["delay"] > 0.3
+            late[r["voice"]][1] += 1
+    if any(a for a, _ in late.values()):
+        print(
+            "command events over 300 ms by voice: "
+            + ", ".join(f"{v} {a}/{b}" for v, (a, b) in late.items())
+        )
     if args.sweep:
         _sweep(results, snrs, [float(t) for t in args.sweep.split(",")], commands)
     split = sum(r["segments"] != 1 for r in results)

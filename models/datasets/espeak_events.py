@@ -11,9 +11,10 @@ espeak-ng voice variants add an echo (``+f2`` to ``+f5``: ``echo 130 15`` in the
 file is a copy of the voice 130 ms later at 15% amplitude), which rings on for up to
 ~130 ms after the last phoneme, like a room's reverberation.
 
-The library keeps some state between utterances, so its audio may differ from a fresh
-``espeak-ng -w`` run by a few samples; only the phoneme times are taken from it (they move
-by under 1 ms).
+The library keeps some state between utterances (the times of the same phrase move by a
+few samples from one call to the next), so every call runs in a fresh process, as the
+``espeak-ng`` program does: this file run as a script prints the times as JSON. A fresh
+library speaks exactly the samples ``espeak-ng -w`` writes.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import json
 import logging
-import threading
+import subprocess
+import sys
 
 __all__ = ["phoneme_times", "speech_end"]
 
@@ -70,7 +73,6 @@ class _Voice(ctypes.Structure):  # espeak_VOICE in speak_lib.h
 _Callback = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event)
 )
-_LOCK = threading.Lock()
 
 
 class _Library:
@@ -131,13 +133,20 @@ class _Library:
         return times
 
 
-@functools.cache
 def _library() -> _Library | None:
-    name = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
     try:
-        return _Library(ctypes.CDLL(name))
+        lib = ctypes.CDLL("libespeak-ng.so.1")  # Debian's libespeak-ng1
+    except OSError:
+        name = ctypes.util.find_library("espeak-ng")  # slow: runs ldconfig
+        try:
+            lib = ctypes.CDLL(name or "libespeak-ng.so")
+        except OSError as error:
+            logger.debug("libespeak-ng not loadable (%s): no phoneme times", error)
+            return None
+    try:
+        return _Library(lib)
     except OSError as error:
-        logger.debug("libespeak-ng not loadable (%s): no phoneme times", error)
+        logger.debug("libespeak-ng failed (%s): no phoneme times", error)
         return None
 
 
@@ -145,12 +154,29 @@ def phoneme_times(text: str, voice: str, speed: int, pitch: int) -> list[tuple[f
     """``(start seconds, phoneme)`` of every phoneme espeak-ng says, pauses (``_``...)
     included, ending with ``(end of the audio, "_")``; ``None`` without libespeak-ng.
 
+    Runs the library in a fresh process (module docstring), so the same arguments always
+    give the same times.
+
     Raises:
         ValueError: If the library has no such voice or cannot speak the text.
     """
-    with _LOCK:
-        library = _library()
-        return None if library is None else library.phonemes(text, voice, speed, pitch)
+    times = _times(text, voice, int(speed), int(pitch))
+    return None if times is None else list(times)
+
+
+@functools.lru_cache(maxsize=4096)  # the same phrase is often made at several SNRs
+def _times(text: str, voice: str, speed: int, pitch: int) -> tuple[tuple[float, str], ...] | None:
+    command = [sys.executable, "-S", __file__, text, voice, str(speed), str(pitch)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        logger.debug("no phoneme times: %s", error)
+        return None
+    if result.returncode == 3:
+        return None  # no library
+    if result.returncode != 0:
+        raise ValueError((result.stderr.strip().splitlines() or ["libespeak-ng failed"])[-1])
+    return tuple((float(t), str(name)) for t, name in json.loads(result.stdout))
 
 
 def speech_end(text: str, voice: str, speed: int, pitch: int) -> float | None:
@@ -168,3 +194,21 @@ def speech_end(text: str, voice: str, speed: int, pitch: int) -> float | None:
     if not spoken:
         return None
     return times[spoken[-1] + 1][0]
+
+
+def _main(argv: list[str]) -> int:
+    text, voice, speed, pitch = argv
+    library = _library()
+    if library is None:
+        return 3
+    try:
+        times = library.phonemes(text, voice, int(speed), int(pitch))
+    except ValueError as error:
+        sys.stderr.write(f"{error}\n")
+        return 2
+    sys.stdout.write(json.dumps(times) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

@@ -42,3 +42,11 @@ def test_a_language_name_works_and_an_unknown_voice_gives_none():
     assert speech_end("go back", "xx-nope", 150, 50) is None
     with pytest.raises(ValueError, match="no voice"):
         phoneme_times("go back", "xx-nope", 150, 50)
+
+
+def test_times_do_not_depend_on_what_was_said_before():
+    from ubiq.models.datasets.espeak_events import _times
+
+    first = _times.__wrapped__("stop", "en+f4", 130, 50)  # uncached: a new process each
+    _times.__wrapped__("turn on the kitchen light", "en-gb-scotland+m5", 170, 35)
+    assert _times.__wrapped__("stop", "en+f4", 130, 50) == first
