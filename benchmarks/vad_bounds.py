@@ -11,7 +11,9 @@ For each seed, speaks ``--clips`` command phrases with espeak-ng (voices, speeds
 silence before each phrase drawn from the seed; the lead is random so phrases do not start
 on the 32 ms frame grid) and plays each one clean, with ``--noise`` noise at 20 dB SNR and
 at 10 dB SNR through :class:`~ubiq.pipelines.speech.vad.VadSegmenter` in 512-sample chunks.
-The true speech boundaries are known to the sample (:mod:`ubiq.models.datasets.commands`).
+The true speech boundaries are known from how the clips were made: the first sound, and
+the end of the last phoneme as espeak-ng placed it (:mod:`ubiq.models.datasets.commands`;
+an echo after it, as the ``+f`` voices add, is not speech).
 
 For each condition it prints:
 
