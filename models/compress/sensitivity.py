@@ -228,22 +228,33 @@ def calibration_images(source: str | Path, count: int = 64, split: str = "train"
 
 
 class CalibrationReader:
-    """onnxruntime's ``CalibrationDataReader`` protocol over images, one tensor at a time."""
+    """onnxruntime's ``CalibrationDataReader`` protocol over images, one tensor at a time.
+
+    ``len()`` and ``set_range()`` let onnxruntime calibrate in chunks (its
+    ``CalibStridedMinMax`` option): it then keeps the intermediate tensors of one chunk at a
+    time, not of every image."""
 
     def __init__(self, images: Sequence[Path], manifest: ModelManifest) -> None:
         self._images = list(images)
         self._manifest = manifest
         self._index = 0
+        self._end = len(self._images)
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._index, self._end = start_index, min(end_index, len(self._images))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._index >= len(self._images):
+        if self._index >= self._end:
             return None
         tensor = image_tensor(self._images[self._index], self._manifest)
         self._index += 1
         return {self._manifest.input.name: tensor}
 
     def rewind(self) -> None:
-        self._index = 0
+        self._index, self._end = 0, len(self._images)
 
 
 def sqnr_db(signal_energy: float, noise_energy: float) -> float:

@@ -396,3 +396,55 @@ def test_node_sensitivity_ranks_the_node_that_causes_an_error_above_those_that_i
     assert [e.own_sqnr_db for e in own] == sorted(e.own_sqnr_db for e in own)
     with pytest.raises(ConfigError, match="rank_by"):
         q.node_sensitivity(path, int8, images[:1], rank_by="worst")
+
+
+def _activation_scales(path) -> dict[str, float]:
+    graph = onnx.load(str(path)).graph
+    return {
+        i.name: float(onnx.numpy_helper.to_array(i).ravel()[0])
+        for i in graph.initializer
+        if i.name.endswith("_scale") and onnx.numpy_helper.to_array(i).size == 1
+    }
+
+
+def test_entropy_calibration_is_not_min_max(tmp_path, images):
+    """onnxruntime's default entropy settings reduce to min-max; ubiq's search thresholds."""
+    model = _pointwise_model(tmp_path / "conv.onnx")
+    scales = {
+        name: _activation_scales(
+            q.quantize_static(
+                model, tmp_path / f"{name}.onnx", images, q.QuantCandidate(calibrator=name)
+            )
+        )
+        for name in ("minmax", "entropy")
+    }
+    shared = set(scales["minmax"]) & set(scales["entropy"])
+    assert len(shared) >= 5
+    differ = [n for n in shared if not np.isclose(scales["minmax"][n], scales["entropy"][n])]
+    assert len(differ) >= len(shared) // 2, (scales, differ)
+
+
+def test_calibration_in_chunks_gives_the_same_min_max_ranges(tmp_path, images):
+    model = _pointwise_model(tmp_path / "conv.onnx")
+    whole = q.quantize_static(model, tmp_path / "whole.onnx", images, chunk=None)
+    chunked = q.quantize_static(model, tmp_path / "chunked.onnx", images, chunk=3)  # 8 -> 4 x 2
+    assert len(images) == 8 and q._chunk_options(8, 3) == {"CalibStridedMinMax": 2}
+    first, second = _activation_scales(whole), _activation_scales(chunked)
+    assert first.keys() == second.keys() and len(first) >= 5
+    assert all(np.isclose(first[n], second[n], rtol=1e-6) for n in first)
+    assert q._chunk_options(8, 8) == {} and q._chunk_options(61, 8) == {"CalibStridedMinMax": 1}
+    for bad in (0, -2, 2.5, True):
+        with pytest.raises(ConfigError, match="chunk must be"):
+            q._chunk_options(8, bad)
+
+
+def test_calibration_reader_reads_a_range():
+    from ubiq.models.compress.sensitivity import CalibrationReader
+
+    manifest = ModelManifest.load(DETECTOR.with_suffix(".json"))
+    reader = CalibrationReader([Path("a.png"), Path("b.png"), Path("c.png")], manifest)
+    assert len(reader) == 3
+    reader.set_range(3, 6)
+    assert reader.get_next() is None  # past the end: nothing read
+    reader.rewind()
+    assert reader._index == 0 and reader._end == 3
