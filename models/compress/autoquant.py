@@ -176,6 +176,9 @@ class _Search:
                 exclude_nodes=exclude,
                 manifest=self.manifest,
                 pre_process=False,
+                # this run's prepared model and images (its temporary folder): one
+                # calibration per calibrator for every candidate
+                calibration_cache=self.prepared.parent / f"calibration-{candidate.calibrator}.json",
             )
             attempt.cosine = fidelity(self.fp32_path, path, self.calibration[:4])["cosine"]
         except ModelError as error:

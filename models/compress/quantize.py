@@ -17,6 +17,7 @@ those of the tensors the deployed model sees.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -276,6 +277,7 @@ def quantize_static(
     manifest: ModelManifest | None = None,
     pre_process: bool = True,
     chunk: int | None = CALIBRATION_CHUNK,
+    calibration_cache: str | Path | None = None,
 ) -> Path:
     """Quantizes a float ONNX model statically with calibration images.
 
@@ -298,6 +300,9 @@ def quantize_static(
             (onnxruntime merges the chunks' ranges and histograms); ``None`` holds them
             all, as onnxruntime does by default. The chunk used is the largest divisor of
             the image count up to ``chunk``.
+        calibration_cache: A file for the calibrated ranges: read when it exists (no
+            calibration runs), else written. Only for the same model, images and
+            calibrator: ``auto_quantize`` shares one among its candidates.
 
     Returns:
         ``out_path``.
@@ -325,7 +330,13 @@ def quantize_static(
         reader = CalibrationReader([Path(p) for p in calibration], used_manifest)
         options: dict[str, Any] = {}
         if _takes_calibration_cache(quantization):
-            cache = _calibrate(prepared, reader, method, chunk, folder)
+            cache = Path(calibration_cache) if calibration_cache is not None else None
+            if cache is None or not cache.is_file():
+                made = _calibrate(prepared, reader, method, chunk, folder)
+                if cache is not None:
+                    cache.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(made, cache)
+                cache = made
             options = {"calibration_cache_path": str(cache)}
             reader = None  # the ranges come from the cache
         quantization.quantize_static(

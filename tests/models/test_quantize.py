@@ -448,3 +448,41 @@ def test_calibration_reader_reads_a_range():
     assert reader.get_next() is None  # past the end: nothing read
     reader.rewind()
     assert reader._index == 0 and reader._end == 3
+
+
+def test_a_calibration_cache_is_written_once_and_reused(tmp_path, images, monkeypatch):
+    model = _pointwise_model(tmp_path / "conv.onnx")
+    cache = tmp_path / "cache" / "calibration.json"
+    runs = []
+    real = q._calibrate
+    monkeypatch.setattr(q, "_calibrate", lambda *a, **k: runs.append(1) or real(*a, **k))
+    first = q.quantize_static(model, tmp_path / "a.onnx", images[:4], calibration_cache=cache)
+    assert cache.is_file() and len(runs) == 1
+    # other images, same cache: the ranges are the cached ones, and nothing is calibrated
+    second = q.quantize_static(model, tmp_path / "b.onnx", images[4:], calibration_cache=cache)
+    assert len(runs) == 1
+    assert _activation_scales(second) == _activation_scales(first)
+    fresh = q.quantize_static(model, tmp_path / "c.onnx", images[4:])
+    assert len(runs) == 2
+    assert _activation_scales(fresh) != _activation_scales(first)
+
+
+def test_auto_quantize_calibrates_once_per_calibrator(tmp_path, images, monkeypatch):
+    model = _pointwise_model(tmp_path / "conv.onnx")
+    runs = []
+    real = q._calibrate
+    monkeypatch.setattr(q, "_calibrate", lambda *a, **k: runs.append(a[2]) or real(*a, **k))
+    report = q.auto_quantize(
+        model,
+        tmp_path / "out",
+        images[:2],
+        candidates=[
+            q.QuantCandidate(),
+            q.QuantCandidate("QOperator"),
+            q.QuantCandidate(activation_type="int8"),
+        ],
+        threads=1,
+        progress=False,
+    )
+    built = [a for a in report.attempts if a.path is not None]
+    assert len(built) >= 3 and len(runs) == 1, (len(built), runs)
