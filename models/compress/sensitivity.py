@@ -447,13 +447,18 @@ def _own_noise(
     away) stands for the nearest compared tensors upstream of it."""
     ratio = {name: noise[i] / signal[i] if signal[i] > 0 else 0.0 for i, name in enumerate(names)}
 
+    resolved: dict[str, float] = {}  # uncompared tensors already walked (branches rejoin)
+
     def upstream(tensor: str, depth: int = 0) -> float:
         if tensor in ratio:
             return ratio[tensor]
-        producer = float_outputs.get(tensor)
-        if producer is None or depth >= 16:  # a graph input or an initializer: exact
-            return 0.0
-        return max((upstream(t, depth + 1) for t in producer[0].input if t), default=0.0)
+        if tensor not in resolved:
+            producer = float_outputs.get(tensor)
+            if producer is None or depth >= 16:  # a graph input or an initializer: exact
+                return 0.0
+            inputs = [t for t in producer[0].input if t]
+            resolved[tensor] = max((upstream(t, depth + 1) for t in inputs), default=0.0)
+        return resolved[tensor]
 
     added = np.zeros(len(names))
     for index, name in enumerate(names):

@@ -124,6 +124,14 @@ class LogMelOptions:
             fmax=self.fmax,
         )
 
+    def model_input(self, samples: np.ndarray) -> np.ndarray:
+        """One utterance as the model's ``(1, 1, n_mels, frames)`` float32 input: centred
+        in ``clip_seconds`` (cut or zero-padded), as ``ubiq listen`` and ``ubiq val`` feed it."""
+        samples = np.asarray(samples, np.float32)
+        offset = (self.clip_samples - len(samples)) // 2
+        clip = fixed_length(samples, self.sample_rate, self.clip_seconds, offset)
+        return self(clip[None])[:, None].astype(np.float32)
+
 
 def _window_hop(sample_rate: int, window_ms: float, hop_ms: float) -> tuple[int, int]:
     window = int(round(sample_rate * window_ms / 1000))

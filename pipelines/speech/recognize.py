@@ -170,15 +170,8 @@ class ModelCommandRecognizer:
 
     def probabilities(self, samples: np.ndarray) -> np.ndarray:
         """Class probabilities of one utterance (centred in the model's clip)."""
-        from ubiq.models.runtime.audio_features import fixed_length
-
-        samples = np.asarray(samples, np.float32)
-        length = self.features.clip_samples
-        clip = fixed_length(
-            samples, SAMPLE_RATE, self.features.clip_seconds, (length - len(samples)) // 2
-        )
-        features = self.features(clip[None])[:, None]  # (1, 1, n_mels, frames)
-        outputs = self.backend.run({self.input_name: features.astype(np.float32)})
+        features = self.features.model_input(samples)  # (1, 1, n_mels, frames)
+        outputs = self.backend.run({self.input_name: features})
         logits = np.asarray(next(iter(outputs.values())), np.float64).reshape(-1)
         exp = np.exp(logits - logits.max())
         return exp / exp.sum()

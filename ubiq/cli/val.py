@@ -234,7 +234,7 @@ def evaluate_keywords(
     """
     from ubiq.errors import ModelError
     from ubiq.models.datasets.speech import load_keyword_folder
-    from ubiq.models.runtime.audio_features import LogMelOptions, fixed_length, read_wav, resample
+    from ubiq.models.runtime.audio_features import LogMelOptions, read_wav, resample
 
     def clip_input(manifest):
         if "features" not in manifest.decoder.params:
@@ -245,9 +245,7 @@ def evaluate_keywords(
             clip, rate = read_wav(clip_path)
             if rate != features.sample_rate:
                 clip = resample(clip, rate, features.sample_rate)
-            offset = (features.clip_samples - len(clip)) // 2
-            clip = fixed_length(clip, features.sample_rate, features.clip_seconds, offset)
-            return features(clip[None])[:, None].astype(np.float32)
+            return features.model_input(clip)
 
         return prepare
 
