@@ -248,10 +248,20 @@ def main() -> int:
             "command events over 300 ms by voice: "
             + ", ".join(f"{v} {a}/{b}" for v, (a, b) in late.items())
         )
+    off = [
+        r for r in results if "start_err" in r and max(abs(r["start_err"]), abs(r["end_err"])) > 0.1
+    ]
+    for r in off[:10]:
+        print(
+            f"  VAD beyond 100 ms: {r['kind']} {r['text']!r} {r['voice']} {r['speed']} "
+            f"{r['snr']}: start {1000 * r['start_err']:+.0f} ms, end {1000 * r['end_err']:+.0f} ms"
+        )
     if args.sweep:
         _sweep(results, snrs, [float(t) for t in args.sweep.split(",")], commands)
-    split = sum(r["segments"] != 1 for r in results)
-    print(f"clips not found as exactly one utterance: {split}/{len(results)}")
+    split = [r for r in results if r["segments"] != 1]
+    print(f"clips not found as exactly one utterance: {len(split)}/{len(results)}")
+    for r in split[:10]:
+        print(f"  {r['kind']} {r['text']!r} {r['voice']} {r['speed']} {r['snr']}: {r['segments']}")
     wrong = [r for r in results if not r["ok"]]
     for r in wrong[:25]:
         print(

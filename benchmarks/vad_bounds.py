@@ -4,7 +4,7 @@
 .venv/bin/python benchmarks/vad_bounds.py [--clips 20] [--seeds 0,1,2] [--threads 1] \
     [--noise white] [--threshold 0.5] [--neg-threshold T] [--min-silence-ms 128] \
     [--min-speech-ms 150] [--speech-pad-ms 30] [--no-energy] [--quiet-ms 176] \
-    [--tail-ms-per-db 2.5]
+    [--tail-ms-per-db 2.5] [--echo-rho 0.5]
 ```
 
 For each seed, speaks ``--clips`` command phrases with espeak-ng (voices, speeds and the
@@ -131,6 +131,7 @@ def _options(args: argparse.Namespace) -> VadOptions:
         "energy": not args.no_energy,
         "quiet_ms": args.quiet_ms,
         "tail_ms_per_db": args.tail_ms_per_db,
+        "echo_rho": args.echo_rho,
     }
     fields = {field.name for field in dataclasses.fields(VadOptions)}
     return VadOptions(**{k: v for k, v in values.items() if k in fields and v is not None})
@@ -151,6 +152,9 @@ def main() -> None:
     parser.add_argument("--no-energy", action="store_true", help="the model alone")
     parser.add_argument("--quiet-ms", type=float, default=None)
     parser.add_argument("--tail-ms-per-db", type=float, default=None)
+    parser.add_argument(
+        "--echo-rho", type=float, default=None, help="the echo test's correlation (0: off)"
+    )
     parser.add_argument(
         "--energy-truth-db",
         type=float,

@@ -8,8 +8,8 @@ phoneme: the end of speech as the synthesiser made it.
 
 That is the true end of speech for a test clip, not the last audible sample: some
 espeak-ng voice variants add an echo (``+f2`` to ``+f5``: ``echo 130 15`` in the variant
-file is a copy of the voice 130 ms later at 15% amplitude), which rings on for up to
-~130 ms after the last phoneme, like a room's reverberation.
+file adds a copy of the voice 130 ms later at 15/256 of its amplitude, -25 dB), which
+rings on for up to ~130 ms after the last phoneme, like a room's reverberation.
 
 The library keeps some state between utterances (the times of the same phrase move by a
 few samples from one call to the next), so every call runs in a fresh process, as the

@@ -67,7 +67,7 @@ def test_clean_clip_places_speech_at_known_times():
     assert clip.t_start == 0.5
     start, audible_end = speech_bounds(clip.samples, RATE)
     assert start == pytest.approx(clip.t_start, abs=1e-9)
-    # en+f4 has an echo (130 ms, 15%): it rings on after the last phoneme, where t_end is
+    # en+f4 has an echo (130 ms, 15/256): it rings on after the last phoneme, where t_end is
     assert 0.03 < audible_end - clip.t_end < 0.16
     assert clip.duration_s == pytest.approx(audible_end + 0.3)
     plain = make_clip("stop", "en-us", 160, 50, snr_db=None, lead_s=0.5, tail_s=0.3)

@@ -31,7 +31,7 @@ def test_speech_ends_before_an_echo_and_with_the_sound_without_one():
         audio = audio * np.float32(SPEECH_PEAK / np.abs(audio).max())
         _, audible_end = speech_bounds(audio, 16000)
         end = speech_end("turn on the light", voice, 160, 50)
-        if echo:  # +f4 repeats the voice 130 ms later at 15%
+        if echo:  # +f4 repeats the voice 130 ms later at 15/256
             assert 0.05 < audible_end - end < 0.16
         else:
             assert abs(audible_end - end) < 0.015
