@@ -39,8 +39,8 @@ a 32 ms grid and lags the end of speech by 100-250 ms in noise, the energy does 
 - *last loud level*: the last loud level that is also within ``dynamic_range_db`` (35
   dB) of the segment's loudest broadband level. Fainter sound after speech is echo or
   reverberation (clean audio shows it, noise hides it), not words. Where loud levels
-  resume after more than 48 ms without one, they move ``t_end`` only from the 6th in a
-  row (48 ms), or from one 1 dB over the threshold: shorter, fainter runs are most often the
+  resume after more than 48 ms without one, they move ``t_end`` only from the 4th in a
+  row, or from one 1 dB over the threshold: shorter, fainter runs are most often the
   noise crossing the threshold (they still count as sound for *quiet*);
 - *echo*: a loud level at least ``echo_db`` (12 dB) fainter, above the noise, than the
   loudest of the last 300 ms is compared with the audio 60-300 ms before it. Where its
@@ -178,13 +178,13 @@ def _band_filter(low_hz: float, high_hz: float, taps: int = 127) -> np.ndarray:
 _ECHO_FILTER = _band_filter(100.0, 1500.0)
 _ECHO_DELAY = (len(_ECHO_FILTER) - 1) // 2  # the filter's delay (16 kHz samples)
 _ECHO_HOLD_S = 0.032  # quiet past quiet_ms that ends a segment whose last sound was an echo
-# Sound resuming after a gap (a 48 ms level's width) moves a segment's end only from 6 loud
-# levels in a row (48 ms), or a level 1 dB over the threshold: noise crosses the threshold
-# for 2-4 levels now and then, and such a blip after the last word made ends ~100-190 ms
-# late (speech_bar.py, 20 and 10 dB).
+# Sound resuming after a gap (a 48 ms level's width) moves a segment's end only from 4 loud
+# levels in a row, or a level 1 dB over the threshold: noise crosses the threshold for 2-3
+# levels now and then, and such a blip after the last word made ends ~100-190 ms late
+# (speech_bar.py, 20 and 10 dB). 6 levels also dropped the faint final "s" of "minutes".
 # (It still holds the segment open: a faint word after a pause is not cut off.)
 _BLIP_GAP_S = 0.048
-_BLIP_RUN = 6
+_BLIP_RUN = 4
 _BLIP_DB = 1.0
 _RESIDUAL_DB = 3.0  # what the echo leaves must rise this far above the noise to be speech
 
