@@ -6,21 +6,24 @@ white noise:
 * ``pause``: the wake phrase, a comma and a command (espeak-ng pauses at the comma);
 * ``run-on``: the wake phrase and a command with no comma (no pause but the words' own);
 * ``wake+other``: the wake phrase, a comma and a non-command sentence;
-* ``other``: a non-command sentence alone.
+* ``other``: a non-command sentence alone;
+* ``command``: a command alone, with no wake phrase (it must give neither a wake nor a
+  command: the gate is closed).
 
 Each clip goes through the whole ``ubiq listen`` pipeline with the wake gate on, twice
 from the same audio: with the split of one utterance into wake phrase and command
 (``SpeechPipeline(split_wake=True)``, the default) and without it. It prints, per kind
 and SNR, for both: clips right (``pause``/``run-on``: exactly ``speech.wake`` then the
 spoken command; ``wake+other``: a ``speech.wake`` and no command; ``other``: no command
-and no wake), commands wrongly given, false wakes on ``other``, and how many clips the VAD
+and no wake; ``command``: no command and no wake), commands wrongly given, false wakes on
+``other`` and ``command``, and how many clips the VAD
 already split in two. Then the mean and worst extra processing per utterance the split
 costs, and the delay of the command event after the end of speech.
 
 ::
 
     python benchmarks/wake_command.py [--voices V1,V2] [--speeds 130,170] [--snrs clean,10]
-        [--commands 8] [--seed 0] [--model ubiq-commands-demo]
+        [--commands 8] [--seed 0] [--model ubiq-commands-demo] [--kinds pause,command]
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from ubiq.pipelines.speech.listen import SpeechPipeline  # noqa: E402
 from ubiq.pipelines.speech.recognize import open_recognizer  # noqa: E402
 from ubiq.pipelines.speech.vad import SileroVad, VadSegmenter  # noqa: E402
 
-KINDS = ("pause", "run-on", "wake+other", "other")
+KINDS = ("pause", "run-on", "wake+other", "other", "command")
 
 
 def judge(kind: str, events: list, wake: str, command: str | None) -> dict:
@@ -62,7 +65,7 @@ def judge(kind: str, events: list, wake: str, command: str | None) -> dict:
         ok, wrong = bool(wakes) and not commands, bool(commands)
     else:
         ok, wrong = not said, bool(commands)
-    return {"ok": ok, "wrong": wrong, "false_wake": kind == "other" and bool(wakes)}
+    return {"ok": ok, "wrong": wrong, "false_wake": kind in ("other", "command") and bool(wakes)}
 
 
 def main() -> int:
@@ -80,6 +83,7 @@ def main() -> int:
     parser.add_argument("--commands", type=int, default=8, help="how many of the commands")
     parser.add_argument("--others", type=int, default=8, help="how many non-command sentences")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kinds", default=",".join(KINDS), help="which kinds of clip")
     args = parser.parse_args()
 
     commands = load_commands(args.commands_file)
@@ -98,6 +102,9 @@ def main() -> int:
     items += [(f"{commands.wake} {c}", "run-on", c) for c in chosen]
     items += [(f"{commands.wake}, {o}", "wake+other", None) for o in others]
     items += [(o, "other", None) for o in others]
+    items += [(c, "command", None) for c in chosen]
+    kinds = [k for k in KINDS if k in args.kinds.split(",")]
+    items = [item for item in items if item[1] in kinds]
     print(
         f"model {args.model}, wake phrase {commands.wake!r}; commands {chosen}; voices {voices} "
         f"(none used in training); speeds {speeds}; SNR {args.snrs} (white noise)"
@@ -145,7 +152,7 @@ def main() -> int:
     )
     print(header)
     print("-" * len(header))
-    for kind in KINDS:
+    for kind in kinds:
         for snr in snrs:
             row = table[(kind, snr)]
             n = row["clips"]

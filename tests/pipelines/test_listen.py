@@ -311,3 +311,43 @@ def test_a_split_without_a_command_still_wakes():
     events = pipeline.feed(AudioChunk(np.zeros(512, np.float32), 16000, 0))
     assert [e.kind for e in events] == ["speech.wake", "speech.end"]
     assert pipeline.stats.rejected == 1 and pipeline.stats.commands == 0
+
+
+class _ByLengthRecognizer:
+    """Hears the whole utterance as ``whole``, anything up to 0.6 s as the wake phrase and
+    anything else as no command."""
+
+    name = "by-length"
+    commands = CommandSet.from_phrases(["turn on the kitchen light"], wake="hey ubiq")
+
+    def __init__(self, whole_samples, whole):
+        self.whole_samples, self.whole = whole_samples, whole
+
+    def recognize(self, samples):
+        if len(samples) == self.whole_samples:
+            if self.whole == "command":
+                phrase = self.commands.lookup("turn on the kitchen light")
+                return Recognition("turn on the kitchen light", phrase, False, 0.9, "")
+            return Recognition("", None, False, 0.5, "_unknown_")
+        if len(samples) <= 0.6 * 16000:
+            return Recognition("hey ubiq", None, True, 0.6, "hey ubiq")
+        return Recognition("", None, False, 0.5, "_unknown_")
+
+
+@pytest.mark.parametrize(("whole", "woken"), [("command", False), ("unknown", True)])
+def test_a_command_said_without_the_wake_phrase_is_no_wake_phrase(whole, woken):
+    # "turn on | the kitchen light": its head may sound like the wake phrase to the model,
+    # but an utterance that is itself a command only splits into the wake phrase and a
+    # command. Other speech ("hey ubiq, what a day") may still wake.
+    from ubiq.types import AudioChunk
+
+    rng = np.random.default_rng(3)
+    gap = (rng.standard_normal(1600) * 1e-3).astype(np.float32)
+    samples = np.concatenate([_tone(300, 0.5), gap, _tone(450, 0.7)])
+    recognizer = _ByLengthRecognizer(len(samples), whole)
+    pipeline = SpeechPipeline(_OneUtterance(samples), recognizer)
+    events = pipeline.feed(AudioChunk(np.zeros(512, np.float32), 16000, 0))
+    kinds = [e.kind for e in events]
+    assert kinds == (["speech.wake", "speech.end"] if woken else ["speech.end"])
+    assert pipeline.stats.commands == 0
+    assert pipeline.stats.outside_wake == (0 if woken else 1)
