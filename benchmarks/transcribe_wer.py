@@ -18,7 +18,6 @@ listed with the reason, so the table says which engines were tried.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -32,27 +31,9 @@ from speech_bar import NON_COMMANDS  # noqa: E402
 
 from ubiq.errors import UbiqError  # noqa: E402
 from ubiq.models.datasets.commands import make_clip  # noqa: E402
-from ubiq.pipelines.speech.transcribe import open_transcriber  # noqa: E402
+from ubiq.pipelines.speech.transcribe import open_transcriber, word_errors, words  # noqa: E402
 
 MARGIN_S = 0.1
-
-
-def words(text: str) -> list[str]:
-    """Lower-case words, punctuation dropped (apostrophes kept)."""
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
-
-
-def edit_distance(reference: list[str], hypothesis: list[str]) -> int:
-    """Substitutions, deletions and insertions that turn ``reference`` into ``hypothesis``."""
-    previous = list(range(len(hypothesis) + 1))
-    for i, word in enumerate(reference, 1):
-        current = [i]
-        for j, other in enumerate(hypothesis, 1):
-            current.append(
-                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (word != other))
-            )
-        previous = current
-    return previous[-1]
 
 
 def main() -> int:
@@ -106,7 +87,7 @@ def main() -> int:
                     spent += time.perf_counter() - start
                     audio += len(samples) / rate
                     reference = words(text)
-                    wrong = edit_distance(reference, words(heard))
+                    wrong = word_errors(text, heard)
                     errors, count = errors + wrong, count + len(reference)
                     if wrong and len(examples) < 4:
                         examples.append(f"{voice} {snr}: {text!r} -> {heard!r}")

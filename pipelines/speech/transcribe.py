@@ -47,6 +47,8 @@ __all__ = [
     "Word",
     "available_engines",
     "open_transcriber",
+    "word_errors",
+    "words",
 ]
 
 logger = logging.getLogger(__name__)
@@ -325,6 +327,23 @@ class WhisperTranscriber(_WhisperTranscriber):
 _CLASSES = {
     c.name: c for c in (FasterWhisperTranscriber, WhisperTranscriber, PocketSphinxTranscriber)
 }
+
+
+def words(text: str) -> list[str]:
+    """The words of a transcript, lower-cased, punctuation dropped (apostrophes kept)."""
+    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
+
+
+def word_errors(reference: str, hypothesis: str) -> int:
+    """Substitutions, deletions and insertions that turn the :func:`words` of
+    ``reference`` into those of ``hypothesis`` (the numerator of the word error rate)."""
+    ref, hyp = words(reference), words(hypothesis)
+    row = list(range(len(hyp) + 1))
+    for i, ref_word in enumerate(ref, 1):
+        previous, row[0] = row[:], i
+        for j, hyp_word in enumerate(hyp, 1):
+            row[j] = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (ref_word != hyp_word))
+    return row[-1]
 
 
 def open_transcriber(engine: str = "auto") -> Transcriber:

@@ -23,6 +23,7 @@ from ubiq.pipelines.speech.transcribe import (
     WhisperTranscriber,
     available_engines,
     open_transcriber,
+    word_errors,
 )
 
 RATE = 16000
@@ -44,17 +45,6 @@ SENTENCES = [
     "stop the music",
     "where is the nearest station",
 ]
-
-
-def word_errors(reference: str, hypothesis: str) -> int:
-    """Levenshtein distance between the word sequences."""
-    ref, hyp = reference.split(), hypothesis.split()
-    row = list(range(len(hyp) + 1))
-    for i, ref_word in enumerate(ref, 1):
-        previous, row[0] = row[:], i
-        for j, hyp_word in enumerate(hyp, 1):
-            row[j] = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (ref_word != hyp_word))
-    return row[-1]
 
 
 def speak(text: str) -> np.ndarray:
@@ -387,3 +377,11 @@ def test_available_engines(monkeypatch) -> None:
     else:
         assert engines["pocketsphinx"]["installed"] is True
         assert f"pocketsphinx {version}" in engines["pocketsphinx"]["detail"]
+
+
+def test_word_errors_count_substitutions_deletions_and_insertions() -> None:
+    assert word_errors("Play some music.", "play some music") == 0  # case and punctuation
+    assert word_errors("play some music", "play sum music") == 1
+    assert word_errors("play some music", "play music") == 1
+    assert word_errors("play some music", "please play some music now") == 2
+    assert word_errors("stop", "") == 1
