@@ -1,4 +1,5 @@
-"""Core value types shared by every pipeline: frames, audio chunks, detections and events.
+"""Core value types shared by every pipeline: frames, audio chunks, detections, events and
+the per-frame result that a pipeline's stages grow.
 
 They are small, validated at construction and cheap to copy. ``Detections`` is a struct
 of arrays (one row per object) in source-frame pixels; its methods return new objects.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,12 +26,15 @@ class Frame:
         index: Position of the frame in its source, counting from 0.
         timestamp_ns: Monotonic capture time (live sources) or presentation time (files).
         source_id: Name of the source the frame came from.
+        path: The file the frame was read from, for image files and folders (``None`` for
+            cameras, streams and videos).
     """
 
     image: np.ndarray
     index: int
     timestamp_ns: int
     source_id: str = "0"
+    path: str | None = None
 
     def __post_init__(self) -> None:
         image = self.image
@@ -271,13 +276,16 @@ class Event:
         kind: Dotted event name such as ``"detection"``, ``"line.cross"``, ``"speech.command"``.
         timestamp_ns: When it happened, in the source's clock.
         source_id: The source it came from.
-        payload: JSON-safe details.
+        payload: JSON-safe details (the kind's fields).
+        event_id: Unique id (random, 16 hex digits), so a consumer can drop a duplicate
+            delivered twice by an at-least-once output.
     """
 
     kind: str
     timestamp_ns: int
     source_id: str = "0"
     payload: Mapping[str, Any] = field(default_factory=dict)
+    event_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
 
     def __post_init__(self) -> None:
         if not self.kind or not isinstance(self.kind, str):
@@ -291,7 +299,78 @@ class Event:
                 "kind": self.kind,
                 "timestamp_ns": self.timestamp_ns,
                 "source_id": self.source_id,
+                "id": self.event_id,
                 "payload": self.payload,
             },
             separators=(",", ":"),
         )
+
+    def to_record(self, ts: float, frame: int | None = None) -> dict[str, Any]:
+        """Returns the flat record every output shares (JSONL, MQTT, webhooks, the web page):
+        ``{"kind", "ts", "frame", "id", **payload}``.
+
+        Args:
+            ts: Seconds, on the clock the output uses (relative to the first frame for JSONL).
+            frame: Index of the frame that produced the event (omitted when ``None``).
+        """
+        record: dict[str, Any] = {"kind": self.kind, "ts": round(ts, 6)}
+        if frame is not None:
+            record["frame"] = frame
+        record["id"] = self.event_id
+        for key, value in self.payload.items():
+            record.setdefault(key, value)
+        return record
+
+
+@dataclass
+class FrameResult:
+    """One frame and what the pipeline's stages added to it, in the order they ran.
+
+    A detection stage sets ``detections``, a tracker adds their ``tracker_id``, a
+    segmenter sets ``class_map`` (or instance masks in ``detections.mask``), rules append
+    ``events``. Sinks (JSONL, video, MQTT, a web page) read the finished result.
+
+    Attributes:
+        frame: The frame (or, for audio pipelines, an ``AudioChunk``).
+        detections: Objects found so far (``None`` until a stage sets them).
+        class_map: Optional ``(H, W)`` integer class id per pixel, in frame pixels.
+        class_labels: Names indexed by the values of ``class_map``.
+        events: Events the frame produced.
+        data: Anything else a stage wants to hand to later stages or sinks, by name.
+        timings_ms: Times the stages report about themselves (``"detect.inference"``).
+        prepared: Work done ahead for a stage (by its ``prepare``), by stage name.
+    """
+
+    frame: Any
+    detections: Detections | None = None
+    class_map: np.ndarray | None = None
+    class_labels: tuple[str, ...] = ()
+    events: list[Event] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    prepared: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def index(self) -> int:
+        """The frame's index in its source."""
+        return int(getattr(self.frame, "index", 0))
+
+    @property
+    def source_id(self) -> str:
+        """The source the frame came from."""
+        return str(getattr(self.frame, "source_id", "0"))
+
+    @property
+    def timestamp_ns(self) -> int:
+        """The frame's timestamp."""
+        return int(self.frame.timestamp_ns)
+
+    def add_event(self, kind: str, **payload: Any) -> Event:
+        """Appends an event stamped with this frame's time and source; returns it.
+
+        Raises:
+            ValueError: If ``kind`` is empty or the payload is not JSON-safe.
+        """
+        event = Event(kind, self.timestamp_ns, self.source_id, payload)
+        self.events.append(event)
+        return event

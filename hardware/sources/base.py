@@ -13,9 +13,7 @@ yielded in order (:class:`PrefetchingSource`).
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from types import TracebackType
@@ -25,6 +23,7 @@ import cv2
 import numpy as np
 
 from ubiq.errors import ConfigError, SourceError, UbiqError
+from ubiq.prefetch import Prefetcher
 from ubiq.types import Frame
 
 logger = logging.getLogger(__name__)
@@ -32,7 +31,6 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 """File extensions read as still images (lower case, with the dot)."""
 
-_POLL_INTERVAL_S = 0.05
 _JOIN_TIMEOUT_S = 2.0
 
 
@@ -252,19 +250,14 @@ class Source(Lifecycle):
         """Yields frames of an open source until it ends or is stopped."""
 
 
-class _End:
-    """Queue marker: the producer finished (``error`` set when it failed)."""
-
-    def __init__(self, error: BaseException | None = None) -> None:
-        self.error = error
-
-
 class PrefetchingSource(Source):
     """A source whose frames are produced in a background thread into a bounded queue.
 
     Subclasses implement ``_open`` (blocking, raising ``SourceError``), ``_produce`` (a
     generator run on the reader thread) and ``_release``. Frames come out in order; none
-    is dropped. The queue holds at most ``queue_size`` frames so memory stays bounded.
+    is dropped. The queue holds at most ``queue_size`` frames so memory stays bounded
+    (the thread and queue are :class:`ubiq.prefetch.Prefetcher`, which the runner's
+    frame preparation shares).
 
     Args:
         source_id: Name carried by every frame.
@@ -278,8 +271,7 @@ class PrefetchingSource(Source):
         super().__init__(source_id)
         check_positive("queue_size", queue_size, integer=True)
         self._queue_size = queue_size
-        self._queue: queue.Queue[Frame | _End] = queue.Queue(maxsize=queue_size)
-        self._thread: threading.Thread | None = None
+        self._prefetcher: Prefetcher[Frame] | None = None
 
     def open(self) -> Source:
         """Opens the source and starts its reader thread.
@@ -293,11 +285,13 @@ class PrefetchingSource(Source):
         if self._opened:
             return self
         super().open()
-        self._queue = queue.Queue(maxsize=self._queue_size)
-        self._thread = threading.Thread(
-            target=self._run, name=f"ubiq-source-{self.source_id}", daemon=True
-        )
-        self._thread.start()
+        self._prefetcher = Prefetcher(
+            self._produce_checked,
+            maxsize=self._queue_size,
+            name=f"ubiq-source-{self.source_id}",
+            stop_event=self._stop_event,
+            on_exit=self._release,
+        ).start()
         return self
 
     @abstractmethod
@@ -308,65 +302,26 @@ class PrefetchingSource(Source):
     def _release(self) -> None:
         """Releases what ``_open`` acquired; called once the reader thread is done."""
 
-    def _put(self, item: Frame | _End) -> bool:
-        while not self._stop_event.is_set():
-            try:
-                self._queue.put(item, timeout=_POLL_INTERVAL_S)
-            except queue.Full:
-                continue
-            return True
-        return False
-
-    def _run(self) -> None:
-        end = _End(SourceError(f"reader of source {self.source_id!r} stopped unexpectedly"))
+    def _produce_checked(self) -> Iterator[Frame]:
+        """``_produce`` with its failures turned into one-line ``SourceError``s."""
         try:
-            for frame in self._produce():
-                if not self._put(frame):
-                    break
-            end = _End()
+            yield from self._produce()
         except (UbiqError, cv2.error, OSError, ValueError) as error:
             logger.error("reading %s failed: %s", self.source_id, error)
-            end = _End(SourceError(f"reading source {self.source_id!r} failed: {error}"))
-            end.error.__cause__ = error
-        finally:
-            self._release()
-            self._put(end)
+            raise SourceError(f"reading source {self.source_id!r} failed: {error}") from error
+        except Exception as error:
+            raise SourceError(
+                f"reader of source {self.source_id!r} stopped unexpectedly: {error}"
+            ) from error
 
     def _frames(self) -> Iterator[Frame]:
-        while not self._stop_event.is_set():
-            try:
-                item = self._queue.get(timeout=_POLL_INTERVAL_S)
-            except queue.Empty:
-                if self._thread is not None and self._thread.is_alive():
-                    continue
-                try:  # the reader is done: take what it left, or end (a repeated iteration)
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    return
-            if isinstance(item, _End):
-                if item.error is not None:
-                    raise item.error
-                return
-            yield item
+        if self._prefetcher is not None:
+            yield from self._prefetcher
 
     def _close(self) -> None:
-        thread = self._thread
-        if thread is None:
+        prefetcher, self._prefetcher = self._prefetcher, None
+        if prefetcher is None:
             self._release()
             return
-        # Unblock a producer waiting on a full queue, then wait for it to release the file.
-        deadline = time.monotonic() + _JOIN_TIMEOUT_S
-        while thread.is_alive() and time.monotonic() < deadline:
-            self._drain()
-            thread.join(timeout=_POLL_INTERVAL_S)
-        if thread.is_alive():
-            logger.warning("reader of %s did not stop within %s s", self.source_id, _JOIN_TIMEOUT_S)
-        self._drain()
-        self._thread = None
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                return
+        # Unblocks a producer waiting on a full queue, then waits for it to release the file.
+        prefetcher.close(_JOIN_TIMEOUT_S)

@@ -85,7 +85,9 @@ class ImageSource(PrefetchingSource):
     """A sequence of still images read as frames.
 
     ``fps`` is ``None``; ``timestamp_ns`` is ``time.monotonic_ns()`` when the image was
-    decoded; ``frame_size`` is the size of the first image.
+    decoded; ``frame_size`` is the size of the first image. Each frame's ``index`` is the
+    image's position in ``paths`` (an image that does not decode is skipped and leaves a
+    gap, so numbers never shift) and its ``path`` is the file it came from.
 
     Args:
         paths: Image files in the order to yield them.
@@ -137,13 +139,15 @@ class ImageSource(PrefetchingSource):
             return
         start, image = self._first
         self._first = None
-        yield Frame(image, start, time.monotonic_ns(), self.source_id)
+        yield Frame(image, start, time.monotonic_ns(), self.source_id, str(self.paths[start]))
         for index in range(start + 1, len(self.paths)):
             if self._stop_event.is_set():
                 return
             image = _read_image(self.paths[index])
             if image is not None:
-                yield Frame(image, index, time.monotonic_ns(), self.source_id)
+                yield Frame(
+                    image, index, time.monotonic_ns(), self.source_id, str(self.paths[index])
+                )
 
     def _release(self) -> None:
         self._first = None

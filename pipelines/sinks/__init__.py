@@ -1,26 +1,48 @@
-"""Sinks: where a pipeline's results go (JSONL, annotated video, a window).
+"""Sinks: where a pipeline's finished results go (JSONL, annotated video or images, a
+window, a callback).
 
-A sink has ``write(frame, detections)`` and ``close()``; ``close`` flushes everything so
-nothing already written is lost when a run stops early.
+A sink has ``write(result)`` and ``close()``; ``close`` flushes everything so nothing
+already written is lost when a run stops early. Drawing is done by annotators
+(:mod:`ubiq.pipelines.sinks.annotate`) that every visual sink shares.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from ubiq.pipelines.sinks.annotate import annotate
+from ubiq.pipelines.sinks.annotate import (
+    BoxAnnotator,
+    MaskAnnotator,
+    annotate,
+    default_annotators,
+    draw,
+)
+from ubiq.pipelines.sinks.images import CallbackSink, ImageSink
 from ubiq.pipelines.sinks.jsonl import JsonlSink
-from ubiq.pipelines.sinks.video import VideoSink
+from ubiq.pipelines.sinks.video import VideoSink, check_video_path
 from ubiq.pipelines.sinks.window import WindowSink
-from ubiq.types import Detections, Frame
+from ubiq.types import FrameResult
 
 
 class Sink(Protocol):
-    """Receives every processed frame."""
+    """Receives every finished frame result."""
 
-    def write(self, frame: Frame, detections: Detections) -> None: ...
+    def write(self, result: FrameResult) -> None: ...
 
     def close(self) -> None: ...
 
 
-__all__ = ["JsonlSink", "Sink", "VideoSink", "WindowSink", "annotate"]
+__all__ = [
+    "BoxAnnotator",
+    "CallbackSink",
+    "ImageSink",
+    "JsonlSink",
+    "MaskAnnotator",
+    "Sink",
+    "VideoSink",
+    "WindowSink",
+    "annotate",
+    "check_video_path",
+    "default_annotators",
+    "draw",
+]

@@ -1,4 +1,4 @@
-"""JSON Lines sink: one line per processed frame."""
+"""JSON Lines sink: one line per processed frame, then one per event the frame produced."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ import json
 from pathlib import Path
 
 from ubiq.errors import ConfigError, UbiqError
-from ubiq.types import Detections, Frame
+from ubiq.types import FrameResult
 
 
 class JsonlSink:
-    """Writes ``{"frame", "ts", "detections": [{"xyxy", "confidence", "class_id", "label"}]}``.
+    """Writes ``{"frame", "ts", ["file",] "detections": [...]}`` per frame and
+    ``{"kind", "ts", "frame", "id", ...}`` per event.
 
-    Each line is flushed as it is written, so a run stopped by Ctrl-C, SIGTERM or a crash
-    keeps every frame already processed.
+    Detections are ``{"xyxy", "confidence", "class_id", "label"}`` (plus ``"tracker_id"``
+    once tracked) in source-frame pixels; ``"file"`` names the image a frame was read from
+    (image files, folders and globs). Each line is flushed as it is written, so a run
+    stopped by Ctrl-C, SIGTERM or a crash keeps every frame already processed.
 
     Args:
         path: Output file (parent folders are created).
@@ -29,25 +32,32 @@ class JsonlSink:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("w", encoding="utf-8", buffering=1)
         except OSError as error:
-            raise ConfigError(f"--jsonl: cannot write {self.path}: {error.strerror}") from error
+            raise ConfigError(f"cannot write {self.path}: {error.strerror}") from error
         self._relative_time = relative_time
         self._first_timestamp_ns: int | None = None
         self.lines_written = 0
 
-    def write(self, frame: Frame, detections: Detections) -> None:
+    def write(self, result: FrameResult) -> None:
+        frame = result.frame
         if self._first_timestamp_ns is None:
             self._first_timestamp_ns = frame.timestamp_ns if self._relative_time else 0
         seconds = (frame.timestamp_ns - self._first_timestamp_ns) / 1e9
-        record = {
-            "frame": frame.index,
-            "ts": round(seconds, 6),
-            "detections": detections.to_records(),
-        }
+        record: dict = {"frame": frame.index, "ts": round(seconds, 6)}
+        path = getattr(frame, "path", None)
+        if path is not None:
+            record["file"] = path
+        if result.detections is not None:
+            record["detections"] = result.detections.to_records()
+        lines = [json.dumps(record, separators=(",", ":"))]
+        lines += [
+            json.dumps(event.to_record(seconds, frame.index), separators=(",", ":"))
+            for event in result.events
+        ]
         try:
-            self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self._file.write("\n".join(lines) + "\n")
         except OSError as error:
-            raise UbiqError(f"--jsonl: cannot write {self.path}: {error.strerror}") from error
-        self.lines_written += 1
+            raise UbiqError(f"cannot write {self.path}: {error.strerror}") from error
+        self.lines_written += len(lines)
 
     def close(self) -> None:
         if not self._file.closed:

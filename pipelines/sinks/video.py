@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from ubiq.errors import ConfigError
-from ubiq.pipelines.sinks.annotate import annotate
-from ubiq.types import Detections, Frame
+from ubiq.pipelines.sinks.annotate import Annotator, draw
+from ubiq.types import FrameResult
 
 logger = logging.getLogger(__name__)
 
 _FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
+
+
+def check_video_path(path: str | Path) -> str:
+    """Returns the lower-case suffix of a video path, checked before anything is opened.
+
+    Raises:
+        ConfigError: If the suffix is not one the writer supports.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in _FOURCC:
+        raise ConfigError(
+            f"unsupported video suffix {suffix or '(none)'!r} for {path}; "
+            f"use one of {', '.join(sorted(_FOURCC))}"
+        )
+    return suffix
 
 
 class VideoSink:
@@ -29,6 +45,8 @@ class VideoSink:
         path: Output file; its suffix picks the codec.
         fps: Frame rate written into the file (default 30).
         frame_size: ``(width, height)`` of the video, when known in advance.
+        annotators: What to draw on each frame (default: masks, then boxes; ``[]`` writes
+            the frames as they are).
 
     Raises:
         ConfigError: If the suffix is unsupported or the file cannot be written.
@@ -40,18 +58,15 @@ class VideoSink:
         *,
         fps: float | None = None,
         frame_size: tuple[int, int] | None = None,
+        annotators: Sequence[Annotator] | None = None,
     ) -> None:
         self.path = Path(path)
-        suffix = self.path.suffix.lower()
-        if suffix not in _FOURCC:
-            raise ConfigError(
-                f"--save: unsupported video suffix {suffix or '(none)'!r} for {self.path}; "
-                f"use one of {', '.join(sorted(_FOURCC))}"
-            )
+        suffix = check_video_path(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise ConfigError(f"--save: cannot create {self.path.parent}: {error}") from error
+            raise ConfigError(f"cannot create {self.path.parent}: {error}") from error
+        self.annotators = annotators
         self.fps = fps if fps and fps > 0 else 30.0
         self._fourcc = cv2.VideoWriter_fourcc(*_FOURCC[suffix])
         self._writer: cv2.VideoWriter | None = None
@@ -64,19 +79,20 @@ class VideoSink:
     def _open(self, width: int, height: int) -> cv2.VideoWriter:
         writer = cv2.VideoWriter(str(self.path), self._fourcc, self.fps, (width, height))
         if not writer.isOpened():
-            raise ConfigError(f"--save: cannot write video {self.path}")
+            raise ConfigError(f"cannot write video {self.path}")
         self._size = (width, height)
         return writer
 
-    def write(self, frame: Frame, detections: Detections) -> None:
+    def write(self, result: FrameResult) -> None:
+        frame = result.frame
         if self._writer is None:
             self._writer = self._open(frame.width, frame.height)
-        image = annotate(frame.image, detections)
+        image = draw(result, self.annotators)
         if (frame.width, frame.height) != self._size:
             image = _fit(image, self._size)
             if self.frames_resized == 0:
                 logger.warning(
-                    "--save: frame %d is %dx%d, the video is %dx%d; letterboxing it",
+                    "frame %d is %dx%d, the video is %dx%d; letterboxing it",
                     frame.index,
                     frame.width,
                     frame.height,

@@ -1,42 +1,52 @@
-"""A live window with the annotated frames (``--show``)."""
+"""A live window with the annotated frames (``ubiq detect --show``)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
+from collections.abc import Sequence
 
 import cv2
 
 from ubiq.errors import ConfigError
-from ubiq.pipelines.sinks.annotate import annotate
-from ubiq.types import Detections, Frame
+from ubiq.pipelines.sinks.annotate import Annotator, draw
+from ubiq.types import FrameResult
 
 
 class WindowSink:
     """Shows annotated frames in an OpenCV window; ``q`` or Esc stops the run.
 
+    Args:
+        title: Window title.
+        annotators: What to draw (default: masks, then boxes).
+
     Raises:
         ConfigError: If there is no display or OpenCV was built without a GUI.
     """
 
-    def __init__(self, title: str = "ubiq") -> None:
+    def __init__(
+        self, title: str = "ubiq", *, annotators: Sequence[Annotator] | None = None
+    ) -> None:
         if sys.platform.startswith("linux") and not (
             os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
         ):
-            raise ConfigError("--show needs a display, and DISPLAY is not set; use --save instead")
+            raise ConfigError(
+                "a window needs a display, and DISPLAY is not set; save a video instead"
+            )
         self.title = title
+        self.annotators = annotators
         try:
             cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
         except cv2.error as error:
             raise ConfigError(
-                "--show needs OpenCV with GUI support; this build has none "
+                "a window needs OpenCV with GUI support; this build has none "
                 "(pip install opencv-python instead of opencv-python-headless)"
             ) from error
         self.stop_requested = False
 
-    def write(self, frame: Frame, detections: Detections) -> None:
-        cv2.imshow(self.title, annotate(frame.image, detections))
+    def write(self, result: FrameResult) -> None:
+        cv2.imshow(self.title, draw(result, self.annotators))
         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
             self.stop_requested = True
 

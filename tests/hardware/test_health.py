@@ -14,6 +14,7 @@ from ubiq.hardware.health import (
     read_thermal_zones,
 )
 from ubiq.pipelines.runner import Runner
+from ubiq.pipelines.stage import Function
 from ubiq.types import Detections, Frame
 
 NOTHING = {
@@ -186,7 +187,9 @@ def no_detections(frame):
 def test_runner_samples_health_and_reports_events(caplog):
     monitor = CountingMonitor(1e-9, [(60.0, 0x0), (82.0, 0x4), (79.0, 0x0)])
     events = []
-    summary = Runner(FrameSource(3), no_detections, health=monitor, on_event=events.append).run()
+    summary = Runner(
+        FrameSource(3), [Function(no_detections)], health=monitor, on_event=events.append
+    ).run()
     assert monitor.samples == 3
     assert [event.kind for event in events] == ["health.throttled", "health.recovered"]
     assert summary.max_temperature_c == 82.0 and summary.throttle_events == 1
@@ -198,13 +201,13 @@ def test_runner_samples_health_and_reports_events(caplog):
 
 def test_runner_respects_the_interval():
     monitor = CountingMonitor(3600.0, [(55.0, 0x0)] * 10)
-    summary = Runner(FrameSource(10), no_detections, health=monitor).run()
+    summary = Runner(FrameSource(10), [Function(no_detections)], health=monitor).run()
     assert monitor.samples == 1  # the first frame only; the next is an hour away
     assert summary.frames == 10 and summary.throttle_events == 0
 
 
 def test_runner_without_monitor_has_no_health_fields():
-    summary = Runner(FrameSource(2), no_detections).run()
+    summary = Runner(FrameSource(2), [Function(no_detections)]).run()
     data = summary.to_dict()
     assert "max_temperature_c" not in data and "throttle_events" not in data
     assert "throttle" not in summary.line()

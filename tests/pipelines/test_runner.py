@@ -10,7 +10,8 @@ import pytest
 from ubiq.errors import ConfigError
 from ubiq.pipelines.runner import Runner
 from ubiq.pipelines.sinks import JsonlSink, VideoSink, annotate
-from ubiq.types import Detections, Frame
+from ubiq.pipelines.stage import Function
+from ubiq.types import Detections, Frame, FrameResult
 
 
 class ListSource:
@@ -49,9 +50,12 @@ class ListSource:
             yield Frame(image, index, int(index * 1e8), "list")
 
 
-def box_at_index(frame):
+def box_at(frame):
     x = float(frame.index)
     return Detections(xyxy=[[x, 1, x + 10, 11]], confidence=[0.5], class_id=[1], labels=("a", "b"))
+
+
+box_at_index = [Function(box_at)]
 
 
 def test_jsonl_and_video_written_for_every_frame(tmp_path):
@@ -86,7 +90,7 @@ def test_max_frames_and_summary_numbers(tmp_path):
     data = summary.to_dict()
     assert data["fps"] > 0 and data["latency_p90_ms"] >= data["latency_p50_ms"] >= 0
     assert "7 frames" in summary.line()
-    with pytest.raises(ValueError, match="max-frames must be >= 1, got 0"):
+    with pytest.raises(ConfigError, match="max_frames must be an integer >= 1, got 0"):
         Runner(ListSource(1), box_at_index, max_frames=0)
 
 
@@ -106,8 +110,8 @@ def test_stop_from_another_thread_keeps_what_was_written(tmp_path):
 def test_live_jsonl_time_is_relative_to_first_frame(tmp_path):
     sink = JsonlSink(tmp_path / "live.jsonl", relative_time=True)
     image = np.zeros((4, 4, 3), np.uint8)
-    sink.write(Frame(image, 0, 5_000_000_000), Detections.empty())
-    sink.write(Frame(image, 1, 5_250_000_000), Detections.empty())
+    sink.write(FrameResult(Frame(image, 0, 5_000_000_000), Detections.empty()))
+    sink.write(FrameResult(Frame(image, 1, 5_250_000_000), Detections.empty()))
     sink.close()
     times = [
         json.loads(line)["ts"] for line in (tmp_path / "live.jsonl").read_text().split("\n") if line
@@ -120,7 +124,7 @@ def test_bad_sink_paths_are_one_line_errors(tmp_path):
         VideoSink(tmp_path / "out.txt")
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(ConfigError, match="--jsonl: cannot write"):
+    with pytest.raises(ConfigError, match="cannot write"):
         JsonlSink(blocker / "sub" / "out.jsonl")
 
 
@@ -134,7 +138,9 @@ def test_annotate_draws_inside_the_box_only():
 
 
 class SlowPreparePipeline:
-    """A pipeline whose ``prepare`` is the slow side (like a 1080p frame)."""
+    """A stage whose ``prepare`` is the slow side (like a 1080p frame)."""
+
+    name = "slow"
 
     def __init__(self, prepare_s):
         self.prepare_s = prepare_s
@@ -144,12 +150,11 @@ class SlowPreparePipeline:
         time.sleep(self.prepare_s)
         return frame.index * 10
 
-    def complete(self, frame, prepared):
+    def __call__(self, result):
+        prepared = result.prepared.pop(self.name)  # KeyError: the prefetch path was not used
         self.completed.append(prepared)
-        return box_at_index(frame)
-
-    def __call__(self, frame):  # pragma: no cover - the runner uses prepare/complete
-        raise AssertionError("prefetch path expected")
+        result.detections = box_at(result.frame)
+        return result
 
 
 def test_prefetch_passes_prepared_work_in_order():

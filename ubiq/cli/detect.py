@@ -20,9 +20,12 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--source",
-        default="demo",
+        action="append",
+        default=None,
         help="demo, a camera index or /dev/videoN, a file, folder, glob or "
-        "rtsp/http URL (default: demo)",
+        "rtsp/http URL (default: demo); give it several times to run one pipeline per "
+        "source side by side with the model loaded once (outputs then get -1, -2, ... "
+        "before their suffix)",
     )
     parser.add_argument(
         "--model",
@@ -54,6 +57,12 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="inference threads")
     parser.add_argument("--save", default=None, help="write annotated video here (.mp4, .avi)")
+    parser.add_argument(
+        "--save-images",
+        default=None,
+        metavar="DIR",
+        help="write each annotated frame as an image into DIR (images keep their file name)",
+    )
     parser.add_argument("--jsonl", default=None, help="write one JSON line per frame here")
     parser.add_argument(
         "--show",
@@ -75,32 +84,99 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--summary-json", default=None, help="also write the run summary as JSON here"
     )
+    parser.add_argument(
+        "--stages",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="print each stage's p50/p90 time after the summary (default: yes)",
+    )
     parser.set_defaults(handler=run)
 
 
-def _check_output_paths(args: argparse.Namespace) -> None:
-    """Fails before any work when an output could not be written or would clobber the input.
+_OUTPUTS = ("save", "save_images", "jsonl", "summary_json")
+
+
+def flag(option: str) -> str:
+    """``save_images`` -> ``--save-images``."""
+    return "--" + option.replace("_", "-")
+
+
+def output_path(value: str, position: int, count: int) -> str:
+    """The output for source ``position`` of ``count``: ``out.jsonl`` -> ``out-2.jsonl``."""
+    if count == 1:
+        return value
+    from pathlib import Path
+
+    path = Path(value)
+    return str(path.with_name(f"{path.stem}-{position + 1}{path.suffix}"))
+
+
+def check_arguments(args: argparse.Namespace) -> list[str]:
+    """Validates every argument before anything is loaded, opened or written.
+
+    Returns:
+        The source specs.
 
     Raises:
-        ConfigError: Naming the option and the path.
+        ConfigError: Naming the flag and the bad value.
     """
     from pathlib import Path
 
     from ubiq.errors import ConfigError
+    from ubiq.pipelines.sinks import check_video_path
 
-    source = Path(args.source).expanduser()
-    for option in ("save", "jsonl", "summary_json"):
-        value = getattr(args, option)
-        if not value:
-            continue
-        path = Path(value).expanduser()
-        flag = "--" + option.replace("_", "-")
-        if source.exists() and path.exists() and path.resolve() == source.resolve():
-            raise ConfigError(f"{flag} {value} is the source itself; choose another file")
-        parent = path.parent if str(path.parent) else Path(".")
-        existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
-        if existing is None or not existing.is_dir():
-            raise ConfigError(f"{flag}: cannot create {value}: {existing} is not a folder")
+    sources = args.source or ["demo"]
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.vid_stride < 1:
+        raise ConfigError(f"--vid-stride must be >= 1, got {args.vid_stride}")
+    for name in ("conf", "iou"):
+        value = getattr(args, name)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"--{name} must be between 0 and 1, got {value}")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    if args.imgsz is not None and args.imgsz < 1:
+        raise ConfigError(
+            f"--imgsz must be a positive multiple of the model's stride, got {args.imgsz}"
+        )
+    if args.classes is not None and not [c for c in args.classes.split(",") if c.strip()]:
+        raise ConfigError(f"--classes must name at least one class, got {args.classes!r}")
+    if len(set(sources)) != len(sources):
+        raise ConfigError(f"--source names the same source twice: {sources}")
+    if args.save:
+        try:
+            check_video_path(args.save)
+        except ConfigError as error:
+            raise ConfigError(f"--save: {error}") from error
+    for position, spec in enumerate(sources):
+        source = Path(spec).expanduser()
+        for option in _OUTPUTS:
+            value = getattr(args, option)
+            if not value:
+                continue
+            value = output_path(value, position, len(sources))
+            path = Path(value).expanduser()
+            if source.exists() and path.exists() and path.resolve() == source.resolve():
+                raise ConfigError(f"{flag(option)} {value} is the source itself; choose another")
+            if option == "save_images":
+                if path.exists() and not path.is_dir():
+                    raise ConfigError(f"--save-images: {value} is a file, not a folder")
+                folder = source if source.is_dir() else source.parent
+                if source.exists() and path.exists() and path.resolve() == folder.resolve():
+                    raise ConfigError(
+                        f"--save-images {value} is the folder the images come from; "
+                        "choose another folder so no source image is overwritten"
+                    )
+                parent = path
+            else:
+                parent = path.parent if str(path.parent) else Path(".")
+            existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
+            if existing is None or not existing.is_dir():
+                raise ConfigError(
+                    f"{flag(option)}: cannot create {value}: {existing} is not a folder"
+                )
+    return sources
 
 
 def _device_text(backend) -> str:
@@ -149,31 +225,80 @@ def _open_interruptibly(source) -> bool:
     return True
 
 
-def run(args: argparse.Namespace) -> int:
+def build_sinks(args: argparse.Namespace, source, position: int, count: int) -> list:
+    """The sinks the flags ask for, for source ``position`` of ``count``.
+
+    Raises:
+        ConfigError: Naming the flag, if an output cannot be created.
+    """
+    from ubiq.errors import ConfigError
+    from ubiq.pipelines.sinks import ImageSink, JsonlSink, VideoSink, WindowSink
+
+    sinks = []
+    try:
+        for option, make in (
+            ("jsonl", lambda path: JsonlSink(path, relative_time=True)),
+            (
+                "save",
+                lambda path: VideoSink(
+                    path, fps=(source.fps or 30.0) / args.vid_stride, frame_size=source.frame_size
+                ),
+            ),
+            ("save_images", ImageSink),
+        ):
+            value = getattr(args, option)
+            if value:
+                try:
+                    sinks.append(make(output_path(value, position, count)))
+                except ConfigError as error:
+                    raise ConfigError(f"{flag(option)}: {error}") from error
+        if args.show:
+            try:
+                sinks.append(WindowSink(f"ubiq detect: {source.source_id}"))
+            except ConfigError as error:
+                raise ConfigError(f"--show: {error}") from error
+    except ConfigError:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks
+
+
+def write_summary_json(path: str, data) -> None:
+    """Writes the summary (a dict, or a list of them for several sources) as JSON.
+
+    Raises:
+        ConfigError: Naming ``--summary-json`` if the file cannot be written.
+    """
     from pathlib import Path
 
+    from ubiq.errors import ConfigError
+
+    try:
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2)
+    except OSError as error:
+        raise ConfigError(f"--summary-json: cannot write {path}: {error.strerror}") from error
+
+
+def run(args: argparse.Namespace) -> int:
     import cv2
 
-    from ubiq.errors import ConfigError
     from ubiq.hardware.accelerators import parse_device
     from ubiq.hardware.health import HealthMonitor
     from ubiq.hardware.sources import open_source
     from ubiq.models.runtime.model import DetectionModel
-    from ubiq.pipelines.detect import DetectPipeline
-    from ubiq.pipelines.runner import Runner
-    from ubiq.pipelines.sinks import JsonlSink, VideoSink, WindowSink
+    from ubiq.pipelines.pipeline import Pipeline, run_sources
+    from ubiq.pipelines.stage import Detect
 
     # OpenCV's own thread pool (resize, colour conversion of one small frame) only fights
     # the inference runtime for the cores; one thread is faster end to end.
     cv2.setNumThreads(1)
-    if args.vid_stride < 1:
-        raise ConfigError(f"--vid-stride must be >= 1, got {args.vid_stride}")
+    specs = check_arguments(args)
     classes = None
     if args.classes is not None:
         classes = [c.strip() for c in args.classes.split(",") if c.strip()]
-        if not classes:
-            raise ConfigError(f"--classes must name at least one class, got {args.classes!r}")
-    _check_output_paths(args)
     device = parse_device(args.device)
     model = DetectionModel.load(
         args.model,
@@ -185,53 +310,55 @@ def run(args: argparse.Namespace) -> int:
         classes=classes,
         imgsz=args.imgsz,
     )
-    source = open_source(args.source, vid_stride=args.vid_stride, reconnect=args.reconnect)
-    sinks = []
-    # Open the source before any output file: a camera or URL that fails must not
+    # Open every source before any output file: a camera or URL that fails must not
     # truncate a JSONL or video that is already there.
-    if not _open_interruptibly(source):
-        print(f"ubiq detect: stopped by signal while opening {source.source_id}", file=sys.stderr)
-        return 0
+    sources, pipelines = [], {}
     try:
-        if args.jsonl:
-            sinks.append(JsonlSink(args.jsonl, relative_time=True))
-        if args.save:
-            sinks.append(
-                VideoSink(
-                    args.save,
-                    fps=(source.fps or 30.0) / args.vid_stride,
-                    frame_size=source.frame_size,
+        for spec in specs:
+            source = open_source(spec, vid_stride=args.vid_stride, reconnect=args.reconnect)
+            if not _open_interruptibly(source):
+                print(
+                    f"ubiq detect: stopped by signal while opening {source.source_id}",
+                    file=sys.stderr,
                 )
-            )
-        if args.show:
-            sinks.append(WindowSink(f"ubiq detect: {source.source_id}"))
-    except ConfigError:
-        for sink in sinks:
-            sink.close()
-        source.close()
+                return 0
+            sources.append(source)
+        for position, source in enumerate(sources):
+            sinks = build_sinks(args, source, position, len(sources))
+            pipelines[id(source)] = Pipeline([Detect(model)], sinks)
+    except BaseException:  # close what is open, then report the error
+        for pipeline in pipelines.values():
+            for sink in pipeline.sinks:
+                sink.close()
+        for source in sources:
+            source.close()
         raise
     # Temperature and throttling, sampled every few seconds (a Pi that throttles runs slower).
-    summary = Runner(
-        source, DetectPipeline(model), sinks, max_frames=args.max_frames, health=HealthMonitor()
-    ).run()
-    outputs = [p for p in (args.save, args.jsonl) if p]
-    print(
-        f"ubiq detect: {model.manifest.name} ({_device_text(model.backend)}) "
-        f"on {source.source_id}: "
-        f"{summary.line()}" + (f"; wrote {', '.join(outputs)}" if outputs else ""),
-        file=sys.stderr,
+    summaries = run_sources(
+        sources,
+        lambda source: pipelines[id(source)],
+        max_frames=args.max_frames,
+        health=HealthMonitor(),
     )
+    records = []
+    for position, (source, summary) in enumerate(zip(sources, summaries, strict=True)):
+        outputs = [
+            output_path(value, position, len(sources))
+            for value in (args.save, args.save_images, args.jsonl)
+            if value
+        ]
+        print(
+            f"ubiq detect: {model.manifest.name} ({_device_text(model.backend)}) "
+            f"on {source.source_id}: "
+            f"{summary.line()}" + (f"; wrote {', '.join(outputs)}" if outputs else ""),
+            file=sys.stderr,
+        )
+        if args.stages and summary.frames:
+            print(f"ubiq detect: stages p50/p90: {summary.stages_line()}", file=sys.stderr)
+        records.append(summary.to_dict() | {"model": str(model.path), "source": source.source_id})
     if args.summary_json:
-        data = summary.to_dict() | {"model": str(model.path), "source": source.source_id}
-        try:
-            Path(args.summary_json).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            with open(args.summary_json, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, indent=2)
-        except OSError as error:
-            raise ConfigError(
-                f"--summary-json: cannot write {args.summary_json}: {error.strerror}"
-            ) from error
-    if summary.frames == 0 and summary.stopped_by == "end":
+        write_summary_json(args.summary_json, records[0] if len(records) == 1 else records)
+    if any(s.frames == 0 and s.stopped_by == "end" for s in summaries):
         print("ubiq detect: error: the source gave no frames", file=sys.stderr)
         return 3
     return 0

@@ -1,0 +1,154 @@
+"""Stages: the steps of a pipeline. A stage takes a :class:`~ubiq.types.FrameResult`,
+adds what it finds (detections, track ids, masks, events) and returns it.
+
+A stage is any callable ``stage(result) -> result``. It may also have:
+
+- ``name``: how the summary and ``result.prepared`` call it (default: the class or
+  function name in lower case);
+- ``prepare(frame) -> object``: work that needs only the frame (resize, normalise). The
+  runner calls it one frame ahead on a thread of its own for files, and puts what it
+  returns in ``result.prepared[name]``; a stage must also work when it is absent (live
+  sources prepare in the loop, so a frame never waits in a queue behind a newer one);
+- ``close()``: release what the stage holds (called once when the run ends).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from ubiq.errors import ConfigError
+from ubiq.types import Detections, Frame, FrameResult
+
+
+@runtime_checkable
+class Stage(Protocol):
+    """One step of a pipeline: ``result in -> result out``."""
+
+    def __call__(self, result: FrameResult) -> FrameResult: ...
+
+
+def stage_name(stage: Any) -> str:
+    """Returns the stage's ``name``, else its function or class name in lower case."""
+    name = getattr(stage, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    name = getattr(stage, "__name__", None) or type(stage).__name__
+    return str(name).lower()
+
+
+def named_stages(stages: Sequence[Any]) -> list[tuple[str, Any]]:
+    """Pairs each stage with a unique name (``detect``, ``detect-2``, ...).
+
+    Raises:
+        ConfigError: If a stage is not callable or the list is not a sequence.
+    """
+    if callable(stages) and not isinstance(stages, (list, tuple)):
+        stages = [stages]
+    named: list[tuple[str, Any]] = []
+    seen: dict[str, int] = {}
+    for position, stage in enumerate(stages):
+        if not callable(stage):
+            raise ConfigError(
+                f"stages[{position}] must be callable (result -> result), "
+                f"got {type(stage).__name__}"
+            )
+        base = stage_name(stage)
+        seen[base] = seen.get(base, 0) + 1
+        named.append((base if seen[base] == 1 else f"{base}-{seen[base]}", stage))
+    return named
+
+
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _model_lock(model: Any) -> threading.Lock | None:
+    """A lock per model backend for backends whose sessions are not thread-safe (LiteRT's
+    interpreter); ``None`` for onnxruntime, whose ``run`` may be called concurrently."""
+    backend = getattr(model, "backend", None)
+    if backend is None or getattr(backend, "name", "onnxruntime") == "onnxruntime":
+        return None
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(backend)
+        if lock is None:
+            lock = _LOCKS[backend] = threading.Lock()
+        return lock
+
+
+class Detect:
+    """Runs a detection model on each frame and sets ``result.detections``.
+
+    One model may be shared by the pipelines of several sources (each with its own
+    ``Detect``): onnxruntime sessions run concurrently, LiteRT interpreters one at a time.
+
+    Args:
+        model: A loaded :class:`~ubiq.models.runtime.model.DetectionModel` (or anything
+            with its ``prepare(image)``, ``infer(tensor)`` and ``decode(outputs,
+            transform)``).
+        name: Stage name in summaries (default ``"detect"``).
+
+    Raises:
+        ConfigError: If ``model`` lacks ``prepare``, ``infer`` or ``decode``.
+    """
+
+    def __init__(self, model: Any, *, name: str = "detect") -> None:
+        missing = [m for m in ("prepare", "infer", "decode") if not hasattr(model, m)]
+        if missing:
+            raise ConfigError(
+                f"model must be a detection model with prepare/infer/decode, "
+                f"got {type(model).__name__} without {', '.join(missing)}"
+            )
+        self.model = model
+        self.name = name
+        self._lock = _model_lock(model)
+
+    def prepare(self, frame: Frame) -> tuple:
+        """Resizes and normalises the frame into the model's input tensor."""
+        return self.model.prepare(frame.image)
+
+    def __call__(self, result: FrameResult) -> FrameResult:
+        prepared = result.prepared.pop(self.name, None)
+        if prepared is None:
+            began = time.perf_counter()
+            prepared = self.model.prepare(result.frame.image)
+            result.timings_ms[f"{self.name}.preprocess"] = (time.perf_counter() - began) * 1e3
+        tensor, transform = prepared
+        began = time.perf_counter()
+        if self._lock is None:
+            outputs = self.model.infer(tensor)
+        else:
+            with self._lock:
+                outputs = self.model.infer(tensor)
+        inferred = time.perf_counter()
+        result.detections = self.model.decode(outputs, transform)
+        result.timings_ms[f"{self.name}.inference"] = (inferred - began) * 1e3
+        result.timings_ms[f"{self.name}.decode"] = (time.perf_counter() - inferred) * 1e3
+        return result
+
+
+class Function:
+    """Wraps ``function(frame) -> Detections`` (or ``None``) as a stage.
+
+    Args:
+        function: Called with each frame; a ``Detections`` it returns replaces
+            ``result.detections``.
+        name: Stage name in summaries (default: the function's name).
+    """
+
+    def __init__(
+        self, function: Callable[[Frame], Detections | None], *, name: str | None = None
+    ) -> None:
+        if not callable(function):
+            raise ConfigError(f"function must be callable, got {type(function).__name__}")
+        self.function = function
+        self.name = name or stage_name(function)
+
+    def __call__(self, result: FrameResult) -> FrameResult:
+        detections = self.function(result.frame)
+        if detections is not None:
+            result.detections = detections
+        return result
