@@ -162,8 +162,9 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
             if option == "save_images":
                 if path.exists() and not path.is_dir():
                     raise ConfigError(f"--save-images: {value} is a file, not a folder")
+                # A folder source, or the folder of an image file or a glob pattern.
                 folder = source if source.is_dir() else source.parent
-                if source.exists() and path.exists() and path.resolve() == folder.resolve():
+                if folder.exists() and path.exists() and path.resolve() == folder.resolve():
                     raise ConfigError(
                         f"--save-images {value} is the folder the images come from; "
                         "choose another folder so no source image is overwritten"
