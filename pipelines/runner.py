@@ -52,7 +52,9 @@ class Runner:
         stages: Callables ``result -> result`` (see :mod:`ubiq.pipelines.stage`), in order.
         sinks: Objects with ``write(result)`` and ``close()``.
         max_frames: Stop after this many frames (``None``: until the source ends).
-        on_result: Called with each finished result, after the sinks.
+        on_result: Called with each finished result, after the sinks. When the source
+            ends, stages with ``finish() -> list[Event]`` (a tracker ending its tracks, a
+            speech segmenter closing an utterance) give one more, ``final`` result.
         on_event: Called with each event a frame produced (health events included).
         health: Optional ``HealthMonitor``; sampled at most every ``health.interval_s``
             (only a clock check per frame); its events join the frame's result.
@@ -91,6 +93,7 @@ class Runner:
         self._stop_reason = "signal"
         self._first_frame_at: float | None = None
         self._last_frame_done_at: float | None = None
+        self._last_frame: Frame | None = None
 
     def stop(self, reason: str = "signal") -> None:
         """Asks the loop to end after the current frame (thread- and signal-safe)."""
@@ -123,11 +126,13 @@ class Runner:
         """
         summary = self.summary = RunSummary(source_id=self.summary.source_id)
         self._first_frame_at = self._last_frame_done_at = None
+        self._last_frame = None
         self._next_health_at = 0.0
         try:
             with self.source:
                 notify("READY=1")  # under systemd Type=notify: the source is open
                 yield from self._loop(summary)
+                yield from self._finish(summary)
         except KeyboardInterrupt:
             summary.stopped_by = "signal"
         finally:
@@ -190,6 +195,7 @@ class Runner:
             began = time.perf_counter() - sum(prepare_ms.values()) / 1e3
             if self._first_frame_at is None:
                 self._first_frame_at = began
+            self._last_frame = frame
             result = FrameResult(frame, prepared=prepared)
             for name, milliseconds in prepare_ms.items():
                 summary.add_time(name, milliseconds)
@@ -226,6 +232,27 @@ class Runner:
                 break
         if self._stop.is_set():
             summary.stopped_by = self._stop_reason
+
+    def _finish(self, summary: RunSummary) -> Iterator[FrameResult]:
+        """Asks every stage with ``finish() -> list[Event]`` for what is still open when
+        the source ends, and hands it to the sinks as one ``final`` result."""
+        events: list[Event] = []
+        for _name, stage in self.stages:
+            finish = getattr(stage, "finish", None)
+            if callable(finish):
+                events.extend(finish() or ())
+        if not events or self._last_frame is None:
+            return
+        result = FrameResult(self._last_frame, events=events, final=True)
+        for sink in self.sinks:
+            sink.write(result)
+        summary.events.update(event.kind for event in events)
+        if self.on_event is not None:
+            for event in events:
+                self.on_event(event)
+        if self.on_result is not None:
+            self.on_result(result)
+        yield result
 
     def _sample_health(self, result: FrameResult) -> None:
         """Samples the health monitor into the result's events; a failing sensor read is

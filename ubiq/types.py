@@ -339,6 +339,9 @@ class FrameResult:
         data: Anything else a stage wants to hand to later stages or sinks, by name.
         timings_ms: Times the stages report about themselves (``"detect.inference"``).
         prepared: Work done ahead for a stage (by its ``prepare``), by stage name.
+        final: True for the one result made when the source ends, which carries only the
+            events stages emit then (a track or an utterance still open); its ``frame`` is
+            the last frame again, so visual sinks skip it and JSONL writes only its events.
     """
 
     frame: Any
@@ -349,6 +352,7 @@ class FrameResult:
     data: dict[str, Any] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
     prepared: dict[str, Any] = field(default_factory=dict, repr=False)
+    final: bool = False
 
     @property
     def index(self) -> int:

@@ -64,6 +64,8 @@ class ImageSink:
         return target
 
     def write(self, result: FrameResult) -> None:
+        if result.final:  # no new frame, only end-of-stream events
+            return
         target = self._target(result)
         image = draw(result, self.annotators)
         options = (

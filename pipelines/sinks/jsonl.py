@@ -48,7 +48,7 @@ class JsonlSink:
             record["file"] = path
         if result.detections is not None:
             record["detections"] = result.detections.to_records()
-        lines = [json.dumps(record, separators=(",", ":"))]
+        lines = [] if result.final else [json.dumps(record, separators=(",", ":"))]
         lines += [
             json.dumps(event.to_record(seconds, frame.index), separators=(",", ":"))
             for event in result.events

@@ -84,6 +84,8 @@ class VideoSink:
         return writer
 
     def write(self, result: FrameResult) -> None:
+        if result.final:  # no new frame, only end-of-stream events
+            return
         frame = result.frame
         if self._writer is None:
             self._writer = self._open(frame.width, frame.height)

@@ -46,6 +46,8 @@ class WindowSink:
         self.stop_requested = False
 
     def write(self, result: FrameResult) -> None:
+        if result.final:  # no new frame, only end-of-stream events
+            return
         cv2.imshow(self.title, draw(result, self.annotators))
         if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
             self.stop_requested = True

@@ -32,17 +32,19 @@ measures it.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ubiq.errors import ConfigError
+from ubiq.errors import ConfigError, UbiqError
 from ubiq.pipelines.speech.recognize import SAMPLE_RATE, CommandRecognizer
 from ubiq.pipelines.speech.vad import VadSegmenter
-from ubiq.types import AudioChunk, Event
+from ubiq.types import AudioChunk, Event, FrameResult
 
 __all__ = ["MAX_CUTS", "RECORD_KEYS", "ListenStats", "SpeechPipeline", "event_record", "pause_cuts"]
 
@@ -310,3 +312,58 @@ class SpeechPipeline:
             return events
         self.recognitions.append(command)
         return [*events, self._command_event(cut_s, vad.t_end, ready, command)]
+
+
+class SpeechStage:
+    """A :class:`SpeechPipeline` as a runner stage: each ``AudioChunk`` result gains the
+    speech events it completed; ``finish`` closes an utterance still open at the end.
+
+    Args:
+        pipeline: The speech pipeline (VAD, commands, wake phrase, transcripts).
+    """
+
+    name = "speech"
+
+    def __init__(self, pipeline: SpeechPipeline) -> None:
+        self.pipeline = pipeline
+
+    def __call__(self, result: FrameResult) -> FrameResult:
+        result.events.extend(self.pipeline.feed(result.frame))
+        return result
+
+    def finish(self) -> list[Event]:
+        """Events of an utterance still open when the audio ends."""
+        return self.pipeline.flush()
+
+
+class SpeechJsonlSink:
+    """Writes each speech event as one JSON line of exactly :data:`RECORD_KEYS`, flushed as
+    it is written.
+
+    Args:
+        path: Output file (parent folders are created).
+
+    Raises:
+        ConfigError: If the file cannot be opened for writing.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("w", encoding="utf-8", buffering=1)
+        except OSError as error:
+            raise ConfigError(f"cannot write {self.path}: {error.strerror}") from error
+
+    def write(self, result: FrameResult) -> None:
+        for event in result.events:
+            if not event.kind.startswith("speech."):
+                continue
+            try:
+                self._file.write(json.dumps(event_record(event), separators=(",", ":")) + "\n")
+            except OSError as error:
+                raise UbiqError(f"cannot write {self.path}: {error.strerror}") from error
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()

@@ -16,11 +16,8 @@ seconds of source audio. Kinds: ``speech.start``, ``speech.end``, ``speech.wake`
 from __future__ import annotations
 
 import argparse
-import json
-import signal
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from ubiq.errors import ConfigError, UbiqError
@@ -70,17 +67,6 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--threads", type=int, default=1, help="inference threads")
     parser.add_argument("--quiet", action="store_true", help="print no events (JSONL only)")
     parser.set_defaults(handler=run)
-
-
-def _open_jsonl(path: str | None):
-    if not path:
-        return None
-    target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return target.open("w", encoding="utf-8", buffering=1)
-    except OSError as error:
-        raise ConfigError(f"--jsonl: cannot write {target}: {error.strerror}") from error
 
 
 def _describe(record: dict) -> str:
@@ -133,41 +119,41 @@ def build_pipeline(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ubiq.hardware.sources.audio import open_audio_source
-    from ubiq.pipelines.speech.listen import event_record
+    from ubiq.pipelines.runner import Runner
+    from ubiq.pipelines.sinks import CallbackSink
+    from ubiq.pipelines.speech.listen import SpeechJsonlSink, SpeechStage, event_record
 
     pipeline = build_pipeline(args)
     source = open_audio_source(args.source, realtime=args.realtime)
-    out = _open_jsonl(args.jsonl)
-    previous = signal.getsignal(signal.SIGTERM)
-    signal.signal(signal.SIGTERM, lambda *_: source.stop())
+    # Open the source before the output: a file or device that fails must not truncate a
+    # JSONL that is already there.
+    source.open()
+    sinks = []
+    if args.jsonl:
+        try:
+            sinks.append(SpeechJsonlSink(args.jsonl))
+        except ConfigError as error:
+            source.close()
+            raise ConfigError(f"--jsonl: {error}") from error
+    if not args.quiet:
+
+        def show(result) -> None:
+            for event in result.events:
+                if event.kind.startswith("speech."):
+                    print(_describe(event_record(event)), flush=True)
+
+        sinks.append(CallbackSink(show))
+    if pipeline.wake and not args.quiet:
+        print(f"say {pipeline.wake!r} before a command", file=sys.stderr)
     started = time.perf_counter()
-    interrupted = False
-
-    def emit(events) -> None:
-        for event in events:
-            record = event_record(event)
-            if out is not None:
-                try:
-                    out.write(json.dumps(record, separators=(",", ":")) + "\n")
-                except OSError as error:
-                    raise UbiqError(f"--jsonl: cannot write {args.jsonl}: {error}") from error
-            if not args.quiet:
-                print(_describe(record), flush=True)
-
+    # The runner every pipeline shares: SIGINT/SIGTERM stop it cleanly (an utterance still
+    # open is closed and written), and under systemd it sends READY=1 and watchdog pings.
     try:
-        with source:
-            if pipeline.wake and not args.quiet:
-                print(f"say {pipeline.wake!r} before a command", file=sys.stderr)
-            try:
-                for chunk in source:
-                    emit(pipeline.feed(chunk))
-            except KeyboardInterrupt:
-                interrupted = True
-            emit(pipeline.flush())
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if out is not None:
-            out.close()
+        summary = Runner(source, [SpeechStage(pipeline)], sinks).run()
+    except UbiqError as error:
+        if args.jsonl and "cannot write" in str(error):
+            raise UbiqError(f"--jsonl: {error}") from error
+        raise
     stats = pipeline.stats
     wall = time.perf_counter() - started
     print(
@@ -175,9 +161,10 @@ def run(args: argparse.Namespace) -> int:
         f"utterances, {stats.commands} commands, {stats.rejected} not commands"
         + (f", {stats.outside_wake} without the wake phrase" if pipeline.wake else "")
         + (f", {stats.wake_splits} cut after the wake phrase" if stats.wake_splits else "")
-        + f"; real-time factor {stats.real_time_factor:.3f}",
+        + f"; real-time factor {stats.real_time_factor:.3f}"
+        + (", stopped by signal" if summary.stopped_by == "signal" else ""),
         file=sys.stderr,
     )
-    if stats.audio_s == 0 and not interrupted:
+    if stats.audio_s == 0 and summary.stopped_by == "end":
         raise UbiqError(f"--source {args.source}: no audio")
-    return 130 if interrupted else 0
+    return 0
