@@ -96,7 +96,7 @@ def parse_device(text: str | DeviceSpec | None) -> DeviceSpec:
     value = str(text).strip().lower()
     parts = value.split(":")
     kind = parts[0]
-    bad = ConfigError(f"--device: unknown device {text!r}; expected one of {DEVICE_CHOICES}")
+    bad = ConfigError(f"device: unknown device {text!r}; expected one of {DEVICE_CHOICES}")
     if kind not in DEVICE_KINDS:
         raise bad
     if len(parts) == 1:
@@ -211,7 +211,7 @@ def onnxruntime_providers(
     if device.kind == "cpu":
         return ["CPUExecutionProvider"]
     raise ConfigError(
-        f"--device {device} does not run ONNX models; use one of cpu, cuda, tensorrt, openvino"
+        f"device {device} does not run ONNX models; use one of cpu, cuda, tensorrt, openvino"
     )
 
 

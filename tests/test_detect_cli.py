@@ -116,7 +116,7 @@ def test_two_sources_side_by_side_write_their_own_outputs(blazeface_path, tmp_pa
     data = json.loads(summary.read_text())
     assert [(d["source"], d["frames"]) for d in data] == [("demo", 150), (str(folder), 2)]
     assert len(re.findall(r"ubiq detect: blazeface .* on ", result.stderr)) == 2
-    assert "stages p50/p90: detect.prepare" in result.stderr
+    assert "demo: stages p50/p90: detect.prepare" in result.stderr
 
 
 def test_readme_python_example_runs(blazeface_path, tmp_path):

@@ -243,7 +243,7 @@ class CommandSet:
             return self
         wake = normalize_text(wake)
         if not wake:
-            raise ConfigError("--wake must contain at least one word")
+            raise ConfigError("the wake phrase must contain at least one word")
         return CommandSet(self.phrases, wake, self.pronunciations, self.source)
 
     def jsgf(self, *, include_wake: bool = True) -> str:

@@ -162,7 +162,7 @@ def test_providers_per_device(relu_onnx, kind, expected):
 
 
 def test_coral_has_no_onnxruntime_providers(relu_onnx):
-    with pytest.raises(ConfigError, match="--device coral does not run ONNX models"):
+    with pytest.raises(ConfigError, match="device coral does not run ONNX models"):
         onnxruntime_providers(DeviceSpec("coral"), relu_onnx)
 
 

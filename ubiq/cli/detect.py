@@ -348,14 +348,17 @@ def run(args: argparse.Namespace) -> int:
             for value in (args.save, args.save_images, args.jsonl)
             if value
         ]
+        if args.stages and summary.frames:
+            print(
+                f"ubiq detect: {source.source_id}: stages p50/p90: {summary.stages_line()}",
+                file=sys.stderr,
+            )
         print(
             f"ubiq detect: {model.manifest.name} ({_device_text(model.backend)}) "
             f"on {source.source_id}: "
             f"{summary.line()}" + (f"; wrote {', '.join(outputs)}" if outputs else ""),
             file=sys.stderr,
         )
-        if args.stages and summary.frames:
-            print(f"ubiq detect: stages p50/p90: {summary.stages_line()}", file=sys.stderr)
         records.append(summary.to_dict() | {"model": str(model.path), "source": source.source_id})
     if args.summary_json:
         write_summary_json(args.summary_json, records[0] if len(records) == 1 else records)
