@@ -380,3 +380,89 @@ def test_bench_times_a_model_without_a_decoder(tmp_path):
     result = run_ubiq("bench", str(path), "--runs", "5", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)[0]["input_shape"] == [1, 3, 16, 16]
+
+
+def _colour_classifier(path):
+    """A 3-class classifier (blue, green, red) whose logits are the image's mean B, G, R."""
+    onnx = pytest.importorskip("onnx")
+    from ubiq.manifest import DecoderSpec, InputSpec, ModelManifest, Preprocess, manifest_path_for
+
+    helper, float_type = onnx.helper, onnx.TensorProto.FLOAT
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["scores"]),
+        ],
+        "colours",
+        [helper.make_tensor_value_info("images", float_type, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("scores", float_type, [1, 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    ModelManifest(
+        name="colours",
+        task="classify",
+        format="onnx",
+        input=InputSpec("images", (1, 3, 8, 8)),
+        preprocess=Preprocess(8, 8, "stretch", 0, (0.0,) * 3, (255.0,) * 3, "bgr"),
+        decoder=DecoderSpec("softmax"),
+        labels=("blue", "green", "red"),
+    ).save(manifest_path_for(path))
+    return path
+
+
+def test_val_scores_a_classifier_on_an_image_folder(tmp_path):
+    model = _colour_classifier(tmp_path / "colours.onnx")
+    for name, colour in (("blue", (255, 0, 0)), ("green", (0, 255, 0)), ("red", (0, 0, 255))):
+        (tmp_path / "set" / "val" / name).mkdir(parents=True)
+        cv2.imwrite(
+            str(tmp_path / "set" / "val" / name / "a.png"), np.full((9, 9, 3), colour, np.uint8)
+        )
+    cv2.imwrite(str(tmp_path / "set" / "val" / "red" / "b.png"), np.full((9, 9, 3), 200, np.uint8))
+    result = run_ubiq("val", str(model), "--data", str(tmp_path / "set"), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["images"] == 4 and report["top1"] == 0.75 and "task" not in report
+    assert report["per_class_top1"] == {"blue": 1.0, "green": 1.0, "red": 0.5}
+    table = run_ubiq("val", str(model), "--data", str(tmp_path / "set"), "--threads", "1")
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[0].startswith("colours.onnx on 4 val images: top-1 0.750")
+    assert "red              top-1 0.500" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--conf", "1.5"], "--conf must be between 0 and 1, got 1.5"),
+        (["--iou", "-0.1"], "--iou must be between 0 and 1, got -0.1"),
+        (["--max-det", "0"], "--max-det must be >= 1, got 0"),
+    ],
+)
+def test_val_bad_flags_are_one_line_naming_the_flag(tmp_path, args, expected):
+    line = one_error_line(run_ubiq("val", "model.onnx", "--data", str(tmp_path), *args))
+    assert expected in line
+    missing = one_error_line(run_ubiq("val", "model.onnx", "--data", str(tmp_path / "no")))
+    assert f"--data {tmp_path / 'no'} does not exist" in missing
+
+
+def test_bench_runs_each_model_in_a_child_and_reports_its_error(tmp_path):
+    first = one_op_onnx(tmp_path / "relu.onnx", "Relu", [1, 3, 16, 16], [1, 3, 16, 16])
+    second = one_op_onnx(tmp_path / "sig.onnx", "Sigmoid", [1, 3, 8, 8], [1, 3, 8, 8])
+    result = run_ubiq("bench", str(first), str(second), "--runs", "3", "--warmup", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    reports = json.loads(result.stdout)
+    assert [r["input_shape"] for r in reports] == [[1, 3, 16, 16], [1, 3, 8, 8]]
+    assert all(r["peak_rss_mb"] > 10 for r in reports)
+    failed = run_ubiq("bench", str(first), str(tmp_path / "missing.onnx"), "--runs", "2")
+    assert failed.returncode == 4
+    assert "ubiq bench: error: model file not found" in one_error_line(failed)
+
+
+def test_compress_data_flags_are_checked_with_their_names(tmp_path):
+    model = _colour_classifier(tmp_path / "colours.onnx")
+    out = str(tmp_path / "out")
+    args = ["compress", str(model), "--quantize", "int8", "--out", out]
+    assert "--quantize int8 needs --calib DATA" in one_error_line(run_ubiq(*args))
+    missing = one_error_line(run_ubiq(*args, "--calib", str(tmp_path), "--val", "nowhere"))
+    assert "--val nowhere does not exist" in missing

@@ -89,7 +89,7 @@ class _Runner:
         self.task = "detect"
         self.val = Path(recipe.data.val) if recipe.data.val else None
         if self.val is not None and not self.val.exists():
-            raise ConfigError(f"--val {self.val} does not exist")
+            raise ConfigError(f"recipe data.val {self.val} does not exist")
         self.current = self._baseline(model)
 
     def _baseline(self, model: Path) -> _Artifact:
@@ -105,7 +105,9 @@ class _Runner:
             artifact = _Artifact("fp32", "baseline", exported.path, model, params, macs)
         else:
             if model.suffix != ".onnx":
-                raise ConfigError(f"{model.name}: ubiq compress takes a .pt checkpoint or .onnx")
+                raise ConfigError(
+                    f"{model.name}: compress takes a .pt checkpoint or an .onnx model"
+                )
             from ubiq.models.runtime.backend import load_backend
             from ubiq.models.runtime.model import find_manifest
 
@@ -126,23 +128,24 @@ class _Runner:
         return names.get(self.task)
 
     def metric(self, path: Path) -> float | None:
-        """The task metric in points (mAP50, top-1 or mIoU x 100), or None without --val."""
+        """The task metric in points (mAP50, top-1 or mIoU x 100), or None without
+        validation data (the recipe's ``data.val``)."""
         if self.val is None or self.metric_name is None:
             return None
-        from ubiq.cli.val import (
-            evaluate,
+        from ubiq.models.evaluate import (
             evaluate_classifier,
+            evaluate_detector,
             evaluate_keywords,
             evaluate_segmenter,
         )
 
         if self.task == "kws":
-            return 100.0 * evaluate_keywords(str(path), self.val, num_threads=1)["top1"]
+            return 100.0 * evaluate_keywords(path, self.val, num_threads=1)["top1"]
         if self.task == "classify":
-            return 100.0 * evaluate_classifier(str(path), self.val, num_threads=1)["top1"]
+            return 100.0 * evaluate_classifier(path, self.val, num_threads=1)["top1"]
         if self.task == "segment":
-            return 100.0 * evaluate_segmenter(str(path), self.val, num_threads=1)["miou"]
-        return 100.0 * float(evaluate(str(path), self.val)["map50"])
+            return 100.0 * evaluate_segmenter(path, self.val, num_threads=1)["miou"]
+        return 100.0 * float(evaluate_detector(path, self.val)["map50"])
 
     def _gate(self, candidate: _Artifact) -> bool:
         """Accepts ``candidate`` as the new current artifact, or records why not."""
@@ -166,7 +169,7 @@ class _Runner:
             if drop > self.recipe.max_drop:
                 reasons.append(
                     f"{candidate.name} loses {drop:.2f} points of {self.metric_name} against "
-                    f"{self.current.name} (more than --max-drop {self.recipe.max_drop})"
+                    f"{self.current.name} (more than max_drop {self.recipe.max_drop})"
                 )
         if reasons:
             self.gates.append("; ".join(reasons) + f": the result stays {self.current.name}")
@@ -225,7 +228,9 @@ class _Runner:
         stored = dict(state.get("options", {}))
         data = self.recipe.data.train or stored.get("data")
         if not data:
-            raise ConfigError("distill needs training data: --train DATA (or data.train)")
+            raise ConfigError(
+                "distill needs training data: the recipe's data.train (the checkpoint records none)"
+            )
         train_options = TrainOptions(
             task=config.task,
             data=str(data),
@@ -258,7 +263,10 @@ class _Runner:
         source = self.current
         if options.method == "int8":
             if not self.recipe.data.calib:
-                raise ConfigError("--quantize int8 needs --calib DATA (images or data.yaml)")
+                raise ConfigError(
+                    "quantize int8 needs calibration data: the recipe's data.calib "
+                    "(images or a data.yaml)"
+                )
             images = q.calibration_images(self.recipe.data.calib, options.calibration_images)
             evaluate = self.metric if self.val is not None and self.metric_name else None
             report = auto_quantize(

@@ -3,10 +3,11 @@
 Per artifact: file size, parameters and MACs (from the torch side when known), latency
 p50 and p90 with fixed threads after warm-up (all artifacts timed in interleaved rounds,
 so a shared machine's load falls on all alike), peak RSS (each artifact in a fresh
-process, through ``ubiq bench``), the task metric and its change from the fp32 model, and
-fidelity to the fp32 model: for detectors the mAP50 of the artifact's detections scored
-against the fp32 model's detections on the validation images. Written as ``report.json``,
-``report.md`` and ``report.png`` (metric against latency for every artifact so far).
+process, through :func:`~ubiq.models.runtime.isolated.bench_in_child`), the task metric
+and its change from the fp32 model, and fidelity to the fp32 model: for detectors the
+mAP50 of the artifact's detections scored against the fp32 model's detections on the
+validation images. Written as ``report.json``, ``report.md`` and ``report.png`` (metric
+against latency for every artifact so far).
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import platform
-import subprocess
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,13 +83,19 @@ def _cores() -> int:
 
 
 def peak_rss_mb(path: Path, threads: int, runs: int = 20) -> float | None:
-    """Peak RSS of a fresh process that loads and runs ``path`` (``ubiq bench``)."""
-    command = [sys.executable, "-m", "ubiq", "bench", str(path), "--in-process", "--json"]
-    command += ["--runs", str(runs), "--warmup", "3", "--threads", str(threads)]
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
-    if completed.returncode != 0:
+    """Peak RSS of a fresh process that loads and runs ``path``, or None if that fails.
+
+    The model is timed by :func:`~ubiq.models.runtime.isolated.bench_in_child`, so the
+    high-water mark is the model's and the runtime's alone.
+    """
+    from ubiq.errors import UbiqError
+    from ubiq.models.runtime.isolated import bench_in_child
+
+    try:
+        result = bench_in_child(str(path), runs=runs, warmup=3, threads=threads)
+    except UbiqError:
         return None
-    return float(json.loads(completed.stdout)[0]["peak_rss_mb"])
+    return float(result["peak_rss_mb"])
 
 
 def detection_agreement(

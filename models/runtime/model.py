@@ -71,27 +71,12 @@ def _pull_in_child(name: str) -> Path:
     process, so the runtime process never imports them.
 
     Raises:
-        ZooError: With the child's error line when the pull fails.
+        ZooError: With the child's error message when the pull fails.
     """
-    import subprocess
-    import sys
+    from ubiq.models.runtime.isolated import pull_in_child
 
-    from ubiq.errors import ZooError
-    from ubiq.models.zoo import cached_path
-
-    logger.warning("%s is not cached; pulling it with `ubiq models pull %s`", name, name)
-    completed = subprocess.run(
-        [sys.executable, "-m", "ubiq", "models", "pull", name],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    path = cached_path(name)
-    if completed.returncode != 0 or path is None:
-        lines = [line for line in completed.stderr.splitlines() if line.strip()]
-        reason = lines[-1].split("error: ", 1)[-1] if lines else f"exit {completed.returncode}"
-        raise ZooError(reason)
-    return path
+    logger.warning("%s is not cached; pulling it in a separate process", name)
+    return pull_in_child(name)
 
 
 def _manifest_from_input(backend: Backend) -> InputSpec:

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-
-from ubiq.errors import UbiqError
 
 
 def add_parser(subparsers) -> None:
@@ -46,32 +42,16 @@ def _bench_in_process(args: argparse.Namespace, model: str) -> dict:
 
 
 def _bench_in_child(args: argparse.Namespace, model: str) -> dict:
-    command = [
-        sys.executable,
-        "-m",
-        "ubiq",
-        "bench",
+    from ubiq.models.runtime.isolated import bench_in_child
+
+    return bench_in_child(
         model,
-        "--in-process",
-        "--json",
-        "--runs",
-        str(args.runs),
-        "--warmup",
-        str(args.warmup),
-    ]
-    if args.threads:
-        command += ["--threads", str(args.threads)]
-    if args.backend:
-        command += ["--backend", args.backend]
-    command += ["--device", args.device]
-    completed = subprocess.run(command, capture_output=True, text=True, check=False)
-    if completed.returncode != 0:
-        lines = completed.stderr.strip().splitlines()
-        reason = lines[-1].split("error: ", 1)[-1] if lines else f"benchmark of {model} failed"
-        error = UbiqError(reason)
-        error.exit_code = completed.returncode
-        raise error
-    return json.loads(completed.stdout)[0]
+        runs=args.runs,
+        warmup=args.warmup,
+        threads=args.threads or None,
+        backend=args.backend,
+        device=args.device,
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -43,6 +43,15 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
+def _check_flags(args: argparse.Namespace) -> None:
+    """The data flags' checks with the flags' names, in the order the pipeline meets them
+    (the library names the recipe's fields instead)."""
+    if args.val and not Path(args.val).exists():
+        raise ConfigError(f"--val {args.val} does not exist")
+    if args.quantize == "int8" and not args.calib and Path(args.model).is_file():
+        raise ConfigError("--quantize int8 needs --calib DATA (images or data.yaml)")
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         from ubiq.models.compress.pipeline import compress
@@ -68,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             max_drop=args.max_drop,
             threads=args.threads,
         )
+        _check_flags(args)
     result = compress(
         Path(args.model),
         recipe,
