@@ -5,23 +5,50 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ubiq.errors import ConfigError, ModelError
 
-def load_model(name_or_path: str | Path, **options: Any):
+TASKS = ("detect", "segment", "classify", "kws")
+
+
+def load_model(name_or_path: str | Path, *, task: str | None = None, **options: Any):
     """Opens a model by zoo name or file (``.onnx``, ``.tflite``) for the runtime.
 
     Args:
-        name_or_path: A zoo name (``"blazeface"``, ``"yolov8n"``) or a model file.
-        **options: Passed to the task's loader, e.g. ``device="auto"``,
-            ``confidence_threshold=0.3``, ``classes=["person"]``, ``num_threads=2``.
+        name_or_path: A zoo name (``"blazeface"``, ``"selfie-seg"``) or a model file.
+        task: ``"detect"``, ``"segment"``, ``"classify"`` or ``"kws"``; ``None`` takes the
+            task the model's manifest names.
+        **options: Passed to the task's loader, e.g. ``device="auto"``, ``num_threads=2``;
+            detection also takes ``confidence_threshold``, ``iou_threshold``, ``classes``.
 
     Returns:
-        A :class:`~ubiq.models.runtime.model.DetectionModel` for detection models.
+        A ``DetectionModel``, ``Segmenter``, ``Classifier`` or ``KeywordModel``.
 
     Raises:
+        ConfigError: If ``task`` or an option is invalid.
         ModelError: If the file is missing or corrupt, or its task has no runtime here.
         ZooError: If a zoo name is unknown or cannot be fetched.
-        ConfigError: If an option is invalid.
     """
     from ubiq.models.runtime.model import DetectionModel
 
-    return DetectionModel.load(name_or_path, **options)
+    if task is not None and task not in TASKS:
+        raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if task in (None, "detect"):
+        try:
+            return DetectionModel.load(name_or_path, **options)
+        except ModelError as error:
+            if task == "detect" or "not a detection model" not in str(error):
+                raise
+        from ubiq.models.runtime.tasks import model_task
+
+        task = model_task(name_or_path)
+    if task == "segment":
+        from ubiq.models.runtime.segment import Segmenter
+
+        return Segmenter.load(name_or_path, **options)
+    from ubiq.models.runtime.tasks import Classifier, KeywordModel
+
+    if task == "classify":
+        return Classifier.load(name_or_path, **options)
+    if task == "kws":
+        return KeywordModel.load(name_or_path, **options)
+    raise ModelError(f"{name_or_path} is a {task!r} model; ubiq has no runtime for that task")

@@ -212,3 +212,14 @@ def test_several_sources_share_one_model(blazeface_path, tmp_path):
     ]
     assert together == alone
     assert summaries[0].detections > 100
+
+
+def test_load_model_opens_each_task_by_its_manifest(blazeface_path, ubiq_home):
+    from ubiq.models.runtime.segment import Segmenter
+    from ubiq.models.zoo import pull
+
+    assert type(ubiq.load_model(blazeface_path)).__name__ == "DetectionModel"
+    segmenter = ubiq.load_model(pull("selfie-seg", progress=False))
+    assert isinstance(segmenter, Segmenter)
+    with pytest.raises(ConfigError, match="task must be one of"):
+        ubiq.load_model(blazeface_path, task="track")
