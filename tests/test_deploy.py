@@ -1,4 +1,5 @@
-"""`ubiq deploy`: the systemd unit (checked by systemd-analyze) and device bundles."""
+"""`ubiq deploy`: the systemd unit (checked by systemd-analyze), device bundles, and every
+`ubiq ...` command that `ubiq deploy` prints, run."""
 
 import json
 import os
@@ -10,17 +11,47 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from printed_commands import (
+    assert_ran,
+    loose_mentions,
+    needs_camera,
+    printed_commands,
+    run_printed,
+    without_camera,
+)
 
 from ubiq.cli import main
-from ubiq.cli.deploy import UNIT_TEMPLATE, build_bundle, exec_start, render_unit
+from ubiq.deploy.bundle import build_bundle
+from ubiq.deploy.units import EXAMPLE_COMMAND, exec_start, render_unit, unit_template
 from ubiq.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
+TEMPLATE = REPO / "deploy/systemd/ubiq@.service.in"
 
 
-def test_template_file_matches_the_built_in_one():
-    template = (REPO / "deploy/systemd/ubiq@.service.in").read_text()
-    assert template == UNIT_TEMPLATE
+def test_the_unit_template_is_the_one_in_deploy():
+    assert unit_template() == TEMPLATE.read_text()
+    tracked = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
+    NEEDLE = "ExecStart=" + "@EXEC_START@"  # split, so this file is not a match
+    copies = [
+        name
+        for name in tracked
+        if name and (REPO / name).is_file() and NEEDLE in _text(REPO / name)
+    ]
+    assert copies == ["deploy/systemd/ubiq@.service.in"]  # no second copy anywhere
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError):
+        return ""
 
 
 def test_rendered_unit_fields():
@@ -30,6 +61,7 @@ def test_rendered_unit_fields():
         "Type=notify",
         "NotifyAccess=main",
         "WatchdogSec=60",
+        "TimeoutStartSec=10min",
         "User=edge",
         "SupplementaryGroups=video audio",
         "Restart=on-failure",
@@ -63,7 +95,9 @@ ALLOWED = re.compile(r"user|User=|getpwnam|ubiq.*not found", re.IGNORECASE)
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
 def test_unit_passes_systemd_analyze_verify(tmp_path):
     unit_path = tmp_path / "ubiq@people.service"
-    unit_path.write_text(render_unit("people", "/usr/bin/true detect csi:0 --model blazeface"))
+    unit_path.write_text(
+        render_unit("people", "/usr/bin/true detect --source csi:0 --model blazeface")
+    )
     completed = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", str(unit_path)],
         capture_output=True,
@@ -507,3 +541,93 @@ def test_bundle_into_an_unwritable_folder_is_one_line(blazeface_path, tmp_path):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("ubiq deploy: error: --out: cannot write")
     assert not list(tmp_path.glob("**/*.partial"))
+
+
+# Every `ubiq ...` command that `ubiq deploy` prints (help, epilogs, hints) is run here.
+
+
+def _help(capsys, *args: str) -> str:
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--help"])
+    assert exited.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_commands_in_deploy_help_run(tmp_path, capsys, monkeypatch, blazeface_path):
+    monkeypatch.setenv("COLUMNS", "60")  # argparse wraps examples across lines
+    texts = [_help(capsys, "deploy", *action) for action in ((), ("install",), ("bundle",))]
+    for text in texts:
+        assert loose_mentions(text) == [], text
+    commands = [words for text in texts for words in printed_commands(text)]
+    assert [words[1] for words in commands] == ["deploy", "detect", "doctor"], commands
+    example, detect, doctor = commands
+    assert_ran(doctor, run_printed(doctor, tmp_path), hardware_ok=False)
+    assert example[1:4] == ["deploy", "install", "people"] and example[-1] == "--dry-run"
+    assert detect == EXAMPLE_COMMAND.split()
+
+    done = run_printed(example, tmp_path)  # the epilog: a dry run of the example
+    assert_ran(example, done, hardware_ok=False)
+    assert "ExecStart=" in done.stdout and EXAMPLE_COMMAND.split(maxsplit=1)[1] in done.stdout
+
+    assert needs_camera(detect)  # no camera here: a missing device is the only failure allowed
+    assert_ran(detect, run_printed(detect, tmp_path), hardware_ok=True)
+    on_demo = without_camera(detect)
+    assert_ran(on_demo, run_printed(on_demo, tmp_path), hardware_ok=False)
+    assert len((tmp_path / "detections.jsonl").read_text().splitlines()) == 2
+
+
+def test_the_needs_root_hint_is_the_same_install(tmp_path, capsys):
+    missing = tmp_path / "missing"
+    args = ["deploy", "install", "cam1", "--command", EXAMPLE_COMMAND, "--user", "edge"]
+    assert main([*args, "--unit-dir", str(missing)]) != 0
+    error = capsys.readouterr().err
+    prefix = "ubiq deploy: error: "
+    assert error.startswith(prefix) and "needs root" in error
+    assert loose_mentions(error[len(prefix) :]) == []
+    (hint,) = printed_commands(error)
+    assert Path(hint[0]).is_absolute()  # a venv's ubiq is not on sudo's PATH
+    assert hint[1:] == [*args, "--unit-dir", str(missing)]
+    again = run_printed(hint, tmp_path)  # as printed, without sudo: still needs root
+    assert again.returncode != 0 and "needs root" in again.stderr
+    assert "usage:" not in again.stderr
+    dry = run_printed([*hint, "--dry-run"], tmp_path)
+    assert_ran(hint, dry, hardware_ok=False)
+    assert f"# {missing / 'ubiq@cam1.service'}" in dry.stdout and "User=edge" in dry.stdout
+
+
+def test_install_next_steps_name_no_ubiq_command(tmp_path, capsys):
+    assert (
+        main(
+            ["deploy", "install", "cam1", "--command", "/usr/bin/true", "--unit-dir"]
+            + [str(tmp_path)]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert printed_commands(out) == [] and loose_mentions(out) == []
+    assert "journalctl -u ubiq@cam1 -f" in out
+
+
+def test_the_bundle_hint_runs_on_the_device(tmp_path, capsys, blazeface_path):
+    out_dir = tmp_path / "dist"
+    args = ["deploy", "bundle", "people", "--target", "x86", "--model", str(blazeface_path)]
+    assert main([*args, "--out", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert printed_commands(out) == [] and loose_mentions(out) == []
+    (hint,) = [line for line in out.splitlines() if line.startswith("on the device: ")]
+    device = tmp_path / "device"
+    device.mkdir()
+    shutil.copy(out_dir / "people-x86.tar.gz", device)
+    ubiq = Path(sys.executable).parent / "ubiq"
+    done = subprocess.run(
+        ["sh", "-c", hint.removeprefix("on the device: ")],
+        cwd=device,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "UBIQ": str(ubiq)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((device / "people" / "doctor.json").read_text())["platform"]
+    assert any(line.startswith("model/blazeface.tflite") for line in done.stdout.splitlines())

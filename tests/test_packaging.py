@@ -12,6 +12,9 @@ PACKAGES = [
     "ubiq",
     "ubiq.cli",
     "ubiq.data",
+    "ubiq.data.models",
+    "ubiq.deploy",
+    "ubiq.deploy.systemd",
     "ubiq.models",
     "ubiq.models.runtime",
     "ubiq.models.runtime.decoders",
@@ -55,27 +58,35 @@ def test_wheel_contains_and_imports_every_package(tmp_path):
             "wheel",
             "--no-deps",
             "--no-build-isolation",
-            "-q",
             "-w",
             str(tmp_path / "dist"),
-            str(REPO),
+            str(source),
         ],
         capture_output=True,
         text=True,
         check=False,
     )
     assert built.returncode == 0, built.stderr[-2000:]
+    # Data folders are declared as packages: setuptools has nothing to warn about.
+    assert "Warning" not in built.stdout + built.stderr, built.stdout + built.stderr
     (wheel,) = (tmp_path / "dist").glob("ubiq-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {name.split("/")[0] for name in names}
     assert top_level == {"ubiq", "ubiq-0.1.0.dist-info"}, top_level  # no top-level `models`
     assert "ubiq/data/astronaut.jpg" in names
+    assert "ubiq/data/models/ubiq-det-mnv2.onnx" in names
+    assert "ubiq/data/models/ubiq-commands-demo.yaml" in names
+    assert "ubiq/deploy/systemd/ubiq@.service.in" in names
+    assert not [name for name in names if "docker" in name or name.endswith(".md")]
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     code = (
         "import importlib, sys\n"
         f"for name in {PACKAGES!r}:\n"
         "    module = importlib.import_module(name)\n"
-        f"    assert module.__file__.startswith({str(tmp_path / 'site')!r}), module.__file__\n"
+        "    where = module.__file__ or list(module.__path__)[0]  # data folders: namespaces\n"
+        f"    assert where.startswith({str(tmp_path / 'site')!r}), where\n"
+        "from ubiq.deploy.units import render_unit\n"
+        "assert 'Type=notify' in render_unit('app', '/usr/bin/true')\n"
         "assert 'torch' not in sys.modules\n"
         "print('ok')\n"
     )
@@ -112,3 +123,28 @@ def test_importing_ubiq_has_no_side_effects(tmp_path):
     )
     assert result.stdout.strip() == "ok", result.stderr[-2000:]
     assert list(tmp_path.iterdir()) == []  # no settings or cache files written
+
+
+# Modules outside ubiq/cli that import ubiq.cli: none may.
+IMPORTS_CLI_TODAY: set[str] = set()
+
+
+def test_only_the_cli_imports_the_cli():
+    import ast
+
+    folders = ["ubiq", "models", "pipelines", "hardware", "apps", "deploy"]
+    offenders = set()
+    for folder in folders:
+        for path in sorted((REPO / folder).rglob("*.py")):
+            relative = path.relative_to(REPO).as_posix()
+            if relative.startswith("ubiq/cli/") or relative == "ubiq/__main__.py":
+                continue  # the CLI itself, and `python -m ubiq`, which runs it
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                if any(name == "ubiq.cli" or name.startswith("ubiq.cli.") for name in names):
+                    offenders.add(relative)
+    assert offenders <= IMPORTS_CLI_TODAY, offenders - IMPORTS_CLI_TODAY
