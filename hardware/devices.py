@@ -1,7 +1,10 @@
-"""Cameras and microphones this machine exposes, read from sysfs and procfs.
+"""Cameras, sound cards and microphones this machine exposes.
 
-Every function takes a ``root`` so tests (and ``ubiq doctor --root``) can point it at a
-fake tree. Nothing is read at import time.
+:func:`list_video_devices` and :func:`list_sound_cards` read sysfs and procfs; they take a
+``root`` so tests (and ``ubiq doctor --root``) can point them at a fake tree.
+:func:`list_microphones` lists the audio inputs PortAudio sees (what ``mic:N`` opens); it
+lives beside the microphone source in :mod:`ubiq.hardware.sources.audio_live` and is
+re-exported here. Nothing is read at import time.
 """
 
 from __future__ import annotations
@@ -12,6 +15,16 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from ubiq.hardware.sources.audio_live import list_microphones
+
+__all__ = [
+    "SoundCard",
+    "VideoDevice",
+    "list_microphones",
+    "list_sound_cards",
+    "list_video_devices",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +52,7 @@ class VideoDevice:
 
 
 @dataclass(frozen=True)
-class Microphone:
+class SoundCard:
     """One ALSA sound card (it may be capture-only, playback-only or both).
 
     Attributes:
@@ -112,14 +125,17 @@ def list_video_devices(root: Path = Path("/")) -> list[VideoDevice]:
     return devices
 
 
-def list_microphones(root: Path = Path("/")) -> list[Microphone]:
+def list_sound_cards(root: Path = Path("/")) -> list[SoundCard]:
     """Lists ALSA sound cards from ``<root>/proc/asound/cards``.
+
+    A card may have no capture device (HDMI audio): :func:`list_microphones` lists the
+    inputs that can be recorded from.
 
     Args:
         root: Filesystem root to read.
 
     Returns:
-        One :class:`Microphone` per card; empty when ALSA is absent.
+        One :class:`SoundCard` per card; empty when ALSA is absent.
     """
     cards = []
     for line in _read_text(Path(root) / "proc/asound/cards").splitlines():
@@ -127,5 +143,5 @@ def list_microphones(root: Path = Path("/")) -> list[Microphone]:
         if match:
             card, card_id, rest = match.groups()
             name = rest.split(" - ", 1)[-1].strip()
-            cards.append(Microphone(card=int(card), id=card_id.strip(), name=name))
+            cards.append(SoundCard(card=int(card), id=card_id.strip(), name=name))
     return cards

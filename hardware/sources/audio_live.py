@@ -219,7 +219,10 @@ def _portaudio_error(sounddevice: ModuleType) -> type[Exception]:
 
 
 def list_microphones() -> list[dict[str, Any]]:
-    """Lists the audio input devices PortAudio sees.
+    """Lists the audio input devices PortAudio sees: what ``mic:N`` (an index) opens.
+
+    Also importable from :mod:`ubiq.hardware.devices`, beside
+    :func:`~ubiq.hardware.devices.list_sound_cards` (the ALSA cards, capture or not).
 
     Returns:
         One dict per input device: ``index``, ``name``, ``channels`` (input channels) and

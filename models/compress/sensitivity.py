@@ -1,7 +1,7 @@
 """Measuring a compressed model against its float original, on this machine.
 
 - :func:`calibration_images` picks the images; :func:`image_tensor` feeds each through
-  the model's deployment preprocessing.
+  the model's deployment preprocessing (both in :mod:`ubiq.models.compress.calibration`).
 - :func:`node_sensitivity` ranks the nodes of a quantized model by signal-to-quantization-
   noise ratio (SQNR, dB). It adds the float tensor of every node as a graph output in both
   models and matches tensors by name:
@@ -18,12 +18,16 @@
 
   Nodes whose tensors were fused away on either side are skipped.
 - :func:`fidelity` compares the main output of two models (SQNR and cosine similarity).
-- :func:`measure_latency` times models against each other in interleaved rounds.
+- :func:`measure_latency` times models against each other in interleaved rounds
+  (:mod:`ubiq.models.compress.latency`).
+
+The onnx import and the choice of nodes to keep in float are in
+:mod:`ubiq.models.compress.onnx_nodes`. The names of all four modules are importable from
+here.
 """
 
 from __future__ import annotations
 
-import glob
 import logging
 import math
 from collections.abc import Sequence
@@ -33,33 +37,47 @@ from typing import Any
 
 import numpy as np
 
-from ubiq.errors import BackendUnavailable, ConfigError, DatasetError, ModelError
-from ubiq.manifest import ModelManifest
+from ubiq.errors import ConfigError, ModelError
+from ubiq.models.compress.calibration import (
+    IMAGE_SUFFIXES,
+    CalibrationReader,
+    calibration_images,
+    image_tensor,
+    load_manifest,
+)
+from ubiq.models.compress.latency import LatencyStats, measure_latency
+from ubiq.models.compress.onnx_nodes import (
+    ACTIVATION_OPS,
+    output_tail,
+    require_onnx,
+    stem_convolutions,
+    with_producers,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "ACTIVATION_OPS",
+    "IMAGE_SUFFIXES",
+    "MAX_SQNR_DB",
+    "CalibrationReader",
     "LatencyStats",
     "NodeError",
     "calibration_images",
-    "output_tail",
-    "stem_convolutions",
-    "with_producers",
     "fidelity",
+    "image_tensor",
     "load_manifest",
     "measure_latency",
     "node_sensitivity",
+    "output_tail",
+    "require_onnx",
     "sqnr_db",
+    "stem_convolutions",
+    "with_producers",
 ]
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-"""Image files a calibration folder or glob is searched for (lower case)."""
 
 MAX_SQNR_DB = 100.0
 """SQNR reported for identical tensors (and the most any tensor reports)."""
-
-ACTIVATION_OPS = ("Relu", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish")
-"""Activations the quantizer fuses into their producer."""
 
 _FLOAT_TYPES = (1, 10, 11, 16)  # onnx.TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
 
@@ -89,172 +107,6 @@ class NodeError:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def require_onnx() -> Any:
-    """Imports ``onnx`` (a toolchain dependency).
-
-    Raises:
-        BackendUnavailable: If onnx is not installed, with the pip hint.
-    """
-    try:
-        import onnx
-    except ImportError as error:
-        raise BackendUnavailable(
-            "onnx", missing="the onnx package", hint="pip install 'ubiq[train]'"
-        ) from error
-    return onnx
-
-
-def load_manifest(model_path: str | Path) -> ModelManifest:
-    """Returns the manifest of an ONNX model (sidecar, ``ubiq.manifest`` metadata, or derived).
-
-    Raises:
-        ModelError: If the file is missing or corrupt, or no manifest can be found.
-    """
-    from ubiq.models.runtime.model import find_manifest
-    from ubiq.models.runtime.onnxruntime_backend import OnnxRuntimeBackend
-
-    path = Path(model_path)
-    if not path.is_file():
-        raise ModelError(f"model file not found: {path}")
-    return find_manifest(path, OnnxRuntimeBackend(path, num_threads=1, device="cpu"))
-
-
-def image_tensor(image_path: str | Path, manifest: ModelManifest) -> np.ndarray:
-    """Reads a BGR image and turns it into the model's exact input tensor.
-
-    Returns:
-        The input tensor, shape and dtype of ``manifest.input`` (batch 1).
-
-    Raises:
-        ConfigError: If the image cannot be read.
-    """
-    import cv2
-
-    from ubiq.models.runtime.preprocess import prepare_input
-
-    image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ConfigError(f"cannot read calibration image {image_path}")
-    tensor, _ = prepare_input(image, manifest.preprocess, manifest.input)
-    return tensor
-
-
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
-
-
-def _split_images(data_yaml: Path, split: str) -> list[Path]:
-    """Returns the images of one split of a YOLO ``data.yaml`` (labels are not needed).
-
-    Raises:
-        DatasetError: If the yaml is invalid, has no such split, or the split is missing or
-            empty.
-    """
-    from ubiq.models.datasets.yolo import load_data_yaml
-
-    data, root, _ = load_data_yaml(data_yaml)
-    if split not in data or data[split] in (None, ""):
-        raise DatasetError(f"{data_yaml}: no {split!r} split (keys: {', '.join(map(str, data))})")
-    entries = data[split] if isinstance(data[split], list) else [data[split]]
-    images: list[Path] = []
-    for entry in entries:
-        folder = Path(str(entry)).expanduser()
-        folder = folder if folder.is_absolute() else root / folder
-        if folder.is_dir():
-            images.extend(_image_files(folder))
-        elif folder.is_file() and folder.suffix == ".txt":
-            lines = [line.strip() for line in folder.read_text(encoding="utf-8").splitlines()]
-            listed = [Path(line) for line in lines if line]
-            images.extend(p if p.is_absolute() else folder.parent / p for p in listed)
-        else:
-            raise DatasetError(f"{data_yaml}: {split} folder not found: {folder}")
-    if not images:
-        raise DatasetError(f"{data_yaml}: {split} split has no images")
-    return images
-
-
-def calibration_images(source: str | Path, count: int = 64, split: str = "train") -> list[Path]:
-    """Picks calibration images, spread evenly over the sorted list of a source.
-
-    Args:
-        source: A YOLO ``data.yaml`` (its ``split``), an image folder (searched
-            recursively), a glob pattern or one image file.
-        count: Most images to return.
-        split: The ``data.yaml`` split to read.
-
-    Returns:
-        Up to ``count`` image paths in sorted order. Their size does not matter: the
-        model's preprocessing resizes them.
-
-    Raises:
-        ConfigError: If ``count`` < 1, the source does not exist, holds or matches no
-            images, or a picked image is not a readable image file.
-        DatasetError: If a ``data.yaml`` is invalid or has no such split.
-    """
-    if count < 1:
-        raise ConfigError(f"count must be >= 1, got {count}")
-    text = str(source)
-    path = Path(text).expanduser()
-    if path.suffix.lower() in (".yaml", ".yml"):
-        found = sorted(_split_images(path, split))
-    elif path.is_dir():
-        found = _image_files(path)
-        if not found:
-            raise ConfigError(f"--calib {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    elif path.is_file():
-        found = [path]
-    elif any(character in text for character in "*?["):
-        matches = glob.glob(str(path), recursive=True)
-        found = sorted(Path(p) for p in matches if Path(p).suffix.lower() in IMAGE_SUFFIXES)
-        if not found:
-            raise ConfigError(f"--calib {text} matches no images")
-    else:
-        raise ConfigError(
-            f"--calib {text} not found (expected a data.yaml, an image folder or a glob)"
-        )
-    if len(found) > count:
-        picks = np.unique(np.linspace(0, len(found) - 1, count).round().astype(int))
-        found = [found[index] for index in picks]
-    import cv2
-
-    for image_path in found:
-        if not cv2.haveImageReader(str(image_path)):
-            raise ConfigError(f"--calib: {image_path} is not a readable image")
-    return found
-
-
-class CalibrationReader:
-    """onnxruntime's ``CalibrationDataReader`` protocol over images, one tensor at a time.
-
-    ``len()`` and ``set_range()`` let onnxruntime calibrate in chunks (its
-    ``CalibStridedMinMax`` option): it then keeps the intermediate tensors of one chunk at a
-    time, not of every image."""
-
-    def __init__(self, images: Sequence[Path], manifest: ModelManifest) -> None:
-        self._images = list(images)
-        self._manifest = manifest
-        self._index = 0
-        self._end = len(self._images)
-
-    def __len__(self) -> int:
-        return len(self._images)
-
-    def set_range(self, start_index: int, end_index: int) -> None:
-        self._index, self._end = start_index, min(end_index, len(self._images))
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._index >= self._end:
-            return None
-        tensor = image_tensor(self._images[self._index], self._manifest)
-        self._index += 1
-        return {self._manifest.input.name: tensor}
-
-    def rewind(self) -> None:
-        self._index, self._end = 0, len(self._images)
 
 
 def sqnr_db(signal_energy: float, noise_energy: float) -> float:
@@ -520,136 +372,3 @@ def fidelity(
         "cosine_min": round(float(np.min(cosines)), 6),
         "max_abs_error": round(max_abs_error, 6),
     }
-
-
-@dataclass(frozen=True)
-class LatencyStats:
-    """Latency of one model over interleaved rounds, in milliseconds."""
-
-    p50_ms: float
-    p90_ms: float
-    mean_ms: float
-
-    @classmethod
-    def from_times(cls, times_ms: Sequence[float]) -> LatencyStats:
-        values = np.asarray(times_ms, dtype=np.float64)
-        return cls(
-            p50_ms=round(float(np.percentile(values, 50)), 4),
-            p90_ms=round(float(np.percentile(values, 90)), 4),
-            mean_ms=round(float(values.mean()), 4),
-        )
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
-
-
-def _random_feeds(path: Path, backend: Any) -> dict[str, np.ndarray]:
-    """Random input of the manifest's (or, without one, the session's) shape and dtype."""
-    from ubiq.models.runtime.model import find_manifest
-
-    generator = np.random.default_rng(0)
-    try:
-        spec = find_manifest(path, backend).input
-        tensors = [(spec.name, spec.shape, spec.dtype)]
-    except ModelError:
-        tensors = [(t.name, t.shape, t.dtype) for t in backend.inputs]
-    feeds = {}
-    for name, shape, dtype in tensors:
-        shape = tuple(1 if axis < 1 else axis for axis in shape)
-        if np.issubdtype(np.dtype(dtype), np.integer):
-            feeds[name] = generator.integers(0, 128, shape).astype(dtype)
-        else:
-            feeds[name] = generator.random(shape, dtype=np.float32).astype(dtype)
-    return feeds
-
-
-def measure_latency(
-    paths: Sequence[str | Path], *, threads: int = 2, warmup: int = 10, runs: int = 50
-) -> dict[Path, LatencyStats]:
-    """Times models against each other in interleaved rounds on the onnxruntime CPU backend.
-
-    Every model is loaded first; then each round runs every model once (rotating the
-    order), so load from other processes and CPU clock changes hit all of them alike.
-    Compare the ratios of models measured in the same call, not absolute numbers.
-
-    Args:
-        paths: ONNX models.
-        threads: Intra-op threads of every session (inter-op is 1).
-        warmup: Untimed rounds first.
-        runs: Timed rounds.
-
-    Returns:
-        Latency of each model, keyed by its path.
-
-    Raises:
-        ConfigError: If ``paths`` is empty, ``threads`` or ``runs`` < 1 or ``warmup`` < 0.
-        ModelError: If a model cannot be loaded or run.
-    """
-    from ubiq.models.runtime.onnxruntime_backend import OnnxRuntimeBackend
-
-    if not paths or threads < 1 or runs < 1 or warmup < 0:
-        raise ConfigError(
-            f"measure_latency needs paths, threads >= 1, runs >= 1 and warmup >= 0, got "
-            f"{len(paths)} paths, threads={threads}, runs={runs}, warmup={warmup}"
-        )
-    import time
-
-    models = [Path(p) for p in paths]
-    backends = {p: OnnxRuntimeBackend(p, num_threads=threads, device="cpu") for p in models}
-    feeds = {p: _random_feeds(p, backend) for p, backend in backends.items()}
-    times: dict[Path, list[float]] = {p: [] for p in models}
-    for round_index in range(warmup + runs):
-        shift = round_index % len(models)
-        for model in models[shift:] + models[:shift]:
-            start = time.perf_counter()
-            backends[model].run(feeds[model])
-            if round_index >= warmup:
-                times[model].append((time.perf_counter() - start) * 1e3)
-    return {model: LatencyStats.from_times(times[model]) for model in models}
-
-
-_TAIL_STOP_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
-
-
-def output_tail(model_path: Path) -> list[str]:
-    """Names the nodes between the last convolutions (or matmuls) and the graph outputs."""
-    onnx = require_onnx()
-    graph = onnx.load(str(model_path), load_external_data=False).graph
-    producers = {output: node for node in graph.node for output in node.output}
-    tail: list[str] = []
-    frontier = [output.name for output in graph.output]
-    while frontier:
-        node = producers.get(frontier.pop())
-        if node is None or node.op_type in _TAIL_STOP_OPS or node.name in tail:
-            continue
-        tail.append(node.name)
-        frontier.extend(node.input)
-    return tail
-
-
-def stem_convolutions(model_path: Path) -> list[str]:
-    """Names the plain convolutions with at most 4 input channels (over the image)."""
-    onnx = require_onnx()
-    graph = onnx.load(str(model_path), load_external_data=False).graph
-    weights = {tensor.name: tuple(tensor.dims) for tensor in graph.initializer}
-    stems = []
-    for node in graph.node:
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
-        shape = weights.get(node.input[1]) if len(node.input) > 1 else None
-        if node.op_type == "Conv" and group == 1 and shape and len(shape) == 4 and shape[1] <= 4:
-            stems.append(node.name)
-    return stems
-
-
-def with_producers(fp32_path: Path, names: Sequence[str]) -> list[str]:
-    """Adds the producer of each fused activation (Conv + Relu/Clip), so both stay float."""
-    onnx = require_onnx()
-    graph = onnx.load(str(fp32_path), load_external_data=False).graph
-    producers = {output: node.name for node in graph.node for output in node.output}
-    result = list(names)
-    for node in graph.node:
-        if node.name in names and node.op_type in ACTIVATION_OPS and node.input:
-            producer = producers.get(node.input[0])
-            if producer and producer not in result:
-                result.append(producer)
-    return result

@@ -30,7 +30,9 @@ result = export_tflite(model, torch.rand(1, 3, 320, 320), "out", int8=True, cali
 result.int8_model.inputs[0].shape, result.int8_model.inputs[0].dtype   # (1, 320, 320, 3) int8
 ```
 
-The converters are optional and imported only when an export runs.
+The converters are optional and imported only when an export runs. Reading and running
+``.tflite`` files lives in :mod:`ubiq.models.export.tflite_info`, int8 quantization in
+:mod:`ubiq.models.export.tflite_int8`; their public names are importable from here too.
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ import contextlib
 import logging
 import os
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -49,6 +50,20 @@ import numpy as np
 
 from ubiq.errors import BackendUnavailable, ModelError
 from ubiq.manifest import InputSpec, ModelManifest, manifest_path_for
+from ubiq.models.export.tflite_info import (
+    TfliteModelInfo,
+    TfliteTensor,
+    describe_tflite,
+    native_logs_to_debug,
+    run_tflite,
+)
+from ubiq.models.export.tflite_int8 import (
+    QUANTIZER_SPEC,
+    import_quantizer,
+    int8_cosines,
+    int8_notes,
+    quantize_tflite_int8,
+)
 
 __all__ = [
     "LITERT_TORCH_SPEC",
@@ -66,49 +81,6 @@ log = logging.getLogger(__name__)
 
 # Tested together with torch 2.14.1 and ai-edge-litert 2.3.0 (litert-torch needs torch < 2.15).
 LITERT_TORCH_SPEC = "litert-torch==0.10.0"
-QUANTIZER_SPEC = "ai-edge-quantizer==0.10.0"
-# Ops whose float output in a quantized file is expected: the boundary conversions.
-_BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
-
-
-@dataclass(frozen=True)
-class TfliteTensor:
-    """One input or output of a ``.tflite`` file.
-
-    Attributes:
-        name: Tensor name in the file.
-        shape: Full shape, such as ``(1, 160, 160, 3)``.
-        dtype: numpy dtype name (``float32``, ``int8``, ...).
-        quantization: ``(scale, zero_point)`` for a quantized tensor, else ``None``;
-            ``real = scale * (q - zero_point)``.
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    quantization: tuple[float, int] | None = None
-
-
-@dataclass(frozen=True)
-class TfliteModelInfo:
-    """What a written ``.tflite`` file holds.
-
-    Attributes:
-        path: The file.
-        inputs: Input tensors in the file's order.
-        outputs: Output tensors in the file's order.
-        ops: Builtin op name -> count in the main graph.
-        float_ops: Ops (other than QUANTIZE/DEQUANTIZE) that compute in float: empty for a
-            full-integer model.
-        size_bytes: File size.
-    """
-
-    path: Path
-    inputs: tuple[TfliteTensor, ...]
-    outputs: tuple[TfliteTensor, ...]
-    ops: Mapping[str, int]
-    float_ops: tuple[str, ...]
-    size_bytes: int
 
 
 @dataclass(frozen=True)
@@ -137,7 +109,7 @@ class TfliteExportResult:
 
 def _import_litert_torch() -> Any:
     try:
-        with _native_logs_to_debug():
+        with native_logs_to_debug():
             import litert_torch
     except ImportError as error:
         raise BackendUnavailable(
@@ -146,129 +118,13 @@ def _import_litert_torch() -> Any:
     return litert_torch
 
 
-def _import_quantizer() -> tuple[Any, Any]:
-    try:
-        from ai_edge_quantizer import quantizer, recipe
-    except ImportError as error:
-        raise BackendUnavailable(
-            "tflite-export", "the ai-edge-quantizer package", f"pip install '{QUANTIZER_SPEC}'"
-        ) from error
-    return quantizer, recipe
-
-
-@contextlib.contextmanager
-def _native_logs_to_debug() -> Iterator[None]:
-    """Sends what native code (and tqdm) prints to stderr to this module's debug log."""
-    from ubiq.models.runtime.litert_backend import native_stderr_captured
-
-    lines: list[str] = []
-    try:
-        with native_stderr_captured(lines):
-            yield
-    finally:
-        for line in lines:
-            log.debug("converter: %s", line)
-
-
-def _interpreter(path: Path) -> Any:
-    from ubiq.models.runtime.litert_backend import import_interpreter
-
-    with _native_logs_to_debug():
-        interpreter = import_interpreter()(model_path=str(path))
-        interpreter.allocate_tensors()
-    return interpreter
-
-
-def _tensor(detail: Mapping[str, Any]) -> TfliteTensor:
-    scale, zero_point = detail.get("quantization", (0.0, 0))
-    quantization = (float(scale), int(zero_point)) if scale else None
-    shape = tuple(int(v) for v in detail["shape"])
-    return TfliteTensor(str(detail["name"]), shape, np.dtype(detail["dtype"]).name, quantization)
-
-
-def _op_histogram(path: Path) -> tuple[dict[str, int], tuple[str, ...]]:
-    """Op counts of the main graph and the ops whose first output is float32."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    buffer = path.read_bytes()
-    model = schema.Model.GetRootAsModel(buffer, 0)
-    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    graph = model.Subgraphs(0)
-    counts: Counter[str] = Counter()
-    float_ops: Counter[str] = Counter()
-    for index in range(graph.OperatorsLength()):
-        operator = graph.Operators(index)
-        code = model.OperatorCodes(operator.OpcodeIndex())
-        # Codes above 127 live in BuiltinCode; the deprecated byte field saturates at 127.
-        name = op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
-        counts[name] += 1
-        if operator.OutputsLength() and name not in _BOUNDARY_OPS:
-            output = graph.Tensors(operator.Outputs(0))
-            if output.Type() == schema.TensorType.FLOAT32:
-                float_ops[name] += 1
-    return dict(counts), tuple(f"{name} x{count}" for name, count in sorted(float_ops.items()))
-
-
-def describe_tflite(path: str | Path) -> TfliteModelInfo:
-    """Reads the inputs, outputs and ops of a ``.tflite`` file (runtime packages only).
-
-    Raises:
-        ModelError: If the file is not a loadable TFLite model.
-        BackendUnavailable: If no LiteRT runtime is installed.
-    """
-    path = Path(path)
-    try:
-        interpreter = _interpreter(path)
-        ops, float_ops = _op_histogram(path)
-    except (ValueError, RuntimeError) as error:
-        raise ModelError(f"cannot read {path}: not a valid TFLite model: {error}") from error
-    return TfliteModelInfo(
-        path=path,
-        inputs=tuple(_tensor(d) for d in interpreter.get_input_details()),
-        outputs=tuple(_tensor(d) for d in interpreter.get_output_details()),
-        ops=ops,
-        float_ops=float_ops,
-        size_bytes=path.stat().st_size,
-    )
-
-
-def run_tflite(path: str | Path, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Runs a ``.tflite`` file on float inputs, quantizing and dequantizing int8 tensors.
-
-    Args:
-        path: The file.
-        inputs: One float array per input, each in the file's shape.
-
-    Returns:
-        The outputs in the file's order, dequantized to float32.
-    """
-    interpreter = _interpreter(Path(path))
-    for detail, value in zip(interpreter.get_input_details(), inputs):
-        value = np.asarray(value, np.float32)
-        dtype = np.dtype(detail["dtype"])
-        scale, zero_point = detail["quantization"]
-        if dtype.kind in "iu" and scale:
-            info = np.iinfo(dtype)
-            value = np.clip(np.round(value / scale + zero_point), info.min, info.max)
-        interpreter.set_tensor(detail["index"], value.astype(dtype))
-    interpreter.invoke()
-    outputs = []
-    for detail in interpreter.get_output_details():
-        value = interpreter.get_tensor(detail["index"])
-        scale, zero_point = detail["quantization"]
-        if np.dtype(detail["dtype"]).kind in "iu" and scale:
-            value = (value.astype(np.float32) - zero_point) * np.float32(scale)
-        outputs.append(np.asarray(value, np.float32))
-    return outputs
-
-
 @contextlib.contextmanager
 def _quiet_converter() -> Iterator[None]:
     """Silences litert-torch's progress lines and the converter's native log lines."""
     saved = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
     os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
     try:
-        with _native_logs_to_debug():
+        with native_logs_to_debug():
             yield
     finally:
         if saved is None:
@@ -312,71 +168,6 @@ def _torch_outputs(module: Any, value: np.ndarray) -> list[np.ndarray]:
         outputs = module(torch.from_numpy(value))
     outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
     return [o.detach().cpu().numpy().astype(np.float32) for o in outputs]
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a = a.ravel().astype(np.float64)
-    b = b.ravel().astype(np.float64)
-    norm = float(np.linalg.norm(a) * np.linalg.norm(b))
-    if norm == 0.0:
-        return 1.0 if not a.any() and not b.any() else 0.0
-    return float(a @ b / norm)
-
-
-def quantize_tflite_int8(
-    float_path: str | Path, out_path: str | Path, calibration: Iterable[np.ndarray]
-) -> TfliteModelInfo:
-    """Quantizes a float ``.tflite`` to full integer with int8 input and outputs.
-
-    Args:
-        float_path: A float32 ``.tflite`` file with one input.
-        out_path: Where to write the int8 file.
-        calibration: Representative inputs in the file's input shape and layout (float,
-            normalised as the model expects). A hundred or more real images is typical;
-            every value range the model will meet should appear.
-
-    Returns:
-        The written file. ``float_ops`` lists ops the quantizer left in float (empty for a
-        model the Edge TPU compiler can take whole).
-
-    Raises:
-        BackendUnavailable: If ai-edge-quantizer is not installed.
-        ValueError: If ``calibration`` is empty or an array has the wrong shape.
-        ModelError: If the file cannot be quantized.
-    """
-    quantizer_module, recipe = _import_quantizer()
-    float_path, out_path = Path(float_path), Path(out_path)
-    interpreter = _interpreter(float_path)
-    runner = interpreter.get_signature_runner()
-    input_details = runner.get_input_details()
-    if len(input_details) != 1:
-        raise ModelError(f"{float_path.name} must have one input, found {list(input_details)}")
-    ((input_name, detail),) = input_details.items()
-    shape = tuple(int(v) for v in detail["shape"])
-    samples = []
-    for index, value in enumerate(calibration):
-        array = np.asarray(value, np.float32)
-        if array.shape != shape:
-            raise ValueError(
-                f"calibration[{index}] must have the input shape {shape}, got {array.shape}"
-            )
-        samples.append({input_name: array})
-    if not samples:
-        raise ValueError("calibration must hold at least one input array, got none")
-    signature = next(iter(interpreter.get_signature_list()))
-    try:
-        with _native_logs_to_debug():
-            quantizer = quantizer_module.Quantizer(str(float_path), recipe.static_wi8_ai8())
-            ranges = quantizer.calibrate({signature: samples}, num_threads=os.cpu_count() or 1)
-            result = quantizer.quantize(ranges, enable_progress_report=False)
-    except (ValueError, RuntimeError, KeyError) as error:
-        raise ModelError(f"cannot quantize {float_path.name} to int8: {error}") from error
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_bytes(bytes(result.quantized_model))
-    info = describe_tflite(out_path)
-    if info.float_ops:
-        log.warning("%s: ops left in float: %s", out_path.name, ", ".join(info.float_ops))
-    return info
 
 
 def export_tflite(
@@ -429,7 +220,7 @@ def export_tflite(
     """
     litert_torch = _import_litert_torch()
     if int8:
-        _import_quantizer()
+        import_quantizer()
         if calibration is None:
             raise ValueError("int8 export needs calibration inputs, got calibration=None")
     import torch
@@ -483,8 +274,8 @@ def export_tflite(
         samples = (to_file(_as_nchw_batch(v, "calibration item")) for v in calibration)
         int8_info = quantize_tflite_int8(float_path, out_dir / f"{name}_int8.tflite", samples)
         seconds["int8"] = round(time.perf_counter() - start, 2)
-        cosines = _int8_cosines(int8_info.path, file_inputs, references)
-        notes += _int8_notes(int8_info, references, last_outputs)
+        cosines = int8_cosines(int8_info.path, file_inputs, references)
+        notes += int8_notes(int8_info, references, last_outputs)
         log.info(
             "quantized %s in %.1fs (cosine to torch %s)",
             int8_info.path,
@@ -528,57 +319,6 @@ def _float_agreement(
             f"(> {tolerance:.0e} of the output's magnitude)"
         )
     return worst
-
-
-def _int8_cosines(
-    path: Path, inputs: Sequence[np.ndarray], references: Sequence[Sequence[np.ndarray]]
-) -> tuple[float, ...]:
-    """Per output, the worst cosine similarity of the dequantized int8 output to torch."""
-    worst = [1.0] * len(references[0])
-    for value, expected in zip(inputs, references):
-        for index, (e, a) in enumerate(zip(expected, run_tflite(path, [value]))):
-            worst[index] = min(worst[index], _cosine(e, a))
-    return tuple(worst)
-
-
-def _int8_notes(
-    info: TfliteModelInfo,
-    references: Sequence[Sequence[np.ndarray]],
-    channels_last: Sequence[int],
-) -> list[str]:
-    """What keeps an int8 file from being full-integer, or from being useful.
-
-    A channel whose values span fewer than four int8 steps of its output's scale reads as
-    a constant: the typical case is sigmoid scores concatenated with boxes in pixels into
-    one ``(1, 4 + K, A)`` tensor, whose single scale is set by the boxes.
-    """
-    notes = []
-    if info.float_ops:
-        notes.append(
-            "int8 model is not full-integer; ops left in float: " + ", ".join(info.float_ops)
-        )
-    if any(t.dtype != "int8" for t in info.inputs + info.outputs):
-        notes.append("int8 model has non-int8 inputs or outputs")
-    for index, tensor in enumerate(info.outputs):
-        values = np.stack([np.asarray(r[index]) for r in references])  # (checks, 1, ...)
-        if tensor.quantization is None or values.ndim not in (4, 5):
-            continue
-        if values.ndim == 4:  # (1, C, A) or (1, A, C): channels are the shorter axis
-            axis = 2 if values.shape[2] <= values.shape[3] else 3
-        else:
-            axis = 4 if index in channels_last else 2
-        moved = np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
-        spans = moved.max(axis=1) - moved.min(axis=1)
-        flat = np.flatnonzero(spans < 4 * tensor.quantization[0])
-        if flat.size:
-            note = (
-                f"output {index} ({tensor.name}): channels {flat.tolist()[:8]} span fewer than 4 "
-                f"int8 steps of its scale {tensor.quantization[0]:.3g} and read as constants; "
-                "give values of different ranges their own outputs or normalise them"
-            )
-            log.warning("%s", note)
-            notes.append(note)
-    return notes
 
 
 def _write_manifest(manifest: ModelManifest, info: TfliteModelInfo, channels_last: bool) -> Path:

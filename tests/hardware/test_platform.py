@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ubiq.hardware.devices import VideoDevice, list_microphones, list_video_devices
+from ubiq.hardware.devices import VideoDevice, list_sound_cards, list_video_devices
 from ubiq.hardware.platform import (
     CoralDevice,
     jetpack_for_l4t,
@@ -165,7 +165,7 @@ def test_video_devices_and_microphones(tmp_path):
         VideoDevice("/dev/video0", 0, "rp1-cfe", ()),
         VideoDevice("/dev/video3", 3, "", ()),
     ]
-    microphones = list_microphones(tmp_path)
+    microphones = list_sound_cards(tmp_path)
     assert [(m.card, m.id, m.name) for m in microphones] == [
         (0, "vc4hdmi0", "vc4-hdmi-0"),
         (2, "Device", "USB PnP Sound Device"),
@@ -173,7 +173,7 @@ def test_video_devices_and_microphones(tmp_path):
 
 
 def test_no_devices_in_an_empty_tree(tmp_path):
-    assert list_video_devices(tmp_path) == [] and list_microphones(tmp_path) == []
+    assert list_video_devices(tmp_path) == [] and list_sound_cards(tmp_path) == []
 
 
 def run_doctor(*args: str) -> tuple[subprocess.CompletedProcess, float]:

@@ -538,7 +538,7 @@ def test_the_echo_test_leaves_speech_without_an_echo_alone(silero, spoken):
 def test_noise_crossing_the_threshold_after_the_last_word_does_not_extend_it(monkeypatch):
     # Speech 30 dB over the noise, then, 120 ms after it, the noise itself swells (a Hann
     # bump in amplitude): for 40 ms, a few levels just over the loud threshold.
-    import ubiq.pipelines.speech.vad as vad_module
+    import ubiq.pipelines.speech.vad_segment as vad_module
 
     total_s, speech = 3.0, (1.013, 1.777)
     probabilities = scripted([(1.05, speech[1] + 0.1)], total_s)
