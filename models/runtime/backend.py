@@ -103,8 +103,8 @@ def load_backend(
     wanted = "litert" if spec.kind == "coral" else "onnxruntime"
     if (spec.kind == "coral" or spec.kind in ONNXRUNTIME_DEVICES) and name != wanted:
         raise ConfigError(
-            f"--device {spec} runs on {wanted}, but {path.name} opens with {name}: "
-            f"use a {'.tflite' if wanted == 'litert' else '.onnx'} model or --device cpu"
+            f"device {spec} runs on {wanted}, but {path.name} opens with {name}: "
+            f"use a {'.tflite' if wanted == 'litert' else '.onnx'} model or device cpu"
         )
     module_name, class_name = BACKENDS[name].split(":")
     backend_class = getattr(importlib.import_module(module_name), class_name)

@@ -107,8 +107,8 @@ class LiteRTBackend:
         spec = parse_device(device)
         if spec.kind not in ("auto", "cpu", "coral"):
             raise ConfigError(
-                f"--device {spec} runs ONNX models on onnxruntime, but {self.path.name} is a "
-                "TFLite model: use --device cpu or coral, or an .onnx model"
+                f"device {spec} runs ONNX models on onnxruntime, but {self.path.name} is a "
+                "TFLite model: use device cpu or coral, or an .onnx model"
             )
         self.device = "cpu"
         self.device_reason = ""

@@ -213,9 +213,12 @@ class DetectionModel:
             ModelError: If the file is missing, corrupt, or its outputs are not understood.
             BackendUnavailable: If the backend's library or the device is missing.
         """
-        for name, value in (("conf", confidence_threshold), ("iou", iou_threshold)):
+        for name, value in (
+            ("confidence_threshold", confidence_threshold),
+            ("iou_threshold", iou_threshold),
+        ):
             if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"--{name} must be between 0 and 1, got {value}")
+                raise ConfigError(f"{name} must be between 0 and 1, got {value}")
         path = resolve_model_path(name_or_path)
         runtime = load_backend(path, backend, num_threads=num_threads, device=device)
         manifest = find_manifest(path, runtime)
@@ -225,11 +228,11 @@ class DetectionModel:
         model_width, model_height = _input_size(manifest.input)
         stride = int(manifest.decoder.params.get("stride", 32) or 1)
         if imgsz is not None and (imgsz <= 0 or imgsz % stride):
-            raise ConfigError(f"--imgsz must be a positive multiple of {stride}, got {imgsz}")
+            raise ConfigError(f"imgsz must be a positive multiple of {stride}, got {imgsz}")
         if imgsz is not None and (model_width, model_height) != (imgsz, imgsz):
             if model_width > 0 and model_height > 0:
                 raise ConfigError(
-                    f"--imgsz {imgsz} does not match the fixed input size "
+                    f"imgsz {imgsz} does not match the fixed input size "
                     f"{model_width}x{model_height} of {path.name}; export the model at {imgsz}"
                 )
             manifest = replace(
@@ -276,7 +279,7 @@ class DetectionModel:
             if text.isdigit():
                 if self.labels and int(text) >= len(self.labels):
                     raise ConfigError(
-                        f"--classes: id {text} is out of range; {self.path.name} has "
+                        f"classes: id {text} is out of range; {self.path.name} has "
                         f"{len(self.labels)} classes (0-{len(self.labels) - 1})"
                     )
                 ids.append(int(text))
@@ -285,7 +288,7 @@ class DetectionModel:
             else:
                 close = difflib.get_close_matches(text, self.labels, n=3)
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
-                raise ConfigError(f"--classes: {text!r} is not a label of {self.path.name}{hint}")
+                raise ConfigError(f"classes: {text!r} is not a label of {self.path.name}{hint}")
         return np.asarray(sorted(set(ids)), np.int64)
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, object]:

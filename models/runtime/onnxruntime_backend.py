@@ -142,7 +142,7 @@ class OnnxRuntimeBackend:
                 raise ModelError(
                     f"cannot load {path} on {spec.kind} (providers "
                     f"{', '.join(provider_names(providers))}): {first_line[:200]}; "
-                    "try --device cpu to tell a model fault from a device fault"
+                    "try device cpu to tell a model fault from a device fault"
                 ) from error
             raise ModelError(
                 f"cannot load {path}: not a valid ONNX model (corrupt or truncated?): "

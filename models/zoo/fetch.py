@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 OFFLINE_HINT = (
     "run `ubiq models pull {name}` on a machine with internet and copy ~/.cache/ubiq, "
-    "or pass --model PATH"
+    "or pass the model file's path (--model PATH)"
 )
 PIP_DOWNLOAD_TIMEOUT_S = 900.0
 ULTRALYTICS_EXPORT_IMGSZ = 640

@@ -243,9 +243,9 @@ def test_explicit_device_missing_from_this_build_is_unavailable(relu_onnx, kind,
 
 
 def test_device_for_the_other_model_format_is_a_config_error(blazeface_path, relu_onnx):
-    with pytest.raises(ConfigError, match="--device cuda runs on onnxruntime"):
+    with pytest.raises(ConfigError, match="device cuda runs on onnxruntime"):
         load_backend(blazeface_path, device="cuda")
-    with pytest.raises(ConfigError, match="--device coral:usb runs on litert"):
+    with pytest.raises(ConfigError, match="device coral:usb runs on litert"):
         load_backend(relu_onnx, device="coral:usb")
 
 
@@ -306,7 +306,7 @@ def test_a_provider_that_throws_is_reported_as_a_device_fault(relu_onnx, monkeyp
         OnnxRuntimeBackend(relu_onnx, device="cuda")
     message = str(caught.value)
     assert "on cuda (providers CUDAExecutionProvider, CPUExecutionProvider)" in message
-    assert "CUDA driver version is insufficient" in message and "--device cpu" in message
+    assert "CUDA driver version is insufficient" in message and "try device cpu" in message
     assert "\n" not in message
 
 

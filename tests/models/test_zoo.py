@@ -233,7 +233,7 @@ def test_all_sources_failing_gives_one_line_naming_each(
     assert f"[1] {closed}: unreachable" in message
     assert f"[2] {missing}: HTTP 404" in message
     assert "run `ubiq models pull tiny` on a machine with internet" in message
-    assert "copy ~/.cache/ubiq, or pass --model PATH" in message
+    assert "copy ~/.cache/ubiq, or pass the model file's path" in message
     assert not (ubiq_home / "models" / "tiny").exists()
 
 

@@ -111,6 +111,25 @@ def output_path(value: str, position: int, count: int) -> str:
     return str(path.with_name(f"{path.stem}-{position + 1}{path.suffix}"))
 
 
+# Library parameter names -> the flags that set them, for error messages.
+_PARAMETER_FLAGS = {
+    "confidence_threshold": "--conf",
+    "iou_threshold": "--iou",
+    "imgsz": "--imgsz",
+    "classes": "--classes",
+    "device": "--device",
+}
+
+
+def flag_message(message: str) -> str:
+    """Renames a library parameter at the start of an error message to its CLI flag:
+    ``imgsz must be ...`` -> ``--imgsz must be ...``."""
+    for parameter, name in _PARAMETER_FLAGS.items():
+        if message.startswith(parameter + " ") or message.startswith(parameter + ":"):
+            return name + message[len(parameter) :]
+    return message
+
+
 def check_arguments(args: argparse.Namespace) -> list[str]:
     """Validates every argument before anything is loaded, opened or written.
 
@@ -286,6 +305,7 @@ def write_summary_json(path: str, data) -> None:
 def run(args: argparse.Namespace) -> int:
     import cv2
 
+    from ubiq.errors import ConfigError
     from ubiq.hardware.accelerators import parse_device
     from ubiq.hardware.health import HealthMonitor
     from ubiq.hardware.sources import open_source
@@ -300,17 +320,20 @@ def run(args: argparse.Namespace) -> int:
     classes = None
     if args.classes is not None:
         classes = [c.strip() for c in args.classes.split(",") if c.strip()]
-    device = parse_device(args.device)
-    model = DetectionModel.load(
-        args.model,
-        backend=args.backend,
-        num_threads=args.threads,
-        device=device,
-        confidence_threshold=args.conf,
-        iou_threshold=args.iou,
-        classes=classes,
-        imgsz=args.imgsz,
-    )
+    try:
+        device = parse_device(args.device)
+        model = DetectionModel.load(
+            args.model,
+            backend=args.backend,
+            num_threads=args.threads,
+            device=device,
+            confidence_threshold=args.conf,
+            iou_threshold=args.iou,
+            classes=classes,
+            imgsz=args.imgsz,
+        )
+    except ConfigError as error:
+        raise ConfigError(flag_message(str(error))) from error
     # Open every source before any output file: a camera or URL that fails must not
     # truncate a JSONL or video that is already there.
     sources, pipelines = [], {}
