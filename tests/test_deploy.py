@@ -376,7 +376,7 @@ def test_coral_bundle_from_a_checkpoint(tmp_path, tiny_checkpoint, calib_images,
     pytest.importorskip("ai_edge_quantizer", reason="ai-edge-quantizer is not installed")
     from ubiq.errors import BackendUnavailable
 
-    with pytest.raises(ConfigError, match="needs --calib DATA"):
+    with pytest.raises(ConfigError, match="needs calib data"):
         build_bundle("cam", "coral", tiny_checkpoint, tmp_path)
     empty = tmp_path / "empty-bin"
     empty.mkdir()

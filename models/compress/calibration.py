@@ -126,17 +126,17 @@ def calibration_images(source: str | Path, count: int = 64, split: str = "train"
     elif path.is_dir():
         found = _image_files(path)
         if not found:
-            raise ConfigError(f"--calib {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise ConfigError(f"calib {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     elif path.is_file():
         found = [path]
     elif any(character in text for character in "*?["):
         matches = glob.glob(str(path), recursive=True)
         found = sorted(Path(p) for p in matches if Path(p).suffix.lower() in IMAGE_SUFFIXES)
         if not found:
-            raise ConfigError(f"--calib {text} matches no images")
+            raise ConfigError(f"calib {text} matches no images")
     else:
         raise ConfigError(
-            f"--calib {text} not found (expected a data.yaml, an image folder or a glob)"
+            f"calib {text} not found (expected a data.yaml, an image folder or a glob)"
         )
     if len(found) > count:
         picks = np.unique(np.linspace(0, len(found) - 1, count).round().astype(int))
@@ -145,7 +145,7 @@ def calibration_images(source: str | Path, count: int = 64, split: str = "train"
 
     for image_path in found:
         if not cv2.haveImageReader(str(image_path)):
-            raise ConfigError(f"--calib: {image_path} is not a readable image")
+            raise ConfigError(f"calib: {image_path} is not a readable image")
     return found
 
 

@@ -43,9 +43,9 @@ class DistillOptions:
 
     def __post_init__(self) -> None:
         if not self.weight >= 0:
-            raise ConfigError(f"--kd-weight must be >= 0, got {self.weight}")
+            raise ConfigError(f"kd_weight must be >= 0, got {self.weight}")
         if not self.temperature > 0:
-            raise ConfigError(f"--kd-temperature must be positive, got {self.temperature}")
+            raise ConfigError(f"kd_temperature must be positive, got {self.temperature}")
 
 
 def logit_kd_loss(
@@ -182,17 +182,17 @@ def load_teacher(checkpoint: str | Path, student_config) -> torch.nn.Module:
 
     if student_config.task not in DISTILL_TASKS:
         raise ConfigError(
-            f"--teacher: distillation supports {' and '.join(DISTILL_TASKS)}, "
-            f"not --task {student_config.task}"
+            f"teacher: distillation supports {' and '.join(DISTILL_TASKS)}, "
+            f"not task {student_config.task}"
         )
     model, config, _ = load_checkpoint(checkpoint)
     if config.task != student_config.task:
         raise ConfigError(
-            f"--teacher {checkpoint} is a {config.task} model; the student is {student_config.task}"
+            f"teacher {checkpoint} is a {config.task} model; the student is {student_config.task}"
         )
     if tuple(config.labels) != tuple(student_config.labels):
         raise ConfigError(
-            f"--teacher {checkpoint} has classes {_describe(config.labels)} but the data has "
+            f"teacher {checkpoint} has classes {_describe(config.labels)} but the data has "
             f"{_describe(student_config.labels)}; the teacher must know the same classes in "
             "the same order"
         )
@@ -200,8 +200,8 @@ def load_teacher(checkpoint: str | Path, student_config) -> torch.nn.Module:
         teacher_size = "x".join(str(v) for v in config.imgsz[::-1])
         student_size = "x".join(str(v) for v in student_config.imgsz[::-1])
         raise ConfigError(
-            f"--teacher {checkpoint} was trained at imgsz {teacher_size}; the student trains "
-            f"at {student_size}: use the same --imgsz"
+            f"teacher {checkpoint} was trained at imgsz {teacher_size}; the student trains "
+            f"at {student_size}: use the same imgsz"
         )
     model.requires_grad_(False)
     return model.eval()

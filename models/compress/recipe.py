@@ -115,12 +115,12 @@ def load_recipe(path: str | Path) -> CompressRecipe:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as error:
-        raise ConfigError(f"--recipe {path}: {error.strerror or error}") from error
+        raise ConfigError(f"recipe {path}: {error.strerror or error}") from error
     except yaml.YAMLError as error:
-        raise ConfigError(f"--recipe {path} is not valid YAML: {error}") from error
+        raise ConfigError(f"recipe {path} is not valid YAML: {error}") from error
     if not isinstance(data, dict):
-        raise ConfigError(f"--recipe {path} must hold a mapping with 'steps'")
-    return _validated(data, f"--recipe {path}")
+        raise ConfigError(f"recipe {path} must hold a mapping with 'steps'")
+    return _validated(data, f"recipe {path}")
 
 
 def _validated(data: dict[str, Any], where: str) -> CompressRecipe:
@@ -150,9 +150,9 @@ def recipe_from_flags(
     if quantize is not None:
         steps.append({"quantize": {"method": quantize}})
     if not steps:
-        raise ConfigError("nothing to do: give --recipe, or --prune, --distill or --quantize")
+        raise ConfigError("nothing to do: give a recipe, or prune, distill or quantize")
     data = {"steps": steps, "data": {"train": train, "calib": calib, "val": val}}
     data.update({"max_drop": max_drop, "threads": threads})
     if max_drop < 0:
-        raise ConfigError(f"--max-drop must be >= 0 points, got {max_drop}")
+        raise ConfigError(f"max_drop must be >= 0 points, got {max_drop}")
     return _validated(data, "options")

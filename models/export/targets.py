@@ -90,7 +90,7 @@ def convert_for_target(
         ModelError: If a conversion fails.
     """
     if target not in TARGETS:
-        raise ConfigError(f"--target must be one of {', '.join(TARGETS)}, got {target!r}")
+        raise ConfigError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     path = _resolve(model)
@@ -103,11 +103,11 @@ def convert_for_target(
     if path.suffix == ".tflite":
         if target == "jetson":
             raise ConfigError(
-                f"--target jetson runs ONNX through TensorRT, got {path.name}; bundle the "
+                f"target jetson runs ONNX through TensorRT, got {path.name}; bundle the "
                 "ONNX model or the ubiq train checkpoint (.pt)"
             )
         if calib:
-            raise ConfigError(f"--calib makes an int8 ONNX model; {path.name} is TFLite")
+            raise ConfigError(f"calib makes an int8 ONNX model; {path.name} is TFLite")
         result = TargetModel(primary=path, steps=[f"{path.name}: shipped as is (LiteRT)"])
         result.add(path)
         return result
@@ -122,7 +122,7 @@ def convert_for_target(
             "cached (engines are specific to the GPU and the TensorRT version)"
         )
         if calib:
-            result.steps.append("--calib ignored for jetson: its TensorRT engine is fp16")
+            result.steps.append("calib ignored for jetson: its TensorRT engine is fp16")
         return result
     if calib:
         int8 = _int8_onnx(onnx_path, target, work, calib, result)
@@ -146,7 +146,7 @@ def _as_onnx(path: Path, work: Path) -> tuple[Path, list[str]]:
     if path.suffix == ".onnx":
         return path, [f"{path.name}: ONNX fp32, shipped as is"]
     if path.suffix != ".pt":
-        raise ConfigError(f"--model must be a .pt checkpoint, .onnx or .tflite, got {path.name}")
+        raise ConfigError(f"model must be a .pt checkpoint, .onnx or .tflite, got {path.name}")
     export_onnx = _exporter()
     result = export_onnx(path, work / "model.onnx")
     return result.path, [
@@ -207,7 +207,7 @@ def _for_coral(path: Path, work: Path, calib: str | None) -> TargetModel:
     if path.suffix == ".pt":
         if not calib:
             raise ConfigError(
-                "--target coral from a checkpoint needs --calib DATA: the Edge TPU runs "
+                "target coral from a checkpoint needs calib data: the Edge TPU runs "
                 "full-int8 models only"
             )
         int8, steps = _full_int8_tflite(path, work, calib)
@@ -215,8 +215,8 @@ def _for_coral(path: Path, work: Path, calib: str | None) -> TargetModel:
         int8, steps = path, []
     else:
         raise ConfigError(
-            f"--target coral needs a TFLite model, got {path.name}: bundle the ubiq train "
-            "checkpoint (.pt) with --calib, or a full-int8 .tflite "
+            f"target coral needs a TFLite model, got {path.name}: bundle the ubiq train "
+            "checkpoint (.pt) with calib data, or a full-int8 .tflite "
             "(`ubiq export CKPT --format tflite --int8 --calib DATA`)"
         )
     _check_full_int8(int8, exported=path.suffix == ".pt")
@@ -301,7 +301,7 @@ def compile_edgetpu(model: Path, out_dir: Path, timeout_s: float = 600.0) -> tup
         raise BackendUnavailable(
             "edgetpu-compiler",
             "edgetpu_compiler",
-            f"{EDGETPU_INSTALL}; then rerun with --model {model}",
+            f"{EDGETPU_INSTALL}; then rerun with model {model}",
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     try:

@@ -376,13 +376,13 @@ def export_checkpoint_tflite(
     calibration = None
     if int8:
         if not calib:
-            raise ConfigError("--int8 needs --calib DATA (a data.yaml, an image folder or a glob)")
+            raise ConfigError("int8 needs calib data (a data.yaml, an image folder or a glob)")
         calibration = []
         paths = calibration_images(calib, count=count) if isinstance(calib, str) else calib
         for image_path in paths:
             image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
             if image is None:
-                raise ConfigError(f"--calib: cannot read image {image_path}")
+                raise ConfigError(f"calib: cannot read image {image_path}")
             manifest = exported.manifest
             calibration.append(prepare_input(image, manifest.preprocess, manifest.input)[0])
     height, width = config.imgsz

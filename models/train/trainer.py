@@ -99,17 +99,17 @@ class TrainOptions:
     def check(self) -> None:
         """Raises ConfigError naming the first bad option."""
         if self.task not in _TASK_NAMES:
-            raise ConfigError(f"--task {self.task!r} is not one of {', '.join(_TASK_NAMES)}")
+            raise ConfigError(f"task {self.task!r} is not one of {', '.join(_TASK_NAMES)}")
         for name in ("epochs", "imgsz", "batch"):
             if getattr(self, name) <= 0:
-                raise ConfigError(f"--{name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.lr <= 0:
-            raise ConfigError(f"--lr must be positive, got {self.lr}")
+            raise ConfigError(f"lr must be positive, got {self.lr}")
         if not Path(self.data).exists():
-            raise ConfigError(f"--data {self.data} does not exist")
+            raise ConfigError(f"data {self.data} does not exist")
         DistillOptions(self.kd_weight, self.kd_temperature)  # raises for a bad value
         if self.teacher is not None and not Path(self.teacher).is_file():
-            raise ConfigError(f"--teacher {self.teacher} does not exist")
+            raise ConfigError(f"teacher {self.teacher} does not exist")
 
 
 @dataclass
@@ -175,7 +175,7 @@ def train(
     if resume:
         last = weights / "last.pt"
         if not last.is_file():
-            raise ConfigError(f"--resume: no checkpoint at {last}")
+            raise ConfigError(f"resume: no checkpoint at {last}")
         checkpoint = torch.load(last, map_location="cpu", weights_only=False)
         progress = options.progress
         options = _options_from(checkpoint["options"])
@@ -184,7 +184,7 @@ def train(
     torch.set_num_threads(options.threads or os.cpu_count() or 1)
     torch.manual_seed(options.seed)
     if (teacher is not None or options.teacher) and options.task not in DISTILL_TASKS:
-        raise ConfigError(f"--teacher: --task {options.task} cannot be distilled")
+        raise ConfigError(f"teacher: task {options.task} cannot be distilled")
     task = TASKS[options.task](options)
     config = task.config(options)
     if teacher is None and options.teacher:
@@ -288,7 +288,7 @@ class _Run:
                 indices = order[step * self.options.batch : (step + 1) * self.options.batch]
                 loss, parts = self.task.step(self.model, indices, rng)
                 if not torch.isfinite(loss):
-                    raise UbiqError(f"loss became {float(loss)} at epoch {epoch + 1}; lower --lr")
+                    raise UbiqError(f"loss became {float(loss)} at epoch {epoch + 1}; lower lr")
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)

@@ -137,11 +137,11 @@ def test_detection_kd_loss_box_term_and_shape_check():
 
 
 def test_distill_options_and_train_options_reject_bad_values(digits, tmp_path):
-    with pytest.raises(ConfigError, match="--kd-temperature"):
+    with pytest.raises(ConfigError, match="kd_temperature"):
         DistillOptions(temperature=0.0)
-    with pytest.raises(ConfigError, match="--kd-weight"):
+    with pytest.raises(ConfigError, match="kd_weight"):
         _options(digits, tmp_path, kd_weight=-1.0).check()
-    with pytest.raises(ConfigError, match="--teacher .* does not exist"):
+    with pytest.raises(ConfigError, match="teacher .* does not exist"):
         _options(digits, tmp_path, teacher=str(tmp_path / "missing.pt")).check()
 
 

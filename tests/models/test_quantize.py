@@ -218,7 +218,7 @@ def test_calibration_images_spread_over_a_folder_and_resize_any_size(tmp_path):
 def test_calibration_images_errors_name_the_problem(tmp_path, images):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ConfigError, match=f"--calib {empty} holds no images"):
+    with pytest.raises(ConfigError, match=f"calib {empty} holds no images"):
         q.calibration_images(empty)
     with pytest.raises(ConfigError, match="matches no images"):
         q.calibration_images(tmp_path / "*.jpg")

@@ -64,6 +64,28 @@ def quiet_native_logs() -> None:
     os.environ.setdefault("OPENCV_VIDEOIO_DEBUG", "0")
 
 
+def flag_message(parser: argparse.ArgumentParser, command: str, message: str) -> str:
+    """Names the flag where a library error starts with the parameter the flag sets:
+    ``calib x holds no images`` -> ``--calib x holds no images`` for ``ubiq compress``.
+
+    The library names its parameters; only the CLI knows its flags.
+    """
+    head = message.split(" ", 1)[0].split(":", 1)[0]
+    if not head or head.startswith("-"):
+        return message
+    for action in parser._actions:  # noqa: SLF001 - argparse has no public accessor
+        if not isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            continue
+        subparser = action.choices.get(command)
+        if subparser is None:
+            return message
+        for sub_action in subparser._actions:  # noqa: SLF001
+            for option in sub_action.option_strings:
+                if option.startswith("--") and option[2:].replace("-", "_") == head:
+                    return option + message[len(head) :]
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI and returns the exit code."""
     parser = build_parser()
@@ -78,7 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except UbiqError as error:
-        print(f"ubiq {args.command}: error: {error}", file=sys.stderr)
+        message = flag_message(parser, args.command, str(error))
+        print(f"ubiq {args.command}: error: {message}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print(f"ubiq {args.command}: interrupted", file=sys.stderr)
