@@ -53,8 +53,8 @@ def main() -> int:
     import onnxruntime as ort
     import torch
 
-    from ubiq.models.backbones import BACKBONES, build_classifier
-    from ubiq.models.backbones.profile import count_macs, count_parameters
+    from ubiq.models.toolchain.backbones import BACKBONES, build_classifier
+    from ubiq.models.toolchain.backbones.profile import count_macs, count_parameters
 
     shape = (1, 3, args.imgsz, args.imgsz)
     sessions, rows = {}, []

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 _CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-from ubiq.models.compress import quantize as q
+from ubiq.models.toolchain.compress import quantize as q
 model, out, calibrator, chunk, images = sys.argv[1:6]
 images = [Path(p) for p in json.loads(images)]
 started = time.perf_counter()
@@ -52,8 +52,8 @@ def run_child(model: Path, out: Path, calibrator: str, chunk: str, images: list[
 
 
 def main() -> int:
-    from ubiq.models.compress.sensitivity import calibration_images, fidelity
     from ubiq.models.runtime.model import resolve_model_path
+    from ubiq.models.toolchain.compress.sensitivity import calibration_images, fidelity
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="ubiq-det-mnv2")

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from detect_budget import assets  # the same model export and clip (benchmarks/ is on sys.path)
+
 BIN = Path(sys.executable).parent
 
 
@@ -64,22 +66,7 @@ def main() -> None:
     # ru_maxrss starts from its parent's peak at fork.
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="ubiq-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    model = workdir / "yolov8n" / "model.onnx"
-    if not model.exists():
-        export = (
-            "import sys; from pathlib import Path;"
-            "from ubiq.models.zoo.ultralytics_adapter import export_ultralytics;"
-            "export_ultralytics('yolov8n.yaml', Path(sys.argv[1]), imgsz=int(sys.argv[2]))"
-        )
-        run_child([sys.executable, "-c", export, str(model.parent), str(args.imgsz)], workdir)
-    clip = workdir / f"clip_{args.frames}.mp4"
-    if not clip.exists():
-        from ubiq.hardware.sources.demo import make_pan_zoom_clip
-
-        image = Path(__import__("ubiq").__file__).parent / "data" / "astronaut.jpg"
-        make_pan_zoom_clip(
-            image, clip, (177, 66, 272, 161), frames=args.frames, size=(640, 480), fps=30, seed=7
-        )
+    model, clip = assets(workdir, args.frames, args.imgsz)
     # yolo predict should not see our sidecar manifest; it reads the ONNX metadata itself.
     yolo_model = workdir / "yolo_copy" / "model.onnx"
     yolo_model.parent.mkdir(exist_ok=True)

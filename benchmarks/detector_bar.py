@@ -51,9 +51,9 @@ def main() -> int:
     import torch
 
     from ubiq.models.datasets.synth import generate_detection_set
-    from ubiq.models.export.onnx_export import export_onnx, load_checkpoint
     from ubiq.models.runtime.preprocess import prepare_input
-    from ubiq.models.train.trainer import decode_predictions
+    from ubiq.models.toolchain.export.onnx_export import export_onnx, load_checkpoint
+    from ubiq.models.toolchain.train.trainer import decode_predictions
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="ubiq-bar-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ def _net(text: str) -> tuple[str, float]:
 
 
 def _parameters(checkpoint: Path) -> int:
-    from ubiq.models.export.onnx_export import load_checkpoint
+    from ubiq.models.toolchain.export.onnx_export import load_checkpoint
 
     model, _, _ = load_checkpoint(checkpoint)
     return sum(p.numel() for p in model.parameters())
@@ -49,7 +49,7 @@ def _parameters(checkpoint: Path) -> int:
 
 def _classify(args: argparse.Namespace, work: Path) -> dict:
     from ubiq.models.datasets.classify import make_digits_set
-    from ubiq.models.train.trainer import TrainOptions, train
+    from ubiq.models.toolchain.train.trainer import TrainOptions, train
 
     data = work / "digits"
     if not (data / "train").is_dir():
@@ -139,7 +139,7 @@ def _classify(args: argparse.Namespace, work: Path) -> dict:
 def _detect(args: argparse.Namespace, work: Path) -> dict:
     import torch
 
-    from ubiq.models.train.trainer import TrainOptions, train
+    from ubiq.models.toolchain.train.trainer import TrainOptions, train
 
     config = torch.load(args.detect_teacher, map_location="cpu", weights_only=False)["config"]
     rows = []

@@ -1,6 +1,6 @@
 """Device bundles: a model converted for a target, packed with a check script.
 
-:func:`build_bundle` converts the model (:mod:`ubiq.models.export.targets`) and writes
+:func:`build_bundle` converts the model (:mod:`ubiq.models.toolchain.export.targets`) and writes
 ``APP-TARGET.tar.gz`` with ``bundle.json``, ``check.sh`` (``ubiq doctor --json``, then
 ``ubiq bench`` on the bundled models, run on the device), the models with their manifests
 and an optional app config.
@@ -72,7 +72,7 @@ def build_bundle(
 ) -> Path:
     """Converts a model for a device and writes ``<out_dir>/APP-TARGET.tar.gz``.
 
-    The conversion (see :mod:`ubiq.models.export.targets`) works in
+    The conversion (see :mod:`ubiq.models.toolchain.export.targets`) works in
     ``<out_dir>/APP-TARGET.models/``, which is kept so its files can be reused.
 
     Members (under ``APP/``): ``bundle.json`` (what was done, hashes, agreement of an int8
@@ -95,7 +95,7 @@ def build_bundle(
         ModelError: If the model file is not found or a conversion fails.
         BackendUnavailable: If a converter is missing (torch, edgetpu_compiler).
     """
-    from ubiq.models.export.targets import convert_for_target
+    from ubiq.models.toolchain.export.targets import convert_for_target
 
     check_app_name(app)
     if target not in TARGETS:

@@ -344,7 +344,7 @@ if os.environ.get("FAKE_ALL_ON_TPU") != "1":  # the real one prints these only t
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory, calib_images):
     pytest.importorskip("torch")
-    from ubiq.models.train.trainer import TrainOptions, train
+    from ubiq.models.toolchain.train.trainer import TrainOptions, train
 
     out = tmp_path_factory.mktemp("tiny-run")
     options = TrainOptions(
@@ -408,7 +408,7 @@ def test_coral_bundle_from_a_checkpoint(tmp_path, tiny_checkpoint, calib_images,
 
 def test_a_failing_edgetpu_compiler_is_one_line(tmp_path, blazeface_path, monkeypatch):
     from ubiq.errors import ModelError
-    from ubiq.models.export.targets import compile_edgetpu
+    from ubiq.models.toolchain.export.targets import compile_edgetpu
 
     monkeypatch.setenv("PATH", _fake_compiler(tmp_path / "bin")["PATH"])
     broken = tmp_path / "broken.tflite"
@@ -421,7 +421,7 @@ def test_a_failing_edgetpu_compiler_is_one_line(tmp_path, blazeface_path, monkey
 
 def test_compiler_reports_all_ops_on_the_tpu_and_a_compiler_that_cannot_run(tmp_path, monkeypatch):
     from ubiq.errors import BackendUnavailable
-    from ubiq.models.export.targets import compile_edgetpu
+    from ubiq.models.toolchain.export.targets import compile_edgetpu
 
     model = tmp_path / "m_int8.tflite"
     model.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(32))

@@ -19,12 +19,12 @@ PACKAGES = [
     "ubiq.models.runtime",
     "ubiq.models.runtime.decoders",
     "ubiq.models.zoo",
-    "ubiq.models.backbones",
-    "ubiq.models.heads",
+    "ubiq.models.toolchain.backbones",
+    "ubiq.models.toolchain.heads",
     "ubiq.models.datasets",
-    "ubiq.models.train",
-    "ubiq.models.export",
-    "ubiq.models.compress",
+    "ubiq.models.toolchain.train",
+    "ubiq.models.toolchain.export",
+    "ubiq.models.toolchain.compress",
     "ubiq.pipelines",
     "ubiq.pipelines.sinks",
     "ubiq.pipelines.speech",
@@ -148,3 +148,27 @@ def test_only_the_cli_imports_the_cli():
                 if any(name == "ubiq.cli" or name.startswith("ubiq.cli.") for name in names):
                     offenders.add(relative)
     assert offenders <= IMPORTS_CLI_TODAY, offenders - IMPORTS_CLI_TODAY
+
+
+def test_the_runtime_side_never_imports_the_toolchain():
+    """models/runtime, models/zoo, models/datasets, pipelines and hardware are the device
+    side: no torch, and no ubiq.models.toolchain, anywhere in them (only the zoo's
+    Ultralytics adapter imports ultralytics, inside the functions that export)."""
+    import ast
+
+    folders = ["models/runtime", "models/zoo", "models/datasets", "pipelines", "hardware"]
+    offenders = []
+    for folder in folders:
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                for name in names:
+                    root = name.split(".")[0]
+                    if root == "torch" or name.startswith("ubiq.models.toolchain"):
+                        offenders.append(f"{path.relative_to(REPO)}: {name}")
+    assert offenders == []
+    assert (REPO / "models" / "toolchain" / "train" / "trainer.py").is_file()

@@ -14,14 +14,14 @@ torch = pytest.importorskip("torch")
 
 from ubiq.cli import main  # noqa: E402
 from ubiq.errors import ConfigError  # noqa: E402
-from ubiq.models.backbones import (  # noqa: E402
+from ubiq.models.toolchain.backbones import (  # noqa: E402
     BACKBONES,
     build_backbone,
     build_classifier,
     list_backbones,
 )
-from ubiq.models.backbones.common import make_divisible  # noqa: E402
-from ubiq.models.backbones.profile import count_macs, count_parameters  # noqa: E402
+from ubiq.models.toolchain.backbones.common import make_divisible  # noqa: E402
+from ubiq.models.toolchain.backbones.profile import count_macs, count_parameters  # noqa: E402
 
 # Published 1000-class ImageNet models at width 1.0: (parameters, MACs at 224) in millions.
 PUBLISHED = {
@@ -223,7 +223,10 @@ def test_bad_names_and_widths():
 
 
 def test_import_does_not_import_torch():
-    code = "import sys, ubiq.models.backbones as b; print(len(b.BACKBONES), 'torch' in sys.modules)"
+    code = (
+        "import sys, ubiq.models.toolchain.backbones as b; "
+        "print(len(b.BACKBONES), 'torch' in sys.modules)"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )

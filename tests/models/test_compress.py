@@ -7,7 +7,7 @@ import pytest
 from support import run_ubiq
 
 from ubiq.errors import ConfigError
-from ubiq.models.compress.recipe import CompressRecipe, load_recipe, recipe_from_flags
+from ubiq.models.toolchain.compress.recipe import CompressRecipe, load_recipe, recipe_from_flags
 
 
 def _one_line(result, *needles):
@@ -78,7 +78,7 @@ def test_cli_bad_input_is_one_line_each(tmp_path):
 def tiny_checkpoint(tmp_path_factory):
     pytest.importorskip("torch")
     from ubiq.models.datasets.synth import generate_detection_set
-    from ubiq.models.train.trainer import TrainOptions, train
+    from ubiq.models.toolchain.train.trainer import TrainOptions, train
 
     root = tmp_path_factory.mktemp("compress")
     data = generate_detection_set(
@@ -167,7 +167,7 @@ def test_a_model_without_a_manifest_or_known_outputs_is_one_line(tmp_path):
 
 
 def test_an_empty_calibration_folder_is_one_line(tmp_path):
-    from ubiq.models.compress.quantize import calibration_images
+    from ubiq.models.toolchain.compress.quantize import calibration_images
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="holds no images"):

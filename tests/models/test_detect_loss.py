@@ -4,8 +4,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ubiq.models.heads.detect import make_points  # noqa: E402
-from ubiq.models.train.detect_loss import DetectionLoss, box_iou_pairs  # noqa: E402
+from ubiq.models.toolchain.heads.detect import make_points  # noqa: E402
+from ubiq.models.toolchain.train.detect_loss import DetectionLoss, box_iou_pairs  # noqa: E402
 
 
 def _grid(size=128):

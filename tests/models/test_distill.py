@@ -10,15 +10,15 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
 from ubiq.errors import ConfigError  # noqa: E402
-from ubiq.models.compress.distill import (  # noqa: E402
+from ubiq.models.toolchain.compress.distill import (  # noqa: E402
     DistillOptions,
     detection_kd_loss,
     load_teacher,
     logit_kd_loss,
 )
-from ubiq.models.nets import ModelConfig, build_model  # noqa: E402
-from ubiq.models.train import trainer  # noqa: E402
-from ubiq.models.train.trainer import TrainingInterrupted, TrainOptions, train  # noqa: E402
+from ubiq.models.toolchain.nets import ModelConfig, build_model  # noqa: E402
+from ubiq.models.toolchain.train import trainer  # noqa: E402
+from ubiq.models.toolchain.train.trainer import TrainingInterrupted, TrainOptions, train  # noqa: E402
 
 DIGITS = tuple(str(digit) for digit in range(10))
 

@@ -1,8 +1,8 @@
 """TFLite export (litert-torch + ai-edge-quantizer): float32 within 1e-4 of torch, and a
 full-integer int8 model (int8 input and outputs, no float op) within cosine 0.99.
 
-The converters are an optional install (see ``ubiq.models.export.tflite``); without them the
-conversion tests skip and only the missing-package error is checked.
+The converters are an optional install (see ``ubiq.models.toolchain.export.tflite``); without
+them the conversion tests skip and only the missing-package error is checked.
 """
 
 import sys
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ubiq.errors import BackendUnavailable
-from ubiq.models.export import tflite as tflite_export
+from ubiq.models.toolchain.export import tflite as tflite_export
 
 SIZE = 96
 

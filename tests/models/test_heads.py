@@ -7,8 +7,8 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
 from ubiq.errors import ConfigError  # noqa: E402
-from ubiq.models.heads.detect import distances_to_xyxy, make_points  # noqa: E402
-from ubiq.models.nets import ModelConfig, build_model  # noqa: E402
+from ubiq.models.toolchain.heads.detect import distances_to_xyxy, make_points  # noqa: E402
+from ubiq.models.toolchain.nets import ModelConfig, build_model  # noqa: E402
 
 LABELS = ("cat", "cup", "rocket")
 

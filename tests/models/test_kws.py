@@ -298,7 +298,7 @@ def _tiny_folder(root, splits=("train", "val"), classes=("go", "no")):
 
 
 def _options(data, out, **overrides):
-    from ubiq.models.train.trainer import TrainOptions
+    from ubiq.models.toolchain.train.trainer import TrainOptions
 
     values = dict(task="kws", data=str(data), out=str(out), threads=1, progress=False)
     return TrainOptions(**{**values, **overrides})
@@ -306,8 +306,8 @@ def _options(data, out, **overrides):
 
 def test_task_loads_centred_clips_and_describes_a_dscnn_model(tmp_path):
     torch = pytest.importorskip("torch")
-    from ubiq.models.nets import build_model
-    from ubiq.models.train.kws import KwsTask
+    from ubiq.models.toolchain.nets import build_model
+    from ubiq.models.toolchain.train.kws import KwsTask
 
     task = KwsTask(_options(_tiny_folder(tmp_path / "data"), tmp_path / "run"))
     assert task.names == ["go", "no"] and len(task.train) == 4 and len(task.val) == 4
@@ -331,7 +331,7 @@ def test_task_loads_centred_clips_and_describes_a_dscnn_model(tmp_path):
 
 def test_task_rejects_bad_folders_and_settings(tmp_path):
     pytest.importorskip("torch")
-    from ubiq.models.train.kws import KwsTask
+    from ubiq.models.toolchain.train.kws import KwsTask
 
     with pytest.raises(DatasetError, match="split folder not found"):
         KwsTask(_options(_tiny_folder(tmp_path / "a", splits=("train",)), tmp_path))
@@ -344,7 +344,7 @@ def test_task_rejects_bad_folders_and_settings(tmp_path):
 
 
 def test_waveform_augmentation_shifts_scales_and_stays_in_range():
-    from ubiq.models.train.kws import augment_waveforms
+    from ubiq.models.toolchain.train.kws import augment_waveforms
 
     impulse = np.zeros((64, 16000), np.float32)
     impulse[:, 8000] = 0.5
@@ -359,7 +359,7 @@ def test_waveform_augmentation_shifts_scales_and_stays_in_range():
 
 
 def test_spec_augment_masks_stripes_with_the_clip_mean():
-    from ubiq.models.train.kws import spec_augment
+    from ubiq.models.toolchain.train.kws import spec_augment
 
     features = np.random.default_rng(0).standard_normal((16, 40, 98)).astype(np.float32)
     masked = spec_augment(features.copy(), np.random.default_rng(1))
@@ -374,15 +374,15 @@ def test_spec_augment_masks_stripes_with_the_clip_mean():
 def trained_kws(tmp_path_factory):
     """DS-CNN trained for 12 epochs on yes/no/stop + unknown + silence, 4 voices x 3 x 3.
 
-    Goes through ``ubiq.models.train.trainer.train`` once ``kws`` is registered there, and
+    Goes through ``ubiq.models.toolchain.train.trainer.train`` once ``kws`` is registered there, and
     drives the task's interface with the trainer's optimiser settings until then.
     """
     torch = pytest.importorskip("torch")
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed (apt install espeak-ng)")
-    from ubiq.models.nets import ModelConfig, build_model
-    from ubiq.models.train import trainer
-    from ubiq.models.train.kws import KwsTask
+    from ubiq.models.toolchain.nets import ModelConfig, build_model
+    from ubiq.models.toolchain.train import trainer
+    from ubiq.models.toolchain.train.kws import KwsTask
 
     root = make_keyword_set(
         tmp_path_factory.mktemp("kws-set"), ["yes", "no", "stop"], progress=False

@@ -1,4 +1,4 @@
-"""Tests for ubiq.models.train.metrics: COCO mAP against pycocotools, and the small metrics."""
+"""Tests for ubiq.models.runtime.metrics: COCO mAP against pycocotools, and the small metrics."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from ubiq.models.train.metrics import (
+from ubiq.models.runtime.metrics import (
     MapAccumulator,
     confusion_matrix,
     detection_map,
@@ -330,5 +330,5 @@ def test_mean_iou_ignores_pixels_and_rejects_bad_ids():
 
 
 def test_importing_metrics_does_not_import_torch():
-    code = "import sys, ubiq.models.train.metrics; assert 'torch' not in sys.modules"
+    code = "import sys, ubiq.models.runtime.metrics; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

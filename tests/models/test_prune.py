@@ -10,14 +10,14 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torch_pruning")
 
 from ubiq.errors import ConfigError  # noqa: E402
-from ubiq.models.compress.prune import (  # noqa: E402
+from ubiq.models.toolchain.compress.prune import (  # noqa: E402
     DENSE_RUNTIME_NOTE,
     count_macs_params,
     prune_structured,
     prune_unstructured,
 )
-from ubiq.models.compress.prune_checkpoint import prune_checkpoint  # noqa: E402
-from ubiq.models.nets import ModelConfig, build_model  # noqa: E402
+from ubiq.models.toolchain.compress.prune_checkpoint import prune_checkpoint  # noqa: E402
+from ubiq.models.toolchain.nets import ModelConfig, build_model  # noqa: E402
 
 LABELS = ("cat", "cup", "rocket")
 SHAPE = (1, 3, 64, 64)
@@ -167,8 +167,8 @@ def test_prune_checkpoint_round_trip(tmp_path):
     pytest.importorskip("skimage")
     pytest.importorskip("onnxruntime")
     from ubiq.models.datasets.synth import generate_detection_set
-    from ubiq.models.export.onnx_export import export_onnx, load_checkpoint
-    from ubiq.models.train.trainer import TrainOptions, train
+    from ubiq.models.toolchain.export.onnx_export import export_onnx, load_checkpoint
+    from ubiq.models.toolchain.train.trainer import TrainOptions, train
 
     data = generate_detection_set(
         tmp_path / "data", train_images=16, val_images=4, imgsz=64, seed=0, progress=False
@@ -216,8 +216,8 @@ def test_prune_checkpoint_round_trip(tmp_path):
 
 
 def test_prune_checkpoint_keeps_its_old_import_path():
-    from ubiq.models.compress import prune
-    from ubiq.models.compress import prune_checkpoint as module
+    from ubiq.models.toolchain.compress import prune
+    from ubiq.models.toolchain.compress import prune_checkpoint as module
 
     assert prune.prune_checkpoint is module.prune_checkpoint
     assert prune.PruneCheckpointResult is module.PruneCheckpointResult

@@ -1,4 +1,5 @@
-"""Tests for ubiq.models.compress.quantize and .sensitivity: int8 built, measured and gated.
+"""Tests for ubiq.models.toolchain.compress.quantize and .sensitivity: int8 built, measured and
+gated.
 
 The real detector (``ubiq-det-mnv2.onnx``) is quantized with images of a tiny synthetic
 set through its deployment preprocessing. The gates use two graphs built here whose int8
@@ -28,8 +29,8 @@ from ubiq.manifest import (  # noqa: E402
     Preprocess,
     manifest_path_for,
 )
-from ubiq.models.compress import quantize as q  # noqa: E402
-from ubiq.models.compress.sensitivity import MAX_SQNR_DB, image_tensor  # noqa: E402
+from ubiq.models.toolchain.compress import quantize as q  # noqa: E402
+from ubiq.models.toolchain.compress.sensitivity import MAX_SQNR_DB, image_tensor  # noqa: E402
 from ubiq.paths import file_sha256  # noqa: E402
 
 DETECTOR = Path(ubiq.__file__).parent / "data" / "models" / "ubiq-det-mnv2.onnx"
@@ -342,7 +343,7 @@ def test_auto_quantize_writes_the_faster_int8_model(tmp_path, images):
 def test_output_tail_is_everything_after_the_last_convolutions(tmp_path):
     """The decode tail (kept in float when a shared int8 scale would zero the scores)."""
     onnx = pytest.importorskip("onnx")
-    from ubiq.models.compress.sensitivity import output_tail
+    from ubiq.models.toolchain.compress.sensitivity import output_tail
 
     helper, tensor = onnx.helper, onnx.TensorProto.FLOAT
     weight = helper.make_tensor("w", tensor, [4, 3, 1, 1], [0.1] * 12)
@@ -439,7 +440,7 @@ def test_calibration_in_chunks_gives_the_same_min_max_ranges(tmp_path, images):
 
 
 def test_calibration_reader_reads_a_range():
-    from ubiq.models.compress.sensitivity import CalibrationReader
+    from ubiq.models.toolchain.compress.sensitivity import CalibrationReader
 
     manifest = ModelManifest.load(DETECTOR.with_suffix(".json"))
     reader = CalibrationReader([Path("a.png"), Path("b.png"), Path("c.png")], manifest)

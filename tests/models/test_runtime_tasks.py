@@ -199,7 +199,7 @@ def _image_folder(root: Path) -> Path:
 
 
 def test_evaluate_classifier_scores_top1_per_class(tmp_path):
-    from ubiq.models.evaluate import evaluate_classifier, evaluate_model
+    from ubiq.models.runtime.evaluate import evaluate_classifier, evaluate_model
 
     model = colour_classifier(tmp_path / "colours.onnx")
     root = _image_folder(tmp_path / "set")
@@ -213,7 +213,7 @@ def test_evaluate_classifier_scores_top1_per_class(tmp_path):
 
 
 def test_evaluate_segmenter_scores_miou_in_the_letterboxed_input(tmp_path):
-    from ubiq.models.evaluate import evaluate_model, evaluate_segmenter
+    from ubiq.models.runtime.evaluate import evaluate_model, evaluate_segmenter
 
     model = colour_segmenter(tmp_path / "seg.onnx")
     root = tmp_path / "set"
@@ -236,7 +236,7 @@ def test_evaluate_segmenter_scores_miou_in_the_letterboxed_input(tmp_path):
 
 
 def test_evaluate_model_refuses_mismatched_data_naming_the_parameter(tmp_path):
-    from ubiq.models.evaluate import evaluate_detector, evaluate_model
+    from ubiq.models.runtime.evaluate import evaluate_detector, evaluate_model
 
     detector = (
         Path(__file__).resolve().parents[2] / "ubiq" / "data" / "models" / "ubiq-det-mnv2.onnx"
@@ -298,8 +298,8 @@ def test_pull_in_child_raises_a_zoo_error_and_leaves_this_process_alone(ubiq_hom
 
 
 def test_evaluate_keywords_scores_a_wav_folder_as_listen_hears_it(tmp_path):
-    from ubiq.models.evaluate import evaluate_keywords
     from ubiq.models.runtime.audio_features import write_wav
+    from ubiq.models.runtime.evaluate import evaluate_keywords
 
     model = KeywordModel.load("ubiq-commands-demo")
     for label in model.labels:

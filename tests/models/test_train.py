@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("skimage")
 
 from ubiq.models.datasets.synth import generate_detection_set  # noqa: E402
-from ubiq.models.train.trainer import TrainOptions, decode_predictions, train  # noqa: E402
+from ubiq.models.toolchain.train.trainer import TrainOptions, decode_predictions, train  # noqa: E402
 
 TINY = ["--backbone", "mobilenet_v2", "--width", "0.25", "--imgsz", "64", "--batch", "4"]
 
@@ -176,8 +176,8 @@ def _clip(tiny_data, path):
 
 
 def test_onnx_export_runs_in_ubiq_detect_with_the_torch_boxes(tiny_run, tiny_data, tmp_path):
-    from ubiq.models.export.onnx_export import export_onnx, load_checkpoint
     from ubiq.models.runtime.preprocess import prepare_input
+    from ubiq.models.toolchain.export.onnx_export import export_onnx, load_checkpoint
 
     result = export_onnx(tiny_run.best, tmp_path / "tiny.onnx")
     assert result.max_abs_diff < 1e-4
@@ -278,7 +278,7 @@ def test_classifier_learns_real_handwritten_digits(tmp_path):
 
 
 def test_segmenter_trains_and_exports_within_1e_4(tiny_data, tmp_path):
-    from ubiq.models.export.onnx_export import export_onnx
+    from ubiq.models.toolchain.export.onnx_export import export_onnx
 
     options = TrainOptions(
         task="segment",
@@ -309,7 +309,7 @@ def test_segmenter_trains_and_exports_within_1e_4(tiny_data, tmp_path):
 def test_ubiq_val_scores_the_export_as_training_scored_the_checkpoint(
     tiny_run, tiny_data, tmp_path
 ):
-    from ubiq.models.export.onnx_export import export_onnx
+    from ubiq.models.toolchain.export.onnx_export import export_onnx
 
     exported = export_onnx(tiny_run.best, tmp_path / "tiny.onnx")
     result = run_ubiq("val", str(exported.path), "--data", str(tiny_data), "--json")
@@ -321,7 +321,7 @@ def test_ubiq_val_scores_the_export_as_training_scored_the_checkpoint(
 
 
 def test_ubiq_val_rejects_a_dataset_with_other_classes(tiny_run, tmp_path):
-    from ubiq.models.export.onnx_export import export_onnx
+    from ubiq.models.toolchain.export.onnx_export import export_onnx
 
     exported = export_onnx(tiny_run.best, tmp_path / "tiny.onnx")
     other = generate_detection_set(

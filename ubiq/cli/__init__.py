@@ -64,6 +64,29 @@ def quiet_native_logs() -> None:
     os.environ.setdefault("OPENCV_VIDEOIO_DEBUG", "0")
 
 
+# Parameters whose name starts library error messages about them ("calib x holds no
+# images"); other first words ("backend 'coral' is unavailable", "source file not found")
+# are not about a flag.
+PARAMETER_NAMES = frozenset(
+    {
+        "calib",
+        "data",
+        "batch",
+        "epochs",
+        "imgsz",
+        "kd_temperature",
+        "kd_weight",
+        "lr",
+        "max_drop",
+        "recipe",
+        "resume",
+        "target",
+        "task",
+        "teacher",
+    }
+)
+
+
 def flag_message(parser: argparse.ArgumentParser, command: str, message: str) -> str:
     """Names the flag where a library error starts with the parameter the flag sets:
     ``calib x holds no images`` -> ``--calib x holds no images`` for ``ubiq compress``.
@@ -71,7 +94,7 @@ def flag_message(parser: argparse.ArgumentParser, command: str, message: str) ->
     The library names its parameters; only the CLI knows its flags.
     """
     head = message.split(" ", 1)[0].split(":", 1)[0]
-    if not head or head.startswith("-"):
+    if head not in PARAMETER_NAMES:
         return message
     for action in parser._actions:  # noqa: SLF001 - argparse has no public accessor
         if not isinstance(action, argparse._SubParsersAction):  # noqa: SLF001

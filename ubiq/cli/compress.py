@@ -54,8 +54,8 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from ubiq.models.compress.pipeline import compress
-        from ubiq.models.compress.recipe import load_recipe, recipe_from_flags
+        from ubiq.models.toolchain.compress.pipeline import compress
+        from ubiq.models.toolchain.compress.recipe import load_recipe, recipe_from_flags
     except ImportError as error:
         raise BackendUnavailable(
             "compress", error.name or "torch", "pip install 'ubiq[train]'"

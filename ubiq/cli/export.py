@@ -34,7 +34,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from ubiq.models.export.onnx_export import export_onnx
+        from ubiq.models.toolchain.export.onnx_export import export_onnx
     except ImportError as error:
         raise BackendUnavailable(
             "export", error.name or "torch", "pip install 'ubiq[train]'"
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _export_tflite(args: argparse.Namespace, onnx_result) -> None:
-    from ubiq.models.export.tflite import export_checkpoint_tflite
+    from ubiq.models.toolchain.export.tflite import export_checkpoint_tflite
 
     if args.int8 and not args.calib:
         raise ConfigError("--int8 needs --calib DATA (a data.yaml, an image folder or a glob)")

@@ -230,8 +230,8 @@ def cmd_backbones(args: argparse.Namespace) -> int:
         import torch  # noqa: F401
     except ImportError as error:
         raise BackendUnavailable("train", "torch", "pip install 'ubiq[train]'") from error
-    from ubiq.models.backbones import BACKBONES
-    from ubiq.models.backbones.profile import backbone_report
+    from ubiq.models.toolchain.backbones import BACKBONES
+    from ubiq.models.toolchain.backbones.profile import backbone_report
 
     if not args.width > 0:
         raise ConfigError(f"--width must be a number > 0, got {args.width}")

@@ -15,7 +15,7 @@ phrase) with espeak-ng into ``OUT/data`` (:mod:`ubiq.models.datasets.command_tra
 then trains a command classifier on it for ``ubiq listen --model``.
 
 ``--teacher`` distills a trained checkpoint of the same task, classes and image size into
-the student (see :mod:`ubiq.models.compress.distill`); ``--resume`` reloads it.
+the student (see :mod:`ubiq.models.toolchain.compress.distill`); ``--resume`` reloads it.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.data:
             raise ConfigError("--data is required")
     try:
-        from ubiq.models.train.trainer import TrainOptions, train
+        from ubiq.models.toolchain.train.trainer import TrainOptions, train
     except ImportError as error:
         raise BackendUnavailable(
             "train", error.name or "torch", "pip install 'ubiq[train]'"

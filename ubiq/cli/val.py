@@ -13,7 +13,7 @@ with COCO rules (mAP50, mAP50-95, per class). A classifier (manifest task ``clas
 is scored by top-1 on an image-folder split, a segmenter by mIoU (background included)
 on a YOLO-layout split with masks, a keyword or command model by top-1 on a WAV-folder
 split, per class too. Needs no torch, so it measures a model on the device that will run
-it. The scoring is :mod:`ubiq.models.evaluate`; this module parses flags and prints.
+it. The scoring is :mod:`ubiq.models.runtime.evaluate`; this module parses flags and prints.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ubiq.models.evaluate import evaluate_model
+    from ubiq.models.runtime.evaluate import evaluate_model
 
     _check_flags(args)
     result = evaluate_model(
