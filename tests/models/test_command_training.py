@@ -117,27 +117,119 @@ def command_model(tmp_path_factory):
     return commands, run / "model.onnx"
 
 
-@pytest.mark.slow
-def test_trained_command_model_drives_ubiq_listen(command_model, tmp_path):
-    from ubiq.cli import main
+TALK = ("what time is it", "the weather is lovely today", "lights on")
+
+
+def _speak(path, texts, voice="en-us-nyc"):
+    """Writes the texts one after another into one 16 kHz WAV (1 s before each, 1 s of
+    silence at the end); returns each one's true ``(start, end)`` in seconds."""
     from ubiq.models.datasets.commands import make_clip
     from ubiq.models.runtime.audio_features import write_wav
 
-    commands, model = command_model
     rng = np.random.default_rng(1)
-    parts = [
-        make_clip(text, "en-us-nyc", 150, 50, snr_db=20, lead_s=1.0, tail_s=0.3, rng=rng).samples
-        for text in ("what time is it", "the weather is lovely today", "lights on")
-    ]
+    parts, bounds, offset = [], [], 0.0
+    for text in texts:
+        clip = make_clip(text, voice, 150, 50, snr_db=20, lead_s=1.0, tail_s=0.3, rng=rng)
+        parts.append(clip.samples)
+        bounds.append((offset + clip.t_start, offset + clip.t_end))
+        offset += clip.duration_s
+    write_wav(path, np.concatenate([*parts, np.zeros(16000, np.float32)]), 16000)
+    return bounds
+
+
+def _listen(wav, commands, model, out):
+    from ubiq.cli import main
+
+    args = ["listen", "--source", str(wav), "--commands", str(commands), "--model", str(model),
+            "--wake-window", "30", "--jsonl", str(out), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_trained_command_model_drives_ubiq_listen(command_model, tmp_path):
+    """`ubiq listen --model` runs the model trained above on each utterance and writes its
+    verdicts. Which phrases a 20-epoch model accepts depends on how its training landed on
+    this CPU (on other seeds it misses one phrase or the other), so this test checks the
+    plumbing against the model's own answers; hearing the right words is checked on the
+    shipped model (next test)."""
+    import torch
+
+    from ubiq.hardware.sources.audio import open_audio_source
+    from ubiq.pipelines.speech.commands import load_commands
+    from ubiq.pipelines.speech.listen import RECORD_KEYS, SpeechPipeline, event_record
+    from ubiq.pipelines.speech.recognize import ModelCommandRecognizer
+    from ubiq.pipelines.speech.vad import SileroVad, VadSegmenter
+
+    commands, model = command_model
+    best = torch.load(model.parent / "weights" / "best.pt", map_location="cpu", weights_only=False)
+    # Four classes (chance 0.25); 20 epochs reach 0.875 to 0.94 across seeds and machines.
+    assert best["metrics"]["top1"] >= 0.6, best["metrics"]
     wav = tmp_path / "talk.wav"
-    write_wav(wav, np.concatenate([*parts, np.zeros(16000, np.float32)]), 16000)
-    out = tmp_path / "events.jsonl"
-    assert main(["listen", "--source", str(wav), "--commands", str(commands), "--model",
-                 str(model), "--jsonl", str(out), "--quiet"]) == 0  # fmt: skip
-    records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert sum(r["kind"] == "speech.end" for r in records) == 3
-    heard = [r["text"] for r in records if r["kind"] == "speech.command"]
-    assert heard == ["what time is it", "lights on"], records
+    bounds = _speak(wav, TALK)
+    records = _listen(wav, commands, model, tmp_path / "events.jsonl")
+    assert all(tuple(record) == RECORD_KEYS for record in records), records
+    kinds = [record["kind"] for record in records]
+    assert kinds.count("speech.start") == 3 and kinds.count("speech.end") == 3, records
+    assert set(kinds) <= {"speech.start", "speech.end", "speech.command"}
+    ends = [record for record in records if record["kind"] == "speech.end"]
+    for record, (start, end) in zip(ends, bounds):
+        assert abs(record["t_start"] - start) < 0.15 and abs(record["t_end"] - end) < 0.2
+    # Every verdict is the trained model's own answer on that utterance: the same
+    # pipeline built in Python around the exported file writes the same records.
+    command_set = load_commands(commands)
+    recognizer = ModelCommandRecognizer(model, command_set)
+    pipeline = SpeechPipeline(VadSegmenter(vad=SileroVad(threads=1)), recognizer)
+    expected = []
+    with open_audio_source(str(wav)) as source:
+        for chunk in source:
+            expected += pipeline.feed(chunk)
+    expected += pipeline.flush()
+    assert records == [event_record(event) for event in expected]
+    assert len(pipeline.recognitions) == 3
+    assert all(r.best in recognizer.labels and 0 < r.confidence <= 1 for r in pipeline.recognitions)
+    for record in records:
+        if record["kind"] == "speech.command":
+            assert record["text"] in command_set.texts
+            assert record["confidence"] >= recognizer.threshold
+
+
+@needs_espeak
+def test_ubiq_listen_hears_the_shipped_command_model_s_words(ubiq_home, tmp_path):
+    """The same kind of file through `ubiq listen` with ubiq-commands-demo, a model trained
+    once and shipped (its answers do not depend on a training run in the test): it hears
+    the wake phrase and both commands and refuses the sentence between them."""
+    from importlib.resources import files
+
+    demo = files("ubiq.data") / "models" / "ubiq-commands-demo.yaml"
+    wav = tmp_path / "talk.wav"
+    texts = (
+        "hey ubiq",
+        "what time is it",
+        "the weather is lovely today",
+        "turn on the kitchen light",
+    )
+    bounds = _speak(wav, texts)
+    records = _listen(wav, demo, "ubiq-commands-demo", tmp_path / "events.jsonl")
+    assert sum(r["kind"] == "speech.end" for r in records) == 4, records
+    said = [
+        (r["kind"], r["text"], r["intent"], r["slots"])
+        for r in records
+        if r["kind"] not in ("speech.start", "speech.end")
+    ]
+    assert said == [
+        ("speech.wake", "hey ubiq", None, {}),
+        ("speech.command", "what time is it", "time", {}),
+        (
+            "speech.command",
+            "turn on the kitchen light",
+            "light",
+            {"state": "on", "room": "kitchen"},
+        ),
+    ], records
+    heard = [r for r in records if r["kind"] in ("speech.wake", "speech.command")]
+    for record, (start, end) in zip(heard, [bounds[0], bounds[1], bounds[3]]):
+        assert abs(record["t_start"] - start) < 0.15 and abs(record["t_end"] - end) < 0.2
 
 
 @pytest.mark.slow
