@@ -31,6 +31,18 @@ class ModelError(UbiqError):
     exit_code = 4
 
 
+class WrongTaskError(ModelError):
+    """A model opened for one task is made for another.
+
+    Attributes:
+        task: The task the model's manifest names (``"segment"``, ``"kws"``, ...).
+    """
+
+    def __init__(self, message: str, task: str) -> None:
+        super().__init__(message)
+        self.task = task
+
+
 class DatasetError(UbiqError):
     """A dataset folder is malformed: a missing label file, a class id out of range, ..."""
 

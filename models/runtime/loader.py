@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ubiq.errors import ConfigError, ModelError
+from ubiq.errors import ConfigError, ModelError, WrongTaskError
 
 TASKS = ("detect", "segment", "classify", "kws")
 
@@ -35,12 +35,10 @@ def load_model(name_or_path: str | Path, *, task: str | None = None, **options: 
     if task in (None, "detect"):
         try:
             return DetectionModel.load(name_or_path, **options)
-        except ModelError as error:
-            if task == "detect" or "not a detection model" not in str(error):
+        except WrongTaskError as error:
+            if task == "detect":
                 raise
-        from ubiq.models.runtime.tasks import model_task
-
-        task = model_task(name_or_path)
+            task = error.task
     if task == "segment":
         from ubiq.models.runtime.segment import Segmenter
 

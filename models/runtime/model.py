@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ubiq.errors import ConfigError, ModelError
+from ubiq.errors import ConfigError, ModelError, WrongTaskError
 from ubiq.hardware.accelerators import DeviceSpec
 from ubiq.manifest import (
     MANIFEST_METADATA_KEY,
@@ -132,6 +132,42 @@ def find_manifest(path: Path, backend: Backend) -> ModelManifest:
     return manifest
 
 
+def open_task_model(
+    name_or_path: str | Path,
+    task: str,
+    *,
+    backend: str | None = None,
+    num_threads: int | None = None,
+    device: str | DeviceSpec = "auto",
+) -> tuple[Path, Backend, ModelManifest]:
+    """Opens a model file of ``task`` (a manifest task: ``detect``, ``classify``, ``kws``,
+    ``segment``).
+
+    Args:
+        name_or_path: A model file, a folder holding one, or a zoo name.
+        task: The manifest task the model must have.
+        backend: ``onnxruntime`` or ``litert``; ``None`` picks by file suffix.
+        num_threads: Inference threads; ``None`` lets the runtime decide.
+        device: As for :func:`~ubiq.models.runtime.backend.load_backend`.
+
+    Returns:
+        ``(path, backend, manifest)``: the model file, its opened backend and its manifest.
+
+    Raises:
+        WrongTaskError: If the model is made for another task (its ``task`` says which).
+        ModelError: If the file is missing or corrupt, or has no manifest.
+        BackendUnavailable: If the backend's library or the device is missing.
+    """
+    path = resolve_model_path(name_or_path)
+    runtime = load_backend(path, backend, num_threads=num_threads, device=device)
+    manifest = find_manifest(path, runtime)
+    if manifest.task != task:
+        raise WrongTaskError(
+            f"{path.name} is a {manifest.task!r} model, not a {task!r} one", manifest.task
+        )
+    return path, runtime, manifest
+
+
 def _guess_manifest(path: Path, backend: Backend, input_spec: InputSpec) -> ModelManifest:
     shapes = [t.shape for t in backend.outputs]
     names = [t.name for t in backend.outputs]
@@ -219,11 +255,9 @@ class DetectionModel:
         ):
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be between 0 and 1, got {value}")
-        path = resolve_model_path(name_or_path)
-        runtime = load_backend(path, backend, num_threads=num_threads, device=device)
-        manifest = find_manifest(path, runtime)
-        if manifest.task != "detect":
-            raise ModelError(f"{path.name} is a {manifest.task!r} model, not a detection model")
+        path, runtime, manifest = open_task_model(
+            name_or_path, "detect", backend=backend, num_threads=num_threads, device=device
+        )
         get_decoder(manifest.decoder.name)  # fail early on an unknown decoder name
         model_width, model_height = _input_size(manifest.input)
         stride = int(manifest.decoder.params.get("stride", 32) or 1)

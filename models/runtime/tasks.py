@@ -20,7 +20,7 @@ from ubiq.hardware.accelerators import DeviceSpec
 from ubiq.manifest import ModelManifest
 from ubiq.models.runtime.audio_features import LogMelOptions, resample
 from ubiq.models.runtime.backend import Backend, load_backend
-from ubiq.models.runtime.model import find_manifest, resolve_model_path
+from ubiq.models.runtime.model import find_manifest, open_task_model, resolve_model_path
 from ubiq.models.runtime.preprocess import prepare_input
 
 __all__ = [
@@ -31,38 +31,6 @@ __all__ = [
     "open_task_model",
     "softmax",
 ]
-
-
-def open_task_model(
-    name_or_path: str | Path,
-    task: str,
-    *,
-    backend: str | None = None,
-    num_threads: int | None = None,
-    device: str | DeviceSpec = "auto",
-) -> tuple[Path, Backend, ModelManifest]:
-    """Opens a model file of ``task`` (a manifest task: ``classify``, ``kws``, ``segment``).
-
-    Args:
-        name_or_path: A model file, a folder holding one, or a zoo name.
-        task: The manifest task the model must have.
-        backend: ``onnxruntime`` or ``litert``; ``None`` picks by file suffix.
-        num_threads: Inference threads; ``None`` lets the runtime decide.
-        device: As for :func:`~ubiq.models.runtime.backend.load_backend`.
-
-    Returns:
-        ``(path, backend, manifest)``: the model file, its opened backend and its manifest.
-
-    Raises:
-        ModelError: If the file is missing or corrupt, has no manifest, or is of another task.
-        BackendUnavailable: If the backend's library or the device is missing.
-    """
-    path = resolve_model_path(name_or_path)
-    runtime = load_backend(path, backend, num_threads=num_threads, device=device)
-    manifest = find_manifest(path, runtime)
-    if manifest.task != task:
-        raise ModelError(f"{path.name} is a {manifest.task!r} model, not a {task!r} one")
-    return path, runtime, manifest
 
 
 def model_task(name_or_path: str | Path) -> str:
