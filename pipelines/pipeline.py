@@ -75,7 +75,8 @@ class Pipeline:
         on_result: Callable[[FrameResult], None] | None = None,
         on_event: Callable[[Event], None] | None = None,
     ) -> None:
-        self.stages = [stage for _, stage in named_stages(stages)]
+        self._named = named_stages(stages)
+        self.stages = [stage for _, stage in self._named]
         for position, sink in enumerate(sinks):
             if not callable(getattr(sink, "write", None)):
                 raise ConfigError(
@@ -84,7 +85,6 @@ class Pipeline:
         self.sinks = list(sinks)
         self.on_result = on_result
         self.on_event = on_event
-        self._named = named_stages(self.stages)
         self.runner: Runner | None = None
 
     def runner_for(
@@ -96,7 +96,6 @@ class Pipeline:
             ConfigError: If ``max_frames`` is not ``None`` or an integer >= 1.
             SourceError: If a spec names no usable source.
         """
-        check_max_frames(max_frames)
         self.runner = Runner(
             as_source(source),
             self.stages,

@@ -64,37 +64,41 @@ def quiet_native_logs() -> None:
     os.environ.setdefault("OPENCV_VIDEOIO_DEBUG", "0")
 
 
-# Parameters whose name starts library error messages about them ("calib x holds no
-# images"); other first words ("backend 'coral' is unavailable", "source file not found")
-# are not about a flag.
-PARAMETER_NAMES = frozenset(
-    {
-        "calib",
-        "data",
-        "batch",
-        "epochs",
-        "imgsz",
-        "kd_temperature",
-        "kd_weight",
-        "lr",
-        "max_drop",
-        "recipe",
-        "resume",
-        "target",
-        "task",
-        "teacher",
-    }
-)
+# Library parameters whose name starts the errors about them ("calib x holds no images"),
+# and the flag (without "--") that sets each. Other first words ("backend 'coral' is
+# unavailable", "source file not found") are not about a flag.
+PARAMETER_FLAGS = {
+    "batch": "batch",
+    "calib": "calib",
+    "classes": "classes",
+    "confidence_threshold": "conf",
+    "data": "data",
+    "device": "device",
+    "epochs": "epochs",
+    "imgsz": "imgsz",
+    "iou_threshold": "iou",
+    "kd_temperature": "kd-temperature",
+    "kd_weight": "kd-weight",
+    "lr": "lr",
+    "max_drop": "max-drop",
+    "recipe": "recipe",
+    "resume": "resume",
+    "target": "target",
+    "task": "task",
+    "teacher": "teacher",
+}
 
 
 def flag_message(parser: argparse.ArgumentParser, command: str, message: str) -> str:
     """Names the flag where a library error starts with the parameter the flag sets:
-    ``calib x holds no images`` -> ``--calib x holds no images`` for ``ubiq compress``.
+    ``calib x holds no images`` -> ``--calib x holds no images`` for ``ubiq compress``,
+    ``confidence_threshold must be ...`` -> ``--conf must be ...`` for ``ubiq detect``.
 
     The library names its parameters; only the CLI knows its flags.
     """
     head = message.split(" ", 1)[0].split(":", 1)[0]
-    if head not in PARAMETER_NAMES:
+    flag = PARAMETER_FLAGS.get(head)
+    if flag is None:
         return message
     for action in parser._actions:  # noqa: SLF001 - argparse has no public accessor
         if not isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
@@ -103,9 +107,8 @@ def flag_message(parser: argparse.ArgumentParser, command: str, message: str) ->
         if subparser is None:
             return message
         for sub_action in subparser._actions:  # noqa: SLF001
-            for option in sub_action.option_strings:
-                if option.startswith("--") and option[2:].replace("-", "_") == head:
-                    return option + message[len(head) :]
+            if f"--{flag}" in sub_action.option_strings:
+                return f"--{flag}" + message[len(head) :]
     return message
 
 

@@ -88,7 +88,7 @@ def add_parser(subparsers) -> None:
         "--stages",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="print each stage's p50/p90 time after the summary (default: yes)",
+        help="print each stage's p50/p90 time before the summary line (default: yes)",
     )
     parser.set_defaults(handler=run)
 
@@ -109,25 +109,6 @@ def output_path(value: str, position: int, count: int) -> str:
 
     path = Path(value)
     return str(path.with_name(f"{path.stem}-{position + 1}{path.suffix}"))
-
-
-# Library parameter names -> the flags that set them, for error messages.
-_PARAMETER_FLAGS = {
-    "confidence_threshold": "--conf",
-    "iou_threshold": "--iou",
-    "imgsz": "--imgsz",
-    "classes": "--classes",
-    "device": "--device",
-}
-
-
-def flag_message(message: str) -> str:
-    """Renames a library parameter at the start of an error message to its CLI flag:
-    ``imgsz must be ...`` -> ``--imgsz must be ...``."""
-    for parameter, name in _PARAMETER_FLAGS.items():
-        if message.startswith(parameter + " ") or message.startswith(parameter + ":"):
-            return name + message[len(parameter) :]
-    return message
 
 
 def check_arguments(args: argparse.Namespace) -> list[str]:
@@ -305,7 +286,6 @@ def write_summary_json(path: str, data) -> None:
 def run(args: argparse.Namespace) -> int:
     import cv2
 
-    from ubiq.errors import ConfigError
     from ubiq.hardware.accelerators import parse_device
     from ubiq.hardware.health import HealthMonitor
     from ubiq.hardware.sources import open_source
@@ -320,47 +300,47 @@ def run(args: argparse.Namespace) -> int:
     classes = None
     if args.classes is not None:
         classes = [c.strip() for c in args.classes.split(",") if c.strip()]
-    try:
-        device = parse_device(args.device)
-        model = DetectionModel.load(
-            args.model,
-            backend=args.backend,
-            num_threads=args.threads,
-            device=device,
-            confidence_threshold=args.conf,
-            iou_threshold=args.iou,
-            classes=classes,
-            imgsz=args.imgsz,
-        )
-    except ConfigError as error:
-        raise ConfigError(flag_message(str(error))) from error
+    model = DetectionModel.load(
+        args.model,
+        backend=args.backend,
+        num_threads=args.threads,
+        device=parse_device(args.device),
+        confidence_threshold=args.conf,
+        iou_threshold=args.iou,
+        classes=classes,
+        imgsz=args.imgsz,
+    )
     # Open every source before any output file: a camera or URL that fails must not
     # truncate a JSONL or video that is already there.
-    sources, pipelines = [], {}
-    try:
-        for spec in specs:
-            source = open_source(spec, vid_stride=args.vid_stride, reconnect=args.reconnect)
-            if not _open_interruptibly(source):
-                print(
-                    f"ubiq detect: stopped by signal while opening {source.source_id}",
-                    file=sys.stderr,
-                )
-                return 0
-            sources.append(source)
-        for position, source in enumerate(sources):
-            sinks = build_sinks(args, source, position, len(sources))
-            pipelines[id(source)] = Pipeline([Detect(model)], sinks)
-    except BaseException:  # close what is open, then report the error
-        for pipeline in pipelines.values():
+    sources, pipelines = [], []
+
+    def close_all() -> None:
+        for pipeline in pipelines:
             for sink in pipeline.sinks:
                 sink.close()
         for source in sources:
             source.close()
+
+    try:
+        for spec in specs:
+            source = open_source(spec, vid_stride=args.vid_stride, reconnect=args.reconnect)
+            if not _open_interruptibly(source):
+                close_all()
+                message = f"stopped by signal while opening {source.source_id}"
+                print(f"ubiq detect: {message}", file=sys.stderr)
+                return 0
+            sources.append(source)
+        for position, source in enumerate(sources):
+            pipelines.append(
+                Pipeline([Detect(model)], build_sinks(args, source, position, len(sources)))
+            )
+    except BaseException:  # close what is open, then report the error
+        close_all()
         raise
     # Temperature and throttling, sampled every few seconds (a Pi that throttles runs slower).
     summaries = run_sources(
         sources,
-        lambda source: pipelines[id(source)],
+        lambda source: pipelines[sources.index(source)],
         max_frames=args.max_frames,
         health=HealthMonitor(),
     )
