@@ -45,6 +45,23 @@ def _onnxruntime() -> dict:
     }
 
 
+def _openvino() -> dict:
+    """OpenVINO's version and devices (CPU, GPU, NPU), when it is installed."""
+    if importlib.util.find_spec("openvino") is None:
+        return {"version": None, "devices": []}
+    from ubiq.errors import BackendUnavailable
+    from ubiq.hardware.accelerators import openvino_devices
+
+    try:
+        devices = openvino_devices()
+    except (BackendUnavailable, RuntimeError) as error:
+        return {"version": _version("openvino"), "devices": [], "error": str(error)}
+    return {
+        "version": _version("openvino"),
+        "devices": [{"name": name, "full_name": full} for name, full in devices],
+    }
+
+
 def _gstreamer() -> dict:
     if importlib.util.find_spec("gi") is None:
         return {"available": False, "version": None}
@@ -69,6 +86,7 @@ def _runtimes() -> dict:
         "numpy": {"version": numpy.__version__},
         "opencv": _opencv(),
         "onnxruntime": _onnxruntime(),
+        "openvino": _openvino(),
         "ai-edge-litert": {"version": _version("ai-edge-litert")},
         "tflite-runtime": {"version": _version("tflite-runtime")},
         "libedgetpu": {"library": ctypes.util.find_library("edgetpu")},
@@ -86,6 +104,10 @@ def _accelerators(platform, runtimes: dict) -> list[dict]:
     for provider in runtimes["onnxruntime"]["providers"]:
         if provider in gpu_providers:
             found.append({"name": provider, "kind": "onnxruntime provider", "path": None})
+    for device in runtimes.get("openvino", {}).get("devices", []):
+        if device["name"] != "CPU":
+            kind = f"OpenVINO device, --device openvino:{device['name']}"
+            found.append({"name": device["full_name"], "kind": kind, "path": None})
     return found
 
 
@@ -173,12 +195,20 @@ def _runtime_lines(runtimes: dict) -> list[tuple[str, str]]:
             "onnxruntime",
             f"{ort['version']} ({', '.join(ort['providers'])})" if ort["version"] else missing,
         ),
+        ("openvino", _openvino_line(runtimes.get("openvino", {}))),
         ("ai-edge-litert", runtimes["ai-edge-litert"]["version"] or missing),
         ("tflite-runtime", runtimes["tflite-runtime"]["version"] or missing),
         ("libedgetpu", runtimes["libedgetpu"]["library"] or "not found"),
         ("picamera2", "importable" if runtimes["picamera2"]["importable"] else missing),
         ("gstreamer (gi)", gst["version"] if gst["available"] else missing),
     ]
+
+
+def _openvino_line(openvino: dict) -> str:
+    if not openvino.get("version"):
+        return "not installed (pip install 'ubiq[openvino]' for --backend openvino)"
+    devices = ", ".join(f"{d['name']}: {d['full_name']}" for d in openvino.get("devices", []))
+    return f"{openvino['version']} ({devices or openvino.get('error', 'no devices')})"
 
 
 def format_report(report: dict) -> str:

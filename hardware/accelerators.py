@@ -1,9 +1,15 @@
-"""Accelerator choice: ``--device auto|cpu|cuda|tensorrt|openvino|coral[:usb|usb:N|pci|pci:N]``.
+"""Accelerator choice: ``--device auto|cpu|cuda|tensorrt|openvino[:TARGET[:PREC]]|coral[:...]``.
 
 ONNX models run on onnxruntime with execution providers built per device (TensorRT with
 an engine cache keyed by model, TensorRT version and GPU; CUDA; OpenVINO; CPU). TFLite
-models run on LiteRT, with the Edge TPU delegate for ``coral``. Nothing here probes
-hardware at import time; every probe happens when a device is chosen.
+models run on LiteRT, with the Edge TPU delegate for ``coral``.
+
+``openvino`` alone is onnxruntime's OpenVINO execution provider (``onnxruntime-openvino``).
+``openvino:CPU``, ``openvino:GPU``, ``openvino:GPU.1``, ``openvino:NPU`` or ``openvino:AUTO``
+names an OpenVINO device and runs on the native ``openvino`` backend unless ``--backend
+onnxruntime`` is given (then it is the provider's ``device_type``); a third part asks for an
+inference precision: ``openvino:CPU:f32``, ``openvino:GPU:f16``, ``openvino:CPU:bf16``.
+Nothing here probes hardware at import time; every probe happens when a device is chosen.
 """
 
 from __future__ import annotations
@@ -24,7 +30,12 @@ from ubiq.paths import file_sha256, ubiq_home
 logger = logging.getLogger(__name__)
 
 DEVICE_KINDS = ("auto", "cpu", "cuda", "tensorrt", "openvino", "coral")
-DEVICE_CHOICES = "auto, cpu, cuda, tensorrt, openvino, coral[:usb|usb:N|pci|pci:N]"
+DEVICE_CHOICES = (
+    "auto, cpu, cuda, tensorrt, openvino[:CPU|GPU[.N]|NPU|AUTO[:bf16|f16|f32]], "
+    "coral[:usb|usb:N|pci|pci:N]"
+)
+OPENVINO_TARGET_PATTERN = re.compile(r"^(CPU|GPU(\.\d+)?|NPU|AUTO)$")
+OPENVINO_PRECISIONS = ("bf16", "f16", "f32")
 ONNXRUNTIME_DEVICES = ("cuda", "tensorrt", "openvino")
 AUTO_ORDER = ("tensorrt", "cuda", "openvino")
 
@@ -44,7 +55,8 @@ _JETSON_WHEEL = (
 _PROVIDER_HINTS = {
     "tensorrt": f"{_JETSON_WHEEL}; on a PC install onnxruntime-gpu and TensorRT",
     "cuda": f"{_JETSON_WHEEL}; on a PC pip install onnxruntime-gpu in place of onnxruntime",
-    "openvino": "pip install onnxruntime-openvino in place of onnxruntime",
+    "openvino": "pip install onnxruntime-openvino in place of onnxruntime, or use the native "
+    "OpenVINO backend with pip install openvino and --device openvino:CPU",
 }
 _CORAL_HINT = (
     "install libedgetpu1-std from Coral's apt repo, pin it with the matching TFLite runtime; "
@@ -60,11 +72,17 @@ class DeviceSpec:
         kind: One of ``DEVICE_KINDS``.
         bus: For ``coral``: ``"usb"``, ``"pci"`` or ``None`` (any Edge TPU).
         index: For ``coral``: the Edge TPU index on that bus, or ``None`` (the first).
+        target: For ``openvino``: the OpenVINO device (``CPU``, ``GPU``, ``GPU.1``, ``NPU``,
+            ``AUTO``), or ``None`` (onnxruntime's OpenVINO provider on its default, CPU).
+        precision: For ``openvino``: ``bf16``, ``f16`` or ``f32``, or ``None`` (OpenVINO's
+            default for the device).
     """
 
     kind: str = "auto"
     bus: str | None = None
     index: int | None = None
+    target: str | None = None
+    precision: str | None = None
 
     @property
     def explicit(self) -> bool:
@@ -79,12 +97,14 @@ class DeviceSpec:
         return self.bus if self.index is None else f"{self.bus}:{self.index}"
 
     def __str__(self) -> str:
+        if self.target:
+            return ":".join(p for p in (self.kind, self.target, self.precision) if p)
         device = self.edgetpu_device
         return f"{self.kind}:{device}" if device else self.kind
 
 
 def parse_device(text: str | DeviceSpec | None) -> DeviceSpec:
-    """Parses ``--device`` text such as ``cuda``, ``coral`` or ``coral:usb:1``.
+    """Parses ``--device`` text such as ``cuda``, ``coral:usb:1`` or ``openvino:NPU``.
 
     Raises:
         ConfigError: Naming the bad value and listing the valid ones.
@@ -101,6 +121,8 @@ def parse_device(text: str | DeviceSpec | None) -> DeviceSpec:
         raise bad
     if len(parts) == 1:
         return DeviceSpec(kind)
+    if kind == "openvino":
+        return _parse_openvino(parts, bad)
     if kind != "coral" or len(parts) > 3 or parts[1] not in ("usb", "pci"):
         raise bad
     if len(parts) == 2:
@@ -108,6 +130,56 @@ def parse_device(text: str | DeviceSpec | None) -> DeviceSpec:
     if not parts[2].isdigit():
         raise bad
     return DeviceSpec(kind, parts[1], int(parts[2]))
+
+
+def _parse_openvino(parts: list[str], bad: ConfigError) -> DeviceSpec:
+    """``openvino:TARGET[:PRECISION]`` (already lower case) to a spec."""
+    target = parts[1].upper()
+    if len(parts) > 3 or not OPENVINO_TARGET_PATTERN.match(target):
+        raise bad
+    precision = parts[2] if len(parts) == 3 else None
+    if precision is not None and precision not in OPENVINO_PRECISIONS:
+        raise ConfigError(
+            f"device: unknown OpenVINO precision {precision!r} in "
+            f"{':'.join(parts)!r}; expected one of {', '.join(OPENVINO_PRECISIONS)}"
+        )
+    return DeviceSpec("openvino", target=target, precision=precision)
+
+
+def openvino_devices(core: Any = None) -> list[tuple[str, str]]:
+    """Returns the OpenVINO devices of this machine: ``[(name, full name), ...]``.
+
+    Args:
+        core: An ``openvino.Core``; ``None`` makes one.
+
+    Raises:
+        BackendUnavailable: If the openvino package is not installed.
+    """
+    if core is None:
+        core = openvino_core()
+    devices = []
+    for name in core.available_devices:
+        try:
+            full_name = str(core.get_property(name, "FULL_DEVICE_NAME"))
+        except RuntimeError:
+            full_name = name
+        devices.append((name, full_name))
+    return devices
+
+
+def openvino_core() -> Any:
+    """Returns a new ``openvino.Core``.
+
+    Raises:
+        BackendUnavailable: If the openvino package is not installed.
+    """
+    try:
+        import openvino
+    except ImportError as error:
+        raise BackendUnavailable(
+            "openvino", missing="the openvino package", hint="pip install 'ubiq[openvino]'"
+        ) from error
+    return openvino.Core()
 
 
 # ---------------------------------------------------------------- onnxruntime providers
@@ -207,7 +279,15 @@ def onnxruntime_providers(
     if device.kind == "cuda":
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if device.kind == "openvino":
-        return [("OpenVINOExecutionProvider", {"device_type": "CPU"}), "CPUExecutionProvider"]
+        options = {"device_type": device.target or "CPU"}
+        if device.precision is not None:
+            if device.precision == "bf16":
+                raise ConfigError(
+                    f"device {device}: onnxruntime's OpenVINO provider takes precision f16 or "
+                    "f32; bf16 needs --backend openvino"
+                )
+            options["precision"] = device.precision.upper().replace("F", "FP")
+        return [("OpenVINOExecutionProvider", options), "CPUExecutionProvider"]
     if device.kind == "cpu":
         return ["CPUExecutionProvider"]
     raise ConfigError(

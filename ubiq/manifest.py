@@ -105,7 +105,7 @@ class ModelManifest:
     Attributes:
         name: Human name of the model (zoo name or file stem).
         task: One of ``TASKS``.
-        format: ``"onnx"`` or ``"tflite"``.
+        format: ``"onnx"``, ``"tflite"`` or ``"xml"`` (OpenVINO IR).
         input: The image input tensor.
         preprocess: Resize and normalisation.
         decoder: Output decoder and its parameters.
@@ -132,7 +132,7 @@ class ModelManifest:
 
     def __post_init__(self) -> None:
         _choice("task", self.task, TASKS)
-        _choice("format", self.format, ("onnx", "tflite"))
+        _choice("format", self.format, ("onnx", "tflite", "xml"))
         object.__setattr__(self, "labels", tuple(str(v) for v in self.labels))
         object.__setattr__(self, "compression", tuple(self.compression))
 

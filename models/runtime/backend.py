@@ -9,21 +9,25 @@ chosen, never at import time.
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ubiq.errors import ConfigError, ModelError
+from ubiq.errors import BackendUnavailable, ConfigError, ModelError
 from ubiq.hardware.accelerators import ONNXRUNTIME_DEVICES, DeviceSpec, parse_device
+
+logger = logging.getLogger(__name__)
 
 BACKENDS: dict[str, str] = {
     "onnxruntime": "ubiq.models.runtime.onnxruntime_backend:OnnxRuntimeBackend",
     "litert": "ubiq.models.runtime.litert_backend:LiteRTBackend",
+    "openvino": "ubiq.models.runtime.openvino_backend:OpenVinoBackend",
 }
 
-SUFFIX_TO_BACKEND = {".onnx": "onnxruntime", ".tflite": "litert"}
+SUFFIX_TO_BACKEND = {".onnx": "onnxruntime", ".tflite": "litert", ".xml": "openvino"}
 
 
 @dataclass(frozen=True)
@@ -73,39 +77,104 @@ def load_backend(
 ) -> Backend:
     """Opens ``path`` with the named backend, or the one its suffix implies.
 
+    With ``device="auto"``, the backend and device that ``ubiq bench MODEL --devices all``
+    recorded as the fastest agreeing one for this model on this machine are used (the
+    backend's ``device_reason`` says so); without a record, or when it fails to open,
+    today's order applies (each backend's own ``auto``).
+
     Args:
         path: The model file.
-        backend: A key of ``BACKENDS``; ``None`` picks by file suffix (and ``device``: a
-            ``coral`` device means ``litert``, ``cuda``/``tensorrt``/``openvino`` mean
-            ``onnxruntime``).
+        backend: A key of ``BACKENDS``; ``None`` picks by file suffix, except that a device
+            ``openvino:TARGET`` means ``openvino`` (``coral`` needs a ``.tflite`` file,
+            ``cuda``/``tensorrt``/``openvino`` an ``.onnx`` one).
         num_threads: Intra-op threads; ``None`` lets the runtime decide.
-        device: ``auto``, ``cpu``, ``cuda``, ``tensorrt``, ``openvino`` or
-            ``coral[:usb|usb:N|pci|pci:N]`` (see :mod:`ubiq.hardware.accelerators`).
-            The backend records what ``auto`` chose and why in ``device`` and
-            ``device_reason``.
+        device: ``auto``, ``cpu``, ``cuda``, ``tensorrt``, ``openvino``,
+            ``openvino:CPU|GPU|NPU|AUTO[:bf16|f16|f32]`` or ``coral[:usb|usb:N|pci|pci:N]``
+            (see :mod:`ubiq.hardware.accelerators`). The backend records what ``auto`` chose
+            and why in ``device`` and ``device_reason``.
 
     Raises:
         ConfigError: If ``backend`` or ``device`` is not a known name, or the device does not
             run this model format.
         ModelError: If the file is missing, corrupt or truncated.
         BackendUnavailable: If the backend's library is not installed, or the device (its
-            execution provider, libedgetpu or the Edge TPU itself) is missing.
+            execution provider, libedgetpu, the Edge TPU or the OpenVINO device) is missing.
     """
     path = Path(path)
     spec = parse_device(device)
-    name = backend or backend_for_path(path)
-    if name not in BACKENDS:
-        raise ConfigError(f"unknown backend {name!r}: expected one of {', '.join(BACKENDS)}")
+    if backend is not None and backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     if num_threads is not None and num_threads < 1:
         raise ConfigError(f"threads must be >= 1, got {num_threads}")
-    wanted = "litert" if spec.kind == "coral" else "onnxruntime"
-    if (spec.kind == "coral" or spec.kind in ONNXRUNTIME_DEVICES) and name != wanted:
+    if spec.kind == "auto":
+        recorded = _open_recorded(path, backend, num_threads)
+        if recorded is not None:
+            return recorded
+    name = backend or _backend_for(path, spec)
+    _check_device_runs_on(name, spec, path)
+    return _open(name, path, num_threads, spec)
+
+
+def _backend_for(path: Path, spec: DeviceSpec) -> str:
+    if spec.kind == "openvino" and spec.target is not None:
+        return "openvino"
+    return backend_for_path(path)
+
+
+def _check_device_runs_on(name: str, spec: DeviceSpec, path: Path) -> None:
+    """Raises if the device cannot run on backend ``name``."""
+    if spec.kind == "coral":
+        wanted = ("litert",)
+    elif spec.kind == "openvino":
+        wanted = ("onnxruntime", "openvino")
+    elif spec.kind in ONNXRUNTIME_DEVICES:
+        wanted = ("onnxruntime",)
+    else:
+        return
+    if name not in wanted:
         raise ConfigError(
-            f"device {spec} runs on {wanted}, but {path.name} opens with {name}: "
-            f"use a {'.tflite' if wanted == 'litert' else '.onnx'} model or device cpu"
+            f"device {spec} runs on {' or '.join(wanted)}, but {path.name} opens with {name}: "
+            f"use a {'.tflite' if wanted == ('litert',) else '.onnx'} model or device cpu"
         )
+
+
+def _open(name: str, path: Path, num_threads: int | None, spec: DeviceSpec) -> Backend:
     module_name, class_name = BACKENDS[name].split(":")
-    backend_class = getattr(importlib.import_module(module_name), class_name)
+    try:
+        backend_class = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise BackendUnavailable(name, missing=BACKENDS[name], hint=str(error)) from error
     return backend_class(path, num_threads=num_threads, device=spec)
+
+
+def _open_recorded(path: Path, backend: str | None, num_threads: int | None) -> Backend | None:
+    """Opens the recorded winner of ``ubiq bench --devices all``, or returns ``None``."""
+    from ubiq.models.runtime.winners import recorded_winner
+
+    winner = recorded_winner(path)
+    if winner is None or winner.get("backend") not in BACKENDS:
+        return None
+    if backend is not None and winner["backend"] != backend:
+        return None
+    try:
+        spec = parse_device(winner["device"])
+        runtime = _open(winner["backend"], path, num_threads, spec)
+    except (BackendUnavailable, ConfigError, ModelError) as error:
+        logger.warning(
+            "device auto: the recorded winner %s %s failed (%s); using the default order",
+            winner["backend"],
+            winner.get("device"),
+            error,
+        )
+        return None
+    measured = winner.get("latency_p50_ms")
+    detail = f": {measured:.2f} ms p50" if isinstance(measured, (int, float)) else ""
+    chosen = str(spec) if str(spec).startswith(winner["backend"]) else f"{winner['backend']} {spec}"
+    runtime.device_reason = (
+        f"device auto: {chosen} (fastest agreeing in ubiq bench --devices all{detail}; "
+        f"runs on {getattr(runtime, 'device', spec)})"
+    )
+    logger.info("%s", runtime.device_reason)
+    return runtime

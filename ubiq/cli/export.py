@@ -1,8 +1,10 @@
-"""``ubiq export``: a ``ubiq train`` checkpoint to ONNX or TFLite with its manifest.
+"""``ubiq export``: a ``ubiq train`` checkpoint to ONNX, TFLite or OpenVINO IR with its
+manifest.
 
 ```
 ubiq export runs/det/weights/best.pt --format onnx [--out model.onnx]
 ubiq export runs/det/weights/best.pt --format tflite [--int8 --calib DATA.yaml]
+ubiq export runs/det/weights/best.pt --format openvino [--out model.xml]
 ```
 """
 
@@ -19,12 +21,14 @@ def add_parser(subparsers: Any) -> None:
     """Adds the ``export`` command."""
     parser = subparsers.add_parser(
         "export",
-        help="export a trained checkpoint to ONNX or TFLite",
+        help="export a trained checkpoint to ONNX, TFLite or OpenVINO IR",
         description="Export a ubiq checkpoint with its manifest, checked against torch.",
     )
     parser.add_argument("checkpoint", metavar="CKPT", help="weights/best.pt of a ubiq train run")
-    parser.add_argument("--format", choices=("onnx", "tflite"), default="onnx")
-    parser.add_argument("--out", help="output file (default: RUN/model.onnx)")
+    parser.add_argument("--format", choices=("onnx", "tflite", "openvino"), default="onnx")
+    parser.add_argument(
+        "--out", help="output file (default: RUN/model.onnx; RUN/model.xml for openvino)"
+    )
     parser.add_argument("--int8", action="store_true", help="tflite: full int8 (Coral form)")
     parser.add_argument(
         "--calib", help="tflite --int8: calibration images (data.yaml, image folder or glob)"
@@ -40,13 +44,24 @@ def run(args: argparse.Namespace) -> int:
             "export", error.name or "torch", "pip install 'ubiq[train]'"
         ) from error
     out = args.out
-    if args.format == "tflite" and out:
+    if args.format == "openvino" and out and Path(out).suffix.lower() != ".xml":
+        raise ConfigError(f"--out for --format openvino must end in .xml, got {out}")
+    if args.format in ("tflite", "openvino") and out:
         out = str(Path(out).with_suffix(".onnx"))
     result = export_onnx(args.checkpoint, out)
     print(f"onnx: {result.path} (max |onnx - torch| {result.max_abs_diff:.1e})")
     print(f"manifest: {result.manifest_path}")
     if args.format == "tflite":
         _export_tflite(args, result)
+    if args.format == "openvino":
+        from ubiq.models.toolchain.export.openvino_ir import export_openvino
+
+        ir = export_openvino(result.path, Path(args.out) if args.out else None)
+        print(
+            f"openvino: {ir.path} + {ir.weights_path.name} "
+            f"(max |openvino f32 - onnx| {ir.max_abs_diff:.1e}); "
+            f"run it with: ubiq detect --model {ir.path}"
+        )
     return 0
 
 
