@@ -25,7 +25,7 @@ case "$profile" in
     # torch first, pinned: the [train] extra would otherwise pull a newer CUDA build.
     "${pip[@]}" "torch==2.14.1" "torchvision==0.29.1"
     # One command for all extras: pip resolves litert-torch's pins together with the rest.
-    "${pip[@]}" -e ".[dev,train,tflite,speech]"
+    "${pip[@]}" -e ".[dev,train,tflite,speech,openvino]"
     # Silero VAD's ONNX file: the package declares torch (and torchaudio) as dependencies
     # but ubiq reads only its ONNX file, so install it without them.
     "${pip[@]}" --no-deps "silero-vad>=5"
@@ -34,7 +34,9 @@ case "$profile" in
     # torch and ultralytics are toolchain-only (never imported by `ubiq detect`); the tests
     # use them to train and export real models offline. torch 2.14.1 is served from local disk.
     "${pip[@]}" "ultralytics>=8.3" "onnxslim>=0.1"
-    # ultralytics pulls in opencv-python, which overwrites the cv2 module of
+    # Tracking metrics and the peer trackers of benchmarks/track_vs_peers.py.
+    "${pip[@]}" "trackers>=2.6"
+    # ultralytics (and supervision) pull in opencv-python, which overwrites the cv2 module of
     # opencv-python-headless (a different major version here): keep only the headless 4.x.
     .venv/bin/python -m pip uninstall --quiet -y opencv-python || true
     "${pip[@]}" --force-reinstall --no-deps "opencv-python-headless>=4.8,<5"

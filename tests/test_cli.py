@@ -466,3 +466,24 @@ def test_compress_data_flags_are_checked_with_their_names(tmp_path):
     assert "--quantize int8 needs --calib DATA" in one_error_line(run_ubiq(*args))
     missing = one_error_line(run_ubiq(*args, "--calib", str(tmp_path), "--val", "nowhere"))
     assert "--val nowhere does not exist" in missing
+
+
+def test_building_the_parser_imports_no_heavy_module():
+    """OpenCV must be configured (quiet_native_logs) before its first import, and --help must
+    stay fast: the parser of every command is built without OpenCV, scipy, torch or
+    OpenVINO."""
+    code = (
+        "import sys\n"
+        "from ubiq.cli import build_parser\n"
+        "parser = build_parser()\n"
+        "heavy = [m for m in ('cv2', 'scipy', 'torch', 'openvino') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "from ubiq.models.runtime.segment import INTERPOLATIONS\n"
+        "segment = parser._subparsers._group_actions[0].choices['segment']\n"
+        "(option,) = [a for a in segment._actions if a.dest == 'interpolation']\n"
+        "assert tuple(option.choices) == INTERPOLATIONS, option.choices\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr

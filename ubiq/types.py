@@ -212,7 +212,8 @@ class Detections:
         return widths * heights
 
     def to_records(self) -> list[dict[str, Any]]:
-        """Returns one JSON-safe dict per row: ``xyxy``, ``confidence``, ``class_id``, ``label``."""
+        """Returns one JSON-safe dict per row: ``xyxy``, ``confidence``, ``class_id``, ``label``
+        (and ``track_id`` once tracked)."""
         records = []
         for row in range(len(self)):
             record = {
@@ -222,7 +223,7 @@ class Detections:
                 "label": self.label(int(self.class_id[row])),
             }
             if self.tracker_id is not None:
-                record["tracker_id"] = int(self.tracker_id[row])
+                record["track_id"] = int(self.tracker_id[row])
             records.append(record)
         return records
 

@@ -34,7 +34,7 @@ from ubiq.types import Detections
 
 logger = logging.getLogger(__name__)
 
-MODEL_SUFFIXES = (".onnx", ".tflite")
+MODEL_SUFFIXES = (".onnx", ".tflite", ".xml")
 
 
 def resolve_model_path(name_or_path: str | Path) -> Path:
@@ -117,11 +117,6 @@ def find_manifest(path: Path, backend: Backend) -> ModelManifest:
     elif "names" in backend.metadata and "imgsz" in backend.metadata:
         from ubiq.models.zoo.ultralytics_adapter import manifest_from_ultralytics_metadata
 
-        if backend.metadata.get("task", "detect") != "detect":
-            raise ModelError(
-                f"{path} is an Ultralytics {backend.metadata['task']!r} model; "
-                "`ubiq detect` runs detection models"
-            )
         manifest = manifest_from_ultralytics_metadata(
             backend.metadata, input_spec.name, input_spec.shape
         )
@@ -173,6 +168,11 @@ def _guess_manifest(path: Path, backend: Backend, input_spec: InputSpec) -> Mode
     names = [t.name for t in backend.outputs]
     decoder = guess_decoder(shapes, names)
     if decoder is None:
+        from ubiq.models.runtime.decoders.segment_manifest import guess_segment_manifest
+
+        manifest = guess_segment_manifest(path, backend, input_spec)
+        if manifest is not None:
+            return manifest
         raise ModelError(
             f"no decoder understands the outputs of {path.name} "
             f"({', '.join(f'{n} {s}' for n, s in zip(names, shapes))}); "

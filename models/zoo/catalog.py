@@ -310,11 +310,11 @@ _EFFICIENTDET_LITE0 = ZooEntry(
 )
 
 
-def _ultralytics_entry(name: str, description: str) -> ZooEntry:
+def _ultralytics_entry(name: str, description: str, task: str = "detect") -> ZooEntry:
     weights = f"{name}.pt"
     return ZooEntry(
         name=name,
-        task="detect",
+        task=task,
         license="AGPL-3.0",
         description=description + " Exported to ONNX at 640 by Ultralytics (AGPL-3.0, "
         "needs `pip install 'ubiq[yolo]'` and the internet).",
@@ -331,6 +331,57 @@ def _ultralytics_entry(name: str, description: str) -> ZooEntry:
         extra="yolo",
     )
 
+
+# PASCAL VOC 2012's 20 classes after the background, in the ids DeepLab's VOC models give.
+PASCAL_VOC_LABELS = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+# The Coral model zoo's DeepLabV3 (MobileNetV2, PASCAL VOC), quantized for the CPU: uint8
+# 513x513 input read as [-1, 1] by its input quantization (so raw pixels go in), and a
+# (1, 513, 513) label map out (the argmax is inside the model). Official addresses only.
+_DEEPLABV3 = ZooEntry(
+    name="deeplabv3",
+    task="segment",
+    license="Apache-2.0",
+    description="DeepLabV3 MobileNetV2 PASCAL VOC semantic segmenter (21 classes), uint8 "
+    "513x513, from the Coral model zoo; outputs class ids. Official address only, so it needs "
+    "the internet; its sha256 is not pinned.",
+    filename="deeplabv3.tflite",
+    sha256="",
+    sources=(
+        ZooSource(
+            kind="url",
+            url="https://github.com/google-coral/test_data/raw/master/"
+            "deeplabv3_mnv2_pascal_quant.tflite",
+        ),
+    ),
+    manifest=_manifest(
+        "deeplabv3",
+        task="segment",
+        format="tflite",
+        input=InputSpec(
+            name="MobilenetV2/MobilenetV2/input",
+            shape=(1, 513, 513, 3),
+            dtype="uint8",
+            layout="NHWC",
+        ),
+        preprocess=Preprocess(
+            width=513,
+            height=513,
+            resize="stretch",
+            pad_value=0,
+            mean=(127.5, 127.5, 127.5),
+            std=(127.5, 127.5, 127.5),
+            channel_order="rgb",
+        ),
+        decoder=DecoderSpec(name="label_map", params={"background": 0}),
+        labels=PASCAL_VOC_LABELS,
+        license="Apache-2.0",
+    ),
+)
 
 # Trained by `ubiq train` on the set `ubiq data synth` makes from scikit-image's photographs
 # (benchmarks/detector_bar.py re-measures it on a freshly generated held-out set).
@@ -369,6 +420,12 @@ _ENTRIES: tuple[ZooEntry, ...] = (
     _EFFICIENTDET_LITE0,
     _ultralytics_entry("yolov8n", "Ultralytics YOLOv8n COCO detector (80 classes)."),
     _ultralytics_entry("yolo11n", "Ultralytics YOLO11n COCO detector (80 classes)."),
+    _DEEPLABV3,
+    _ultralytics_entry(
+        "yolov8n-seg",
+        "Ultralytics YOLOv8n-seg COCO instance segmenter (80 classes; boxes and masks).",
+        task="segment",
+    ),
     _UBIQ_DET_MNV2,
     _UBIQ_COMMANDS_DEMO,
 )

@@ -109,18 +109,19 @@ def manifest_from_ultralytics_metadata(
         sha256: Checksum of the model file to record.
 
     Returns:
-        A detection manifest: NCHW float32 input, letterbox with pad 114, ``x / 255``, RGB,
-        decoder ``yolo`` with ``num_classes`` (and ``end2end: True`` for NMS-free outputs),
-        labels in id order.
+        A detection (or segmentation) manifest: NCHW float32 input, letterbox with pad 114,
+        ``x / 255``, RGB, decoder ``yolo`` (``yolo_seg`` for ``task: segment``) with
+        ``num_classes`` (and ``end2end: True`` for NMS-free outputs), labels in id order.
 
     Raises:
-        ModelError: If a key is missing or malformed, the task is not ``detect`` or the
+        ModelError: If a key is missing or malformed, the task is not ``detect`` or
+            ``segment`` (decoder ``yolo_seg``: boxes, classes and instance masks), or the
             input shape does not have 4 axes; the message names the value.
     """
     task = str(metadata.get("task", "detect"))
-    if task != "detect":
+    if task not in ("detect", "segment"):
         raise ModelError(
-            f"Ultralytics task {task!r} is not supported yet (supported: detect); "
+            f"Ultralytics task {task!r} is not supported yet (supported: detect, segment); "
             f"model metadata: {metadata.get('description', '?')!r}"
         )
     labels = _labels(_literal(metadata, "names"))
@@ -140,7 +141,7 @@ def manifest_from_ultralytics_metadata(
         params["end2end"] = True
     return ModelManifest(
         name=name or _default_name(metadata),
-        task="detect",
+        task=task,
         format="onnx",
         input=InputSpec(name=input_name, shape=tuple(shape), dtype="float32", layout="NCHW"),
         preprocess=Preprocess(
@@ -152,7 +153,7 @@ def manifest_from_ultralytics_metadata(
             std=(255.0, 255.0, 255.0),
             channel_order="rgb",
         ),
-        decoder=DecoderSpec(name="yolo", params=params),
+        decoder=DecoderSpec(name="yolo" if task == "detect" else "yolo_seg", params=params),
         labels=labels,
         license=license or _license(metadata),
         source=source,

@@ -155,8 +155,10 @@ class MaskAnnotator:
 
 
 def default_annotators() -> list[Annotator]:
-    """Masks, then boxes."""
-    return [MaskAnnotator(), BoxAnnotator()]
+    """Masks, then track trails, then boxes."""
+    from ubiq.pipelines.sinks.trail import TrailAnnotator
+
+    return [MaskAnnotator(), TrailAnnotator(), BoxAnnotator()]
 
 
 def draw(result: FrameResult, annotators: Sequence[Annotator] | None = None) -> np.ndarray:

@@ -13,7 +13,7 @@ class JsonlSink:
     """Writes ``{"frame", "ts", ["file",] "detections": [...]}`` per frame and
     ``{"kind", "ts", "frame", "id", ...}`` per event.
 
-    Detections are ``{"xyxy", "confidence", "class_id", "label"}`` (plus ``"tracker_id"``
+    Detections are ``{"xyxy", "confidence", "class_id", "label"}`` (plus ``"track_id"``
     once tracked) in source-frame pixels; ``"file"`` names the image a frame was read from
     (image files, folders and globs). Each line is flushed as it is written, so a run
     stopped by Ctrl-C, SIGTERM or a crash keeps every frame already processed.

@@ -342,7 +342,7 @@ def test_manifest_from_ultralytics_metadata() -> None:
         ({"names": None}, r"no 'names' key"),
         ({"names": "{0: 'person'"}, r"'names' is not a Python literal"),
         ({"imgsz": "[320]"}, r"'imgsz' must be \[height, width\], got \[320\]"),
-        ({"task": "segment"}, r"task 'segment' is not supported"),
+        ({"task": "pose"}, r"task 'pose' is not supported"),
     ],
 )
 def test_bad_ultralytics_metadata_is_named(change: dict, message: str) -> None:

@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         export,
         listen,
         models,
+        segment,
+        track,
         train,
         val,
     )
@@ -38,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     detect.add_parser(subparsers)
+    track.add_parser(subparsers)
+    segment.add_parser(subparsers)
     models.add_parser(subparsers)
     bench.add_parser(subparsers)
     doctor.add_parser(subparsers)

@@ -18,6 +18,14 @@ def add_parser(subparsers) -> None:
         description="Run a detection model on a video source and write annotated video, "
         "JSONL and a summary.",
     )
+    add_pipeline_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser, *, conf: float = 0.25) -> None:
+    """The flags every video pipeline command shares (``detect``, ``track``, ...)."""
+    from ubiq.models.runtime.backend import BACKENDS
+
     parser.add_argument(
         "--source",
         action="append",
@@ -30,9 +38,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help=f"zoo name or model file (.onnx, .tflite) (default: {DEFAULT_MODEL})",
+        help=f"zoo name or model file (.onnx, .tflite, .xml) (default: {DEFAULT_MODEL})",
     )
-    parser.add_argument("--conf", type=float, default=0.25, help="confidence threshold")
+    parser.add_argument(
+        "--conf", type=float, default=conf, help=f"confidence threshold (default: {conf})"
+    )
     parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold")
     parser.add_argument(
         "--classes",
@@ -44,14 +54,15 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--backend",
-        choices=("onnxruntime", "litert"),
+        choices=tuple(BACKENDS),
         default=None,
         help="inference backend (default: by model file type)",
     )
     parser.add_argument(
         "--device",
         default="auto",
-        help="auto, cpu, cuda, tensorrt, openvino (ONNX models) or "
+        help="auto, cpu, cuda, tensorrt, openvino (onnxruntime's provider; ONNX models), "
+        "openvino:CPU|GPU|NPU|AUTO[:bf16|f16|f32] (the openvino backend; ONNX or .xml IR) or "
         "coral[:usb|usb:N|pci|pci:N] (Edge TPU .tflite models) (default: auto, which says "
         "what it chose and why)",
     )
@@ -90,7 +101,6 @@ def add_parser(subparsers) -> None:
         default=True,
         help="print each stage's p50/p90 time before the summary line (default: yes)",
     )
-    parser.set_defaults(handler=run)
 
 
 _OUTPUTS = ("save", "save_images", "jsonl", "summary_json")
@@ -255,7 +265,8 @@ def build_sinks(args: argparse.Namespace, source, position: int, count: int) -> 
                     raise ConfigError(f"{flag(option)}: {error}") from error
         if args.show:
             try:
-                sinks.append(WindowSink(f"ubiq detect: {source.source_id}"))
+                command = getattr(args, "command", None) or "detect"
+                sinks.append(WindowSink(f"ubiq {command}: {source.source_id}"))
             except ConfigError as error:
                 raise ConfigError(f"--show: {error}") from error
     except ConfigError:
@@ -283,14 +294,18 @@ def write_summary_json(path: str, data) -> None:
         raise ConfigError(f"--summary-json: cannot write {path}: {error.strerror}") from error
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, command: str = "detect", stages=lambda model: []) -> int:
+    """``ubiq detect`` (and ``ubiq track``): ``[Detect(model), *stages(model)]`` per source.
+
+    Args:
+        args: The parsed flags of :func:`add_pipeline_arguments`.
+        command: The command's name, for messages.
+        stages: ``model -> list of stages`` run after detection, once per source.
+    """
     import cv2
 
     from ubiq.hardware.accelerators import parse_device
-    from ubiq.hardware.health import HealthMonitor
-    from ubiq.hardware.sources import open_source
     from ubiq.models.runtime.model import DetectionModel
-    from ubiq.pipelines.pipeline import Pipeline, run_sources
     from ubiq.pipelines.stage import Detect
 
     # OpenCV's own thread pool (resize, colour conversion of one small frame) only fights
@@ -310,6 +325,47 @@ def run(args: argparse.Namespace) -> int:
         classes=classes,
         imgsz=args.imgsz,
     )
+    return run_pipeline(
+        args,
+        command,
+        specs,
+        model,
+        lambda: [Detect(model), *stages(model)],
+        lambda source, position, count: build_sinks(args, source, position, count),
+        outputs=(args.save, args.save_images, args.jsonl),
+        describe=f"{model.manifest.name} ({_device_text(model.backend)})",
+    )
+
+
+def run_pipeline(
+    args: argparse.Namespace,
+    command: str,
+    specs: list[str],
+    model,
+    stages,
+    sinks,
+    *,
+    outputs: tuple,
+    describe: str,
+) -> int:
+    """Opens every source, builds one pipeline per source, runs them side by side and
+    prints each stage line and summary line; what every video command shares.
+
+    Args:
+        args: Parsed flags (``vid_stride``, ``reconnect``, ``max_frames``, ``stages``,
+            ``summary_json``).
+        command: The command's name, for messages (``detect``, ``track``, ``segment``).
+        specs: The checked source specs.
+        model: The loaded model (its path goes into the summary JSON).
+        stages: ``() -> list of stages``, called once per source.
+        sinks: ``(source, position, count) -> list of sinks``.
+        outputs: The output flags' values (``None`` when not given), for the summary line.
+        describe: The model and device, for the summary line.
+    """
+    from ubiq.hardware.health import HealthMonitor
+    from ubiq.hardware.sources import open_source
+    from ubiq.pipelines.pipeline import Pipeline, run_sources
+
     # Open every source before any output file: a camera or URL that fails must not
     # truncate a JSONL or video that is already there.
     sources, pipelines = [], []
@@ -327,13 +383,11 @@ def run(args: argparse.Namespace) -> int:
             if not _open_interruptibly(source):
                 close_all()
                 message = f"stopped by signal while opening {source.source_id}"
-                print(f"ubiq detect: {message}", file=sys.stderr)
+                print(f"ubiq {command}: {message}", file=sys.stderr)
                 return 0
             sources.append(source)
         for position, source in enumerate(sources):
-            pipelines.append(
-                Pipeline([Detect(model)], build_sinks(args, source, position, len(sources)))
-            )
+            pipelines.append(Pipeline(stages(), sinks(source, position, len(sources))))
     except BaseException:  # close what is open, then report the error
         close_all()
         raise
@@ -346,26 +400,21 @@ def run(args: argparse.Namespace) -> int:
     )
     records = []
     for position, (source, summary) in enumerate(zip(sources, summaries, strict=True)):
-        outputs = [
-            output_path(value, position, len(sources))
-            for value in (args.save, args.save_images, args.jsonl)
-            if value
-        ]
+        written = [output_path(value, position, len(sources)) for value in outputs if value]
         if args.stages and summary.frames:
             print(
-                f"ubiq detect: {source.source_id}: stages p50/p90: {summary.stages_line()}",
+                f"ubiq {command}: {source.source_id}: stages p50/p90: {summary.stages_line()}",
                 file=sys.stderr,
             )
         print(
-            f"ubiq detect: {model.manifest.name} ({_device_text(model.backend)}) "
-            f"on {source.source_id}: "
-            f"{summary.line()}" + (f"; wrote {', '.join(outputs)}" if outputs else ""),
+            f"ubiq {command}: {describe} on {source.source_id}: {summary.line()}"
+            + (f"; wrote {', '.join(written)}" if written else ""),
             file=sys.stderr,
         )
         records.append(summary.to_dict() | {"model": str(model.path), "source": source.source_id})
     if args.summary_json:
         write_summary_json(args.summary_json, records[0] if len(records) == 1 else records)
     if any(s.frames == 0 and s.stopped_by == "end" for s in summaries):
-        print("ubiq detect: error: the source gave no frames", file=sys.stderr)
+        print(f"ubiq {command}: error: the source gave no frames", file=sys.stderr)
         return 3
     return 0

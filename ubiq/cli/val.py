@@ -4,6 +4,7 @@
 ubiq val MODEL --data DATA.yaml [--split val] [--conf 0.001] [--iou 0.6] [--json]
 ubiq val CLASSIFIER --data ROOT [--split val] [--json]     # ROOT/val/<class>/*.png
 ubiq val SEGMENTER --data DATA.yaml [--split val] [--json] # with masks/
+ubiq val SEGMENTER --task segment --data ROOT [--json]     # ROOT/images + ROOT/labels/*.png
 ubiq val KWS_MODEL --data ROOT [--split val] [--json]      # ROOT/val/<class>/*.wav
 ```
 
@@ -11,7 +12,8 @@ Runs exactly what ``ubiq detect`` runs (the model's manifest, preprocessing, dec
 backend: ONNX Runtime or LiteRT) on every image of the split and scores the detections
 with COCO rules (mAP50, mAP50-95, per class). A classifier (manifest task ``classify``)
 is scored by top-1 on an image-folder split, a segmenter by mIoU (background included)
-on a YOLO-layout split with masks, a keyword or command model by top-1 on a WAV-folder
+on a YOLO-layout split with masks, or at image resolution on a folder of images and label
+PNGs (:mod:`ubiq.models.runtime.segment_eval`), a keyword or command model by top-1 on a WAV-folder
 split, per class too. Needs no torch, so it measures a model on the device that will run
 it. The scoring is :mod:`ubiq.models.runtime.evaluate`; this module parses flags and prints.
 """
@@ -34,9 +36,20 @@ def add_parser(subparsers: Any) -> None:
         description="Score a detector (any model ubiq detect runs) on a YOLO-layout split, "
         "or a classifier on an image-folder split (ROOT/SPLIT/<class>/*).",
     )
-    parser.add_argument("model", metavar="MODEL", help="zoo name or model file")
     parser.add_argument(
-        "--data", required=True, help="data.yaml (detector) or image-folder root (classifier)"
+        "model", metavar="MODEL", nargs="?", default=None, help="zoo name or model file"
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="data.yaml (detector, segmenter), image-folder root (classifier) or a folder of "
+        "images/ and labels/ PNGs (segmenter)",
+    )
+    parser.add_argument(
+        "--task",
+        choices=("detect", "classify", "segment", "kws", "track"),
+        default=None,
+        help="the task to score; must match the model's (default: the model's own)",
     )
     parser.add_argument("--split", default="val", help="split to score (default: val)")
     parser.add_argument("--conf", type=float, default=0.001, help="confidence threshold")
@@ -45,6 +58,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--backend", default=None, help="onnxruntime or litert")
     parser.add_argument("--threads", type=int, default=None, help="inference threads")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    from ubiq.cli import val_track
+
+    val_track.add_arguments(parser)
     parser.set_defaults(handler=run)
 
 
@@ -61,11 +77,25 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
 
 
-def run(args: argparse.Namespace) -> int:
-    from ubiq.models.runtime.evaluate import evaluate_model
+def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Runs the scoring the model's task (checked against ``--task``) and ``--data`` ask for.
 
-    _check_flags(args)
-    result = evaluate_model(
+    Raises:
+        ConfigError: If ``--task`` differs from the model's task.
+    """
+    from ubiq.models.runtime.evaluate import evaluate_model, model_task
+
+    task = model_task(args.model)
+    if args.task is not None and args.task != task:
+        raise ConfigError(f"--task {args.task}: {args.model} is a {task!r} model")
+    if task == "segment" and Path(args.data).is_dir():
+        from ubiq.models.runtime.segment_eval import evaluate_segment_folder
+
+        result = evaluate_segment_folder(
+            args.model, Path(args.data), args.split, backend=args.backend, num_threads=args.threads
+        )
+        return {**result, "task": task}
+    return evaluate_model(
         args.model,
         Path(args.data),
         args.split,
@@ -75,6 +105,19 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         num_threads=args.threads,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.task == "track":
+        from ubiq.cli import val_track
+
+        if not Path(args.data).exists():
+            raise ConfigError(f"--data {args.data} does not exist")
+        return val_track.run(args)
+    if args.model is None:
+        raise ConfigError("MODEL is missing: name a zoo model or a model file to score")
+    _check_flags(args)
+    result = _evaluate(args)
     task = result.pop("task")
     if args.json:
         print(json.dumps(result, indent=2))

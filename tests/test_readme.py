@@ -1,0 +1,78 @@
+"""The README's command blocks run as written, in order, in a scratch folder."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+from support import REPO
+
+README = (REPO / "README.md").read_text()
+
+
+def block_after(marker: str) -> list[list[str]]:
+    """The commands of the first ```bash block after ``marker``."""
+    block = re.search(re.escape(marker) + r".*?```bash\n(.*?)```", README, re.S).group(1)
+    return [shlex.split(line) for line in block.splitlines() if line.strip()]
+
+
+def run_block(commands: list[list[str]], cwd, **env: str) -> list[subprocess.CompletedProcess]:
+    results = []
+    for words in commands:
+        if words[0] == "ubiq":
+            words = [sys.executable, "-m", "ubiq", *words[1:]]
+        elif words[0] == "python":
+            words = [sys.executable, *words[1:]]
+        result = subprocess.run(
+            words,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, **env},
+            check=False,
+        )
+        assert result.returncode == 0, (words, result.stderr)
+        results.append(result)
+    return results
+
+
+def test_the_track_block(tmp_path, ubiq_home):
+    pytest.importorskip("trackers")
+    commands = block_after("## Track:")
+    assert [c[:2] for c in commands] == [
+        ["ubiq", "track"],
+        ["python", "-m"],
+        ["ubiq", "track"],
+        ["ubiq", "val"],
+    ]
+    results = run_block(commands, tmp_path)
+    assert (tmp_path / "runs" / "track" / "faces.mp4").stat().st_size > 10_000
+    assert "track.start" in (tmp_path / "runs" / "track" / "faces.jsonl").read_text()
+    assert "SYN-7" in results[-1].stdout and "COMBINED" in results[-1].stdout
+
+
+def test_the_segment_block(tmp_path, ubiq_home):
+    commands = block_after("## Segment:")
+    assert all(c[:2] == ["ubiq", "segment"] for c in commands) and len(commands) == 3
+    run_block(commands, tmp_path)
+    runs = tmp_path / "runs" / "segment"
+    assert len(list((runs / "masks").glob("*.png"))) == 60
+    for name in ("overlay.mp4", "blurred.mp4", "faces.mp4"):
+        assert (runs / name).stat().st_size > 10_000
+
+
+def test_the_openvino_block(tmp_path):
+    pytest.importorskip("openvino")
+    commands = block_after("**OpenVINO.**")
+    assert [c[:2] for c in commands] == [["ubiq", "detect"]] * 2 + [["ubiq", "bench"]]
+    # Its own UBIQ_HOME: the winner `ubiq bench --devices all` records must not reach the
+    # `--device auto` runs of other tests.
+    results = run_block(commands, tmp_path, UBIQ_HOME=str(tmp_path / "home"))
+    assert "openvino" in results[0].stderr and "60 frames" in results[0].stderr
+    assert "f32" in results[1].stderr
+    assert "openvino" in results[2].stdout + results[2].stderr
