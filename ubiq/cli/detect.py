@@ -101,6 +101,9 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, *, conf: float = 0.2
         default=True,
         help="print each stage's p50/p90 time before the summary line (default: yes)",
     )
+    from ubiq.cli import outputs
+
+    outputs.add_arguments(parser)
 
 
 _OUTPUTS = ("save", "save_images", "jsonl", "summary_json")
@@ -132,10 +135,12 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
     """
     from pathlib import Path
 
+    from ubiq.cli import outputs
     from ubiq.errors import ConfigError
     from ubiq.pipelines.sinks import check_video_path
 
     sources = args.source or ["demo"]
+    outputs.check_arguments(args)
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.vid_stride < 1:
@@ -242,6 +247,7 @@ def build_sinks(args: argparse.Namespace, source, position: int, count: int) -> 
     Raises:
         ConfigError: Naming the flag, if an output cannot be created.
     """
+    from ubiq.cli import outputs
     from ubiq.errors import ConfigError
     from ubiq.pipelines.sinks import ImageSink, JsonlSink, VideoSink, WindowSink
 
@@ -263,6 +269,7 @@ def build_sinks(args: argparse.Namespace, source, position: int, count: int) -> 
                     sinks.append(make(output_path(value, position, count)))
                 except ConfigError as error:
                     raise ConfigError(f"{flag(option)}: {error}") from error
+        sinks += outputs.build_sinks(args, source, position, count)
         if args.show:
             try:
                 command = getattr(args, "command", None) or "detect"

@@ -11,6 +11,7 @@ FACE_MODEL = "blazeface"
 
 def add_parser(subparsers) -> None:
     from ubiq.models.runtime.backend import BACKENDS
+
     # Segmenter's INTERPOLATIONS, written out: importing it would import OpenCV before
     # quiet_native_logs() configures it (tests/test_cli.py checks they agree).
     interpolations = ("nearest", "linear")
@@ -104,6 +105,9 @@ def add_parser(subparsers) -> None:
         default=True,
         help="print each stage's p50/p90 time before the summary line (default: yes)",
     )
+    from ubiq.cli import outputs
+
+    outputs.add_arguments(parser)
     # What ``ubiq detect``'s shared checks read and this command does not set.
     parser.set_defaults(handler=run, imgsz=None, classes=None, save_images=None)
 
@@ -153,6 +157,7 @@ def build_sinks(args: argparse.Namespace, source, position: int, count: int) -> 
     Raises:
         ConfigError: Naming the flag, if an output cannot be created.
     """
+    from ubiq.cli import outputs
     from ubiq.cli.detect import flag, output_path
     from ubiq.errors import ConfigError
     from ubiq.pipelines.sinks import BoxAnnotator, MaskAnnotator, VideoSink, WindowSink
@@ -181,6 +186,7 @@ def build_sinks(args: argparse.Namespace, source, position: int, count: int) -> 
                     sinks.append(make(output_path(value, position, count)))
                 except ConfigError as error:
                     raise ConfigError(f"{flag(option)}: {error}") from error
+        sinks += outputs.build_sinks(args, source, position, count)
         if args.show:
             try:
                 sinks.append(WindowSink(f"ubiq segment: {source.source_id}", annotators=annotators))

@@ -1,0 +1,36 @@
+"""Outputs every video pipeline command shares beyond files: events that leave the machine
+(``--mqtt``, ``--webhook``: :mod:`ubiq.cli.outputs_events`) and the live view and alert
+clips (``--serve``, ``--token-file``, ``--clips``: :mod:`ubiq.cli.outputs_live`)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ubiq.cli import outputs_events, outputs_live
+
+    outputs_events.add_arguments(parser)
+    outputs_live.add_arguments(parser)
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Validates the flags before anything is opened (raises ``ConfigError``)."""
+    from ubiq.cli import outputs_events, outputs_live
+
+    outputs_events.check_arguments(args)
+    outputs_live.check_arguments(args)
+
+
+def build_sinks(args: argparse.Namespace, source, position: int, count: int) -> list:
+    """The sinks these flags ask for, for source ``position`` of ``count``."""
+    from ubiq.cli import outputs_events, outputs_live
+
+    sinks = outputs_events.build_sinks(args, source, position, count)
+    try:
+        sinks += outputs_live.build_sinks(args, source, position, count)
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks
