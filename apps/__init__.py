@@ -1,1 +1,5 @@
-"""ubiq.apps: ready-made apps configured by YAML (people counter, zone alert, ...)."""
+"""Ready-made apps a product prototype starts from: ``counter``, ``zone-alert``,
+``privacy-cam``; each a small module plus a documented YAML default beside it.
+
+``ubiq run APP`` runs one; ``ubiq.App.from_yaml(...)`` loads one from Python.
+"""

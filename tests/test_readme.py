@@ -76,3 +76,18 @@ def test_the_openvino_block(tmp_path):
     assert "openvino" in results[0].stderr and "60 frames" in results[0].stderr
     assert "f32" in results[1].stderr
     assert "openvino" in results[2].stdout + results[2].stderr
+
+
+def test_the_apps_block(tmp_path, ubiq_home):
+    commands = block_after("## Apps:")
+    assert [c[:2] for c in commands] == [
+        ["ubiq", "apps"],
+        ["ubiq", "run"],
+        ["ubiq", "run"],
+        ["ubiq", "run"],
+    ]
+    run_block(commands, tmp_path)
+    runs = tmp_path / "runs"
+    assert '"kind":"counts"' in (runs / "counter" / "events.jsonl").read_text()
+    assert "zone.occupancy" in (runs / "zone" / "alerts.jsonl").read_text()
+    assert (runs / "privacy" / "blurred.mp4").stat().st_size > 10_000

@@ -40,6 +40,10 @@ _LAZY = {
     "Detect": "ubiq.pipelines.stage:Detect",
     "Function": "ubiq.pipelines.stage:Function",
     "Track": "ubiq.pipelines.track.stage:Track",
+    "Rules": "ubiq.pipelines.rules.rules:Rules",
+    "Line": "ubiq.pipelines.rules.geometry:Line",
+    "Zone": "ubiq.pipelines.rules.geometry:Zone",
+    "App": "ubiq.apps.app:App",
     "JsonlSink": "ubiq.pipelines.sinks:JsonlSink",
     "VideoSink": "ubiq.pipelines.sinks:VideoSink",
     "ImageSink": "ubiq.pipelines.sinks:ImageSink",
@@ -64,6 +68,10 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "App",
+    "Line",
+    "Rules",
+    "Zone",
     "BackendUnavailable",
     "CallbackSink",
     "ConfigError",

@@ -41,7 +41,6 @@ from ubiq.types import iou_matrix
 TENTATIVE, TRACKED, LOST = 0, 1, 2
 
 
-
 @dataclass(frozen=True)
 class TrackerConfig:
     """Tracker parameters; the defaults suit both a strong and a small detector.
@@ -59,7 +58,10 @@ class TrackerConfig:
         min_hits: Hits before a track is confirmed and gets an id (tracks found in a
             stream's first frame are confirmed at once).
         lost_buffer_s: Seconds a lost track is kept for re-identification.
-        class_aware: Match detections only to tracks of their class.
+        class_aware: Match detections only to tracks of their class. Off, matching ignores
+            the class, and where the detector gave one object boxes of several classes
+            (IoU >= 0.7) only the best-scoring one is kept: for a detector that hesitates
+            between classes, with the label decided later by a majority over the track.
         low_stage: ByteTrack's second association of low-score detections.
         observation_recovery: OC-SORT's recovery: match free detections to the last
             observed box of tracks the prediction lost.
@@ -179,6 +181,17 @@ _ARRAYS = (
     "snap_cov",
     "missed",
 )
+
+
+def _suppress_across_classes(
+    xyxy: np.ndarray, scores: np.ndarray, class_id: np.ndarray, iou: float = 0.7
+) -> np.ndarray:
+    """``(N,)`` mask keeping each box unless a higher-scoring box of another class covers
+    it with at least ``iou`` (same-class duplicates are the detector's NMS's business)."""
+    overlap = iou_matrix(xyxy, xyxy)
+    higher = scores[None, :] > scores[:, None]
+    other = class_id[None, :] != class_id[:, None]
+    return ~((overlap >= iou) & higher & other).any(axis=1)
 
 
 class Tracker:
@@ -337,6 +350,14 @@ class Tracker:
 
             apply_motion(self.mean, self._motion.estimate(frame, xyxy))
 
+        if not config.class_aware and len(xyxy) > 1:
+            # One object, several class guesses: keep the best box of each cluster, so a
+            # detector that hesitates between classes does not start one track per class.
+            keep = _suppress_across_classes(xyxy, scores, class_id)
+            xyxy, scores, class_id = xyxy[keep], scores[keep], class_id[keep]
+            index_map = np.flatnonzero(keep)
+        else:
+            index_map = None
         self._update_scale(scores)
         scale = self._scale
         high = scores >= config.high_threshold * scale
@@ -455,8 +476,11 @@ class Tracker:
                 ]
 
         shown = np.flatnonzero((self.state == TRACKED) & (det_of_track >= 0))
+        det_index = det_of_track[shown]
+        if index_map is not None:
+            det_index = index_map[det_index]
         return TrackUpdate(
-            det_index=det_of_track[shown],
+            det_index=det_index,
             track_id=self.ids[shown].copy(),
             xyxy=kalman.cxcywh_to_xyxy(self.mean[shown, :, 0]),
             started=started,

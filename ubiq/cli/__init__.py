@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         export,
         listen,
         models,
+        run,
         segment,
         track,
         train,
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_parser(subparsers)
     track.add_parser(subparsers)
     segment.add_parser(subparsers)
+    run.add_parser(subparsers)
     models.add_parser(subparsers)
     bench.add_parser(subparsers)
     doctor.add_parser(subparsers)

@@ -337,7 +337,7 @@ def run(args: argparse.Namespace, command: str = "detect", stages=lambda model: 
         command,
         specs,
         model,
-        lambda: [Detect(model), *stages(model)],
+        lambda source, position: [Detect(model), *stages(model)],
         lambda source, position, count: build_sinks(args, source, position, count),
         outputs=(args.save, args.save_images, args.jsonl),
         describe=f"{model.manifest.name} ({_device_text(model.backend)})",
@@ -364,7 +364,8 @@ def run_pipeline(
         command: The command's name, for messages (``detect``, ``track``, ``segment``).
         specs: The checked source specs.
         model: The loaded model (its path goes into the summary JSON).
-        stages: ``() -> list of stages``, called once per source.
+        stages: ``(source, position) -> list of stages`` for the open source at ``position``
+            (it may check its settings against the source, such as its frame size).
         sinks: ``(source, position, count) -> list of sinks``.
         outputs: The output flags' values (``None`` when not given), for the summary line.
         describe: The model and device, for the summary line.
@@ -394,7 +395,9 @@ def run_pipeline(
                 return 0
             sources.append(source)
         for position, source in enumerate(sources):
-            pipelines.append(Pipeline(stages(), sinks(source, position, len(sources))))
+            pipelines.append(
+                Pipeline(stages(source, position), sinks(source, position, len(sources)))
+            )
     except BaseException:  # close what is open, then report the error
         close_all()
         raise

@@ -251,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
         "segment",
         specs,
         model,
-        lambda: [Segment(model)] + ([blur] if blur is not None else []),
+        lambda source, position: [Segment(model)] + ([blur] if blur is not None else []),
         lambda source, position, count: build_sinks(args, source, position, count),
         outputs=(args.save, args.masks, args.jsonl),
         describe=f"{model.manifest.name} ({model.decoder}; {_device_text(model.backend)})",

@@ -1,0 +1,269 @@
+"""What every app is: a config (:mod:`.config`) turned into a stage list per camera, the
+sinks its outputs ask for, and a run over all its cameras on one shared model.
+
+Product code starts the same way the CLI does::
+
+    app = ubiq.App.from_yaml("counter.yaml", overrides=["cameras.0.source=0"])
+    app.run(on_event=lambda event: print(event.kind, dict(event.payload)))
+
+An app's own module subclasses :class:`App` and adds its stages (snapshots of alerts, a
+blur) or its checks (a counter needs a line).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ubiq.apps.config import AppConfig, CameraConfig, load_config
+from ubiq.errors import ConfigError
+
+APPS: dict[str, tuple[str, str]] = {
+    "counter": ("ubiq.apps.counter:CounterApp", "counts objects crossing a line, per class"),
+    "zone-alert": (
+        "ubiq.apps.zone_alert:ZoneAlertApp",
+        "intrusion and loitering in polygons, with a snapshot of each alert",
+    ),
+    "privacy-cam": (
+        "ubiq.apps.privacy_cam:PrivacyCamApp",
+        "blurs faces or people before anything is saved or streamed",
+    ),
+}
+"""Ready-made apps: name -> (class, one-line description)."""
+
+APPS_DIR = Path(__file__).resolve().parent
+
+
+def app_class(name: str) -> type[App]:
+    """The class of a ready-made app.
+
+    Raises:
+        ConfigError: If ``name`` is not one of :data:`APPS`.
+    """
+    if name not in APPS:
+        raise ConfigError(f"unknown app {name!r}: ready-made apps are {', '.join(APPS)}")
+    module_name, class_name = APPS[name][0].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def default_config_path(name: str) -> Path:
+    """The documented YAML default shipped beside the app's module."""
+    return APPS_DIR / f"{name.replace('-', '_')}.yaml"
+
+
+class App:
+    """An app: stages per camera built from a checked config.
+
+    Args:
+        config: The checked config.
+
+    Raises:
+        ConfigError: If the config lacks what this app needs.
+    """
+
+    name: ClassVar[str] = "app"
+
+    def __init__(self, config: AppConfig) -> None:
+        self.config = config
+        self.rules: dict[int, Any] = {}
+        self.check()
+
+    # --- building ---------------------------------------------------------------------
+
+    @staticmethod
+    def from_yaml(
+        path: str | Path | None = None, overrides: list[str] = (), *, app: str | None = None
+    ) -> App:
+        """Loads an app config. The app is ``app``, else the file's ``app:`` key; a
+        ready-made app starts from its shipped defaults, which the file then overrides.
+
+        Raises:
+            ConfigError: One line naming the bad key's path, or the unknown app.
+        """
+        name = app
+        if name is None and path is not None:
+            import yaml
+
+            try:
+                data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            except (OSError, yaml.YAMLError):
+                data = {}
+            name = data.get("app") if isinstance(data, dict) else None
+        if name is None:
+            raise ConfigError("name the app: app: counter|zone-alert|privacy-cam in the YAML")
+        cls = app_class(name)
+        base = load_config(default_config_path(name)).model_dump()
+        config = load_config(path, list(overrides), base=base)
+        return cls(config.model_copy(update={"app": name}))
+
+    def check(self) -> None:
+        """App-specific checks of the config (override)."""
+
+    def load_model(self):
+        """The detector every camera shares."""
+        from ubiq.hardware.accelerators import parse_device
+        from ubiq.models.runtime.model import DetectionModel
+
+        config = self.config
+        return DetectionModel.load(
+            config.model,
+            backend=config.backend,
+            num_threads=config.threads,
+            device=parse_device(config.device),
+            confidence_threshold=config.conf,
+            iou_threshold=config.iou,
+            imgsz=config.imgsz,
+        )
+
+    def check_model(self, model) -> None:
+        """Every class the config names must be one of the model's.
+
+        Raises:
+            ConfigError: Naming the class and the model's classes.
+        """
+        labels = tuple(getattr(model, "labels", ()) or ())
+        wanted = list(self.config.classes or [])
+        for camera in self.config.cameras:
+            for zone in camera.zones:
+                wanted += zone.forbidden
+        missing = [c for c in wanted if labels and c not in labels]
+        if missing:
+            raise ConfigError(
+                f"classes: {missing[0]!r} is not a class of {Path(str(model.path)).name} "
+                f"(classes: {', '.join(labels)})"
+            )
+
+    def rules_for(self, camera: CameraConfig):
+        from ubiq.pipelines.rules.geometry import Line, Zone
+        from ubiq.pipelines.rules.rules import Rules
+
+        config = self.config
+        lines = [
+            Line(line.name, tuple(line.points[:2]), tuple(line.points[2:])) for line in camera.lines
+        ]
+        zones = [
+            Zone(zone.name, tuple(zip(zone.points[::2], zone.points[1::2], strict=True)))
+            for zone in camera.zones
+        ]
+        return Rules(
+            lines,
+            zones,
+            anchor=config.anchor,
+            min_frames=config.min_frames,
+            classes=config.classes,
+            zone_options={
+                zone.name: {"dwell_s": zone.dwell_s, "forbidden": zone.forbidden}
+                for zone in camera.zones
+            },
+            stationary_s=config.stationary_s,
+        )
+
+    def stages(self, model, camera: CameraConfig, source, position: int) -> list:
+        """Detect, track, rules, then :meth:`extra_stages`. The rules are checked against
+        the source's frame size here, before any output is opened."""
+        from ubiq.pipelines.stage import Detect
+        from ubiq.pipelines.track.stage import Track
+
+        rules = self.rules_for(camera)
+        size = getattr(source, "frame_size", None)
+        if size:
+            rules.resolve(tuple(size))
+        self.rules[position] = rules
+        track = Track(
+            self.config.tracker,
+            lost_buffer_s=self.config.lost_buffer_s,
+            class_aware=self.config.class_aware,
+            **self.config.track,
+        )
+        return [Detect(model), track, rules, *self.extra_stages(camera, position)]
+
+    def extra_stages(self, camera: CameraConfig, position: int) -> list:
+        """Stages after the rules (override)."""
+        return []
+
+    def annotators(self, position: int) -> list:
+        from ubiq.pipelines.rules.draw import RulesAnnotator
+        from ubiq.pipelines.sinks import BoxAnnotator
+        from ubiq.pipelines.sinks.trail import TrailAnnotator
+
+        drawn = [TrailAnnotator(), BoxAnnotator()]
+        if position in self.rules:
+            drawn.insert(0, RulesAnnotator(self.rules[position]))
+        return drawn
+
+    def sinks(self, source, position: int, count: int, *, jsonl=None, save=None, show=None):
+        """JSONL, video and window sinks for the camera at ``position`` of ``count``."""
+        from ubiq.cli.detect import output_path
+        from ubiq.pipelines.sinks import JsonlSink, VideoSink, WindowSink
+
+        outputs = self.config.outputs
+        jsonl = outputs.jsonl if jsonl is None else jsonl
+        save = outputs.save if save is None else save
+        show = outputs.show if show is None else show
+        sinks = []
+        try:
+            if jsonl:
+                sinks.append(JsonlSink(output_path(jsonl, position, count), relative_time=True))
+            if save:
+                sinks.append(
+                    VideoSink(
+                        output_path(save, position, count),
+                        fps=getattr(source, "fps", None) or 30.0,
+                        frame_size=getattr(source, "frame_size", None),
+                        annotators=self.annotators(position),
+                    )
+                )
+            if show:
+                sinks.append(
+                    WindowSink(
+                        f"ubiq {self.name}: {source.source_id}",
+                        annotators=self.annotators(position),
+                    )
+                )
+        except BaseException:
+            for sink in sinks:
+                sink.close()
+            raise
+        return sinks
+
+    # --- running from Python -------------------------------------------------------------
+
+    def run(
+        self,
+        *,
+        max_frames: int | None = None,
+        on_event: Callable | None = None,
+        on_result: Callable | None = None,
+    ) -> list:
+        """Runs every camera side by side on the shared model until the sources end (or
+        ``max_frames`` each, or Ctrl-C); returns one summary per camera."""
+        from ubiq.hardware.sources import open_source
+        from ubiq.pipelines.pipeline import Pipeline, run_sources
+
+        model = self.load_model()
+        self.check_model(model)
+        cameras = self.config.cameras
+        sources = []
+        try:
+            for camera in cameras:
+                source = open_source(camera.source)
+                source.open()
+                sources.append(source)
+            pipelines = [
+                Pipeline(
+                    self.stages(model, camera, source, position),
+                    self.sinks(source, position, len(cameras)),
+                    on_event=on_event,
+                    on_result=on_result,
+                )
+                for position, (camera, source) in enumerate(zip(cameras, sources, strict=True))
+            ]
+        except BaseException:
+            for source in sources:
+                source.close()
+            raise
+        return run_sources(
+            sources, lambda source: pipelines[sources.index(source)], max_frames=max_frames
+        )

@@ -1,0 +1,186 @@
+"""The YAML schema every app shares, checked with pydantic (a typo names its path).
+
+```yaml
+model: person              # zoo name or model file
+classes: [person]          # labels the rules count (null: all)
+conf: 0.1                  # detector threshold: the tracker keeps low-score boxes
+tracker: bytetrack
+anchor: bottom             # center | bottom: the point of a box the rules test
+min_frames: 3              # frames on the new side before a crossing/entry counts
+outputs: {jsonl: runs/counter/events.jsonl, save: runs/counter/counter.mp4}
+cameras:
+  - source: demo
+    lines: [{name: door, points: [0.5, 0.0, 0.5, 1.0]}]     # pixels or frame fractions
+    zones: [{name: yard, points: [0.1, 0.5, 0.9, 0.5, 0.9, 0.95, 0.1, 0.95], dwell_s: 10}]
+```
+
+``--set key=value`` edits a loaded config by dotted path before it is checked
+(``--set cameras.0.source=clip.mp4``, ``--set conf=0.2``); the value is read as YAML.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ubiq.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LineConfig(_Strict):
+    name: str = "line"
+    points: list[float] = Field(description="X1, Y1, X2, Y2 in pixels or frame fractions")
+
+    @field_validator("points")
+    @classmethod
+    def _four(cls, value: list[float]) -> list[float]:
+        if len(value) != 4:
+            raise ValueError(f"a line needs X1,Y1,X2,Y2 (4 numbers), got {len(value)}")
+        return value
+
+
+class ZoneConfig(_Strict):
+    name: str = "zone"
+    points: list[float] = Field(description="X1, Y1, X2, Y2, X3, Y3, ... (3 points or more)")
+    dwell_s: float | None = Field(None, gt=0, description="seconds inside that make zone.dwell")
+    forbidden: list[str] = Field(default_factory=list, description="labels that intrude")
+
+    @field_validator("points")
+    @classmethod
+    def _pairs(cls, value: list[float]) -> list[float]:
+        if len(value) % 2:
+            raise ValueError(f"zone points come in x,y pairs, got {len(value)} numbers")
+        return value
+
+
+class CameraConfig(_Strict):
+    source: str = "demo"
+    name: str | None = None
+    lines: list[LineConfig] = Field(default_factory=list)
+    zones: list[ZoneConfig] = Field(default_factory=list)
+
+
+class OutputsConfig(_Strict):
+    jsonl: str | None = None
+    save: str | None = None
+    show: bool = False
+    snapshots: str | None = Field(None, description="folder for a JPEG of each alert")
+
+
+class AppConfig(_Strict):
+    app: str | None = None
+    model: str = "ubiq-det-mnv2"
+    classes: list[str] | None = None
+    conf: float = Field(0.1, ge=0, le=1)
+    iou: float = Field(0.45, ge=0, le=1)
+    imgsz: int | None = Field(None, gt=0)
+    backend: str | None = None
+    device: str = "auto"
+    threads: int | None = Field(None, ge=1)
+    tracker: str = "bytetrack"
+    lost_buffer_s: float = Field(1.0, ge=0)
+    track: dict[str, Any] = Field(
+        default_factory=dict, description="more tracker settings (TrackerConfig fields)"
+    )
+    class_aware: bool = Field(
+        False, description="track per class (off: the label is the track's majority)"
+    )
+    anchor: str = "center"
+    min_frames: int = Field(3, ge=1)
+    stationary_s: float | None = Field(None, gt=0)
+    blur: str | None = Field(None, description="privacy-cam: faces, person or background")
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+    cameras: list[CameraConfig] = Field(default_factory=lambda: [CameraConfig()], min_length=1)
+
+
+def _describe(error: ValidationError, origin: str) -> str:
+    """The first problem as one line: ``app.yaml: cameras.0.lines.0.pointz: unknown key``."""
+    first = error.errors()[0]
+    path = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif first["type"] == "missing":
+        message = "missing"
+    else:
+        message = first["msg"]
+        if first.get("input") is not None and first["type"] not in ("value_error",):
+            message += f", got {first['input']!r}"
+    return f"{origin}: {path}: {message}"
+
+
+def set_path(data: dict, assignment: str) -> None:
+    """Applies one ``key.sub.0=value`` to a loaded YAML mapping (value read as YAML).
+
+    Raises:
+        ConfigError: If it has no ``=``, or the path goes through something that is not a
+            mapping or a list, or a list index is out of range.
+    """
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {assignment!r}: expected key=value")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    parts = key.strip().split(".")
+    node: Any = data
+    for position, part in enumerate(parts):
+        last = position == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(
+                    f"--set {key}: {'.'.join(parts[:position]) or key} has "
+                    f"{len(node)} item(s); {part!r} is not one of them"
+                )
+            index = int(part)
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                node = node.setdefault(part, {})
+        else:
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:position])} is not a mapping")
+
+
+def load_config(path: str | Path | None, overrides: list[str] = (), base: dict | None = None):
+    """Reads an app YAML (or starts from ``base``), applies ``--set`` overrides, checks it.
+
+    Raises:
+        ConfigError: One line naming the file and the bad key's path.
+    """
+    data: dict = dict(base or {})
+    origin = "config"
+    if path is not None:
+        path = Path(path)
+        origin = str(path)
+        if not path.is_file():
+            raise ConfigError(f"app config not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}:{where} not valid YAML") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                f"{path}: expected a mapping of settings, got {type(loaded).__name__}"
+            )
+        data.update(loaded)
+    for assignment in overrides:
+        set_path(data, assignment)
+    try:
+        return AppConfig.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, origin)) from None

@@ -1,0 +1,1 @@
+"""Geometry and rules on tracked objects: lines, zones, counting, dwell, intrusion."""

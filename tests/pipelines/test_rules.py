@@ -1,0 +1,135 @@
+"""Lines, zones and the rules stage on hand-made tracked detections."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ubiq.errors import ConfigError
+from ubiq.pipelines.rules.geometry import Line, Zone, anchor_points
+from ubiq.pipelines.rules.rules import Rules
+from ubiq.types import Detections, Frame, FrameResult
+
+LABELS = ("person", "car")
+FPS = 10
+
+
+def box(cx, cy, w=20, h=40):
+    return [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+
+
+def run(rules: Rules, tracks_per_frame: list[list[tuple[int, int, float, float]]]):
+    """``tracks_per_frame``: per frame, ``(track_id, class_id, cx, cy)`` rows."""
+    events = []
+    for index, rows in enumerate(tracks_per_frame):
+        frame = Frame(np.zeros((200, 400, 3), np.uint8), index, int(index * 1e9 / FPS))
+        detections = Detections(
+            np.array([box(cx, cy) for _, _, cx, cy in rows], np.float32).reshape(-1, 4),
+            np.full(len(rows), 0.9, np.float32),
+            np.array([c for _, c, _, _ in rows], np.int64),
+            tracker_id=np.array([t for t, _, _, _ in rows], np.int64),
+            labels=LABELS,
+        )
+        result = rules(FrameResult(frame, detections))
+        events += [(index, e.kind, dict(e.payload)) for e in result.events]
+    events += [(None, e.kind, dict(e.payload)) for e in rules.finish()]
+    return events
+
+
+def test_side_sign_follows_the_documented_formula():
+    line = Line("l", (0, 0), (10, 0))  # pointing right; y grows downwards
+    # (Bx-Ax)(Py-Ay) - (By-Ay)(Px-Ax) = 10 * Py: below the line (y > 0) is positive.
+    assert line.side(np.array([[5, 3], [5, -3]])).tolist() == [30.0, -30.0]
+    assert anchor_points(np.array([[0, 0, 10, 20]]), "bottom").tolist() == [[5.0, 20.0]]
+
+
+def test_crossings_count_once_per_track_and_direction_with_hysteresis():
+    rules = Rules([Line("door", (200, 0), (200, 200))], min_frames=3)
+    # Line A->B points down; side = (0)(..) - (200)(Px-200): left of x=200 is positive.
+    # Track 1 walks right (positive -> negative: out), jitters on the line, comes back (in),
+    # and goes out again (not counted twice).
+    path = [150, 170, 190, 199, 201, 199, 201, 210, 230, 250, 230, 210, 190, 170, 150, 170,
+            190, 210, 230, 250]
+    events = run(rules, [[(1, 0, x, 100)] for x in path])
+    crossings = [(p["direction"], p["label"]) for _, kind, p in events if kind == "line.cross"]
+    assert crossings == [("out", "person"), ("in", "person")]
+    (counts,) = [p for _, kind, p in events if kind == "counts"]
+    assert counts["lines"] == {"door": {"person": {"in": 1, "out": 1}}}
+
+
+def test_the_majority_label_is_counted_and_passing_beside_the_line_is_not():
+    rules = Rules([Line("gate", (200, 0), (200, 100))], min_frames=2)
+    rows = []
+    for step, x in enumerate(range(150, 260, 10)):
+        label = 1 if step == 5 else 0  # one frame misread as a car
+        rows.append([(1, label, x, 50), (2, 0, x, 180)])  # track 2 passes below the line's end
+    events = run(rules, rows)
+    crossings = [(p["track_id"], p["label"]) for _, kind, p in events if kind == "line.cross"]
+    assert crossings == [(1, "person")]
+
+
+def test_zone_enter_exit_dwell_intrusion_and_occupancy_to_the_frame():
+    zone = Zone("yard", ((100, 0), (300, 0), (300, 200), (100, 200)))
+    rules = Rules(zones=[zone], min_frames=2, dwell_s=1.0, forbidden=["car"])
+    frames = []
+    for index in range(40):
+        rows = []
+        x = 50 + 10 * index  # inside from x = 100 (index 5) to x = 290 (index 24)
+        rows.append((1, 0, x, 100))
+        if 10 <= index < 15:
+            rows.append((2, 1, 200, 50))  # a car inside for 5 frames
+        frames.append(rows)
+    events = run(rules, frames)
+    kinds = [(i, k, p.get("track_id")) for i, k, p in events if k.startswith("zone.")]
+    enter = [i for i, k, t in kinds if k == "zone.enter" and t == 1]
+    exits = [p for _, k, p in events if k == "zone.exit" and p["track_id"] == 1]
+    assert enter == [6]  # the second frame inside confirms it...
+    assert exits[0]["dwell_s"] == pytest.approx(2.0)  # ...timed from the first: 20 frames
+    dwell = [(i, p["dwell_s"]) for i, k, p in events if k == "zone.dwell"]
+    assert dwell == [(15, 1.0)]
+    assert [p["label"] for _, k, p in events if k == "zone.intrusion"] == ["car"]
+    occupancy = [(i, p["counts"]) for i, k, p in events if k == "zone.occupancy"]
+    assert occupancy[:3] == [
+        (6, {"person": 1}),
+        (11, {"car": 1, "person": 1}),
+        (26, {"car": 1}),  # the car's track has not ended (no track.end): still inside
+    ]
+    (counts,) = [p for _, k, p in events if k == "counts"]
+    assert counts["zones"]["yard"]["entered"] == {"car": 1, "person": 1}
+
+
+def test_a_track_that_ends_inside_leaves_the_zone():
+    rules = Rules(zones=[Zone("z", ((0, 0), (1, 0), (1, 1), (0, 1)))], min_frames=1)
+    events = run(rules, [[(1, 0, 100, 100)]] * 5)
+    (exit_,) = [p for _, k, p in events if k == "zone.exit"]
+    assert exit_["dwell_s"] == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Zone("z", ((0, 0), (1, 1))), "zone 'z' needs at least 3 points, got 2"),
+        (lambda: Zone("z", ((0, 0), (1, 1), (2, 2))), "zone 'z' has no area"),
+        (lambda: Line("l", (5, 5), (5, 5)), "line 'l' has zero length"),
+        (lambda: Line.parse("1,2,3"), "must be X1,Y1,X2,Y2"),
+        (lambda: Line("l", (0, 0), (500, 10)).resolve((400, 200)), "(500, 10) is outside"),
+        (lambda: Rules(anchor="feet"), "anchor must be one of center, bottom"),
+        (lambda: Rules([Line("a", (0, 0), (1, 1)), Line("a", (0, 1), (1, 0))]), "two lines"),
+        (lambda: Rules(dwell_s=0), "dwell_s must be > 0"),
+    ],
+)
+def test_bad_shapes_and_options_are_named(make, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        make()
+
+
+def test_fractions_become_pixels_of_the_frame():
+    line = Line("mid", (0.5, 0.0), (0.5, 1.0)).resolve((640, 480))
+    assert (line.a, line.b) == ((320.0, 0.0), (320.0, 480.0))
+
+
+def test_stationary_objects_are_reported_once():
+    rules = Rules(stationary_s=1.0)
+    events = run(rules, [[(1, 1, 100 + (i % 2), 100)] for i in range(25)])
+    stationary = [(i, p["track_id"]) for i, k, p in events if k == "object.stationary"]
+    assert stationary == [(10, 1)]

@@ -1,0 +1,212 @@
+"""The ready-made apps through the real CLI and from Python."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import cv2
+import pytest
+from support import REPO, run_ubiq
+
+from ubiq.models.datasets import crossings
+
+
+def one_error_line(result):
+    assert result.returncode not in (0, 134), result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def crossing_clip(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("crossing")
+    clip = crossings.generate(crossings.CrossingSpec(seed=3, singles=3, pairs=0, stoppers=1))
+    video = crossings.write(clip, folder)
+    return video, json.loads((folder / "truth.json").read_text())
+
+
+def records(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_apps_list_names_each_app_and_its_yaml():
+    result = run_ubiq("apps", "list")
+    assert result.returncode == 0, result.stderr
+    names = [line.split()[0] for line in result.stdout.splitlines()]
+    assert names == ["counter", "zone-alert", "privacy-cam"]
+    for path in re.findall(r"\((/[^)]+\.yaml)\)", result.stdout):
+        assert os.path.isfile(path)
+
+
+def test_the_counter_counts_crossings_on_a_clip_with_known_truth(crossing_clip, tmp_path):
+    video, truth = crossing_clip
+    jsonl, saved = tmp_path / "events.jsonl", tmp_path / "counter.mp4"
+    x1, y1, x2, y2 = truth["line"]
+    result = run_ubiq(
+        "run",
+        "counter",
+        "--source",
+        str(video),
+        "--line",
+        f"{x1},{y1},{x2},{y2}",
+        "--jsonl",
+        str(jsonl),
+        "--save",
+        str(saved),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("ubiq run counter: ubiq-det-mnv2")
+    events = records(jsonl)
+    crossings_ = [e for e in events if e.get("kind") == "line.cross"]
+    (counts,) = [e for e in events if e.get("kind") == "counts"]
+    # The final counts are exactly the crossing events, per label and direction.
+    tally: dict = {}
+    for event in crossings_:
+        per_label = tally.setdefault(event["label"], {"in": 0, "out": 0})
+        per_label[event["direction"]] += 1
+    assert counts["lines"]["line"] == tally
+    assert all({"ts", "frame", "id", "line", "track_id"} <= set(e) for e in crossings_)
+    # Against the truth: the totals per direction (this small detector mislabels some
+    # objects, which benchmarks/counter_vs_supervision.py measures per class).
+    for direction in ("in", "out"):
+        true_total = sum(v[direction] for v in truth["counts"].values())
+        counted = sum(v[direction] for v in tally.values())
+        assert abs(counted - true_total) <= 1, (direction, tally, truth["counts"])
+    assert saved.stat().st_size > 10_000
+
+
+def test_set_and_a_config_file_change_the_app(crossing_clip, tmp_path):
+    video, truth = crossing_clip
+    config = tmp_path / "app.yaml"
+    config.write_text(
+        "app: counter\ncameras:\n  - source: SOURCE\n    lines:\n"
+        "      - {name: middle, points: [0.5, 0.0, 0.5, 1.0]}\n".replace("SOURCE", str(video))
+    )
+    jsonl = tmp_path / "out.jsonl"
+    result = run_ubiq(
+        "run",
+        "counter",
+        "--config",
+        str(config),
+        "--set",
+        "cameras.0.lines.0.name=door",
+        "--set",
+        "outputs.jsonl=" + str(jsonl),
+        "--max-frames",
+        "30",
+    )
+    assert result.returncode == 0, result.stderr
+    (counts,) = [e for e in records(jsonl) if e.get("kind") == "counts"]
+    assert list(counts["lines"]) == ["door"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["counter", "--line", "5,5,5,5"], "line 'line' has zero length"),
+        (["counter", "--line", "0,0,5000,10"], "point (5000, 10) is outside the"),
+        (["counter", "--line", "1,2,3"], "must be X1,Y1,X2,Y2"),
+        (["zone-alert", "--zone", "0,0,100,100"], "zone 'zone' needs at least 3 points"),
+        (["zone-alert", "--zone", "0,0,10,10,20,20"], "zone 'zone' has no area"),
+        (["counter", "--classes", "zebra"], "'zebra' is not a class of ubiq-det-mnv2.onnx"),
+        (["counter", "--set", "cameras.0.linez=[]"], "cameras.0.linez: unknown key"),
+        (["counter", "--set", "conf=2"], "conf: Input should be less than or equal to 1"),
+        (["counter", "--set", "cameras.3.source=0"], "has 1 item(s); '3' is not one of them"),
+        (["parking"], "unknown app 'parking': ready-made apps are counter, zone-alert"),
+        (["counter", "--config", "no/such.yaml"], "app config not found: no/such.yaml"),
+        (["counter", "--max-frames", "0"], "--max-frames must be >= 1"),
+    ],
+)
+def test_bad_app_input_is_one_line_and_touches_no_output(tmp_path, args, expected):
+    jsonl = tmp_path / "keep.jsonl"
+    jsonl.write_text("keep\n")
+    line = one_error_line(run_ubiq("run", *args, "--jsonl", str(jsonl)))
+    assert expected in line
+    assert jsonl.read_text() == "keep\n"
+
+
+def test_an_unknown_key_in_a_yaml_file_names_its_path(tmp_path):
+    config = tmp_path / "app.yaml"
+    config.write_text(
+        "app: zone-alert\ncameras:\n  - source: demo\n    zones:\n"
+        "      - {name: z, points: [0, 0, 1, 0, 1, 1], dwel_s: 3}\n"
+    )
+    line = one_error_line(run_ubiq("run", "zone-alert", "--config", str(config)))
+    assert line.endswith(f"{config}: cameras.0.zones.0.dwel_s: unknown key")
+
+
+def test_zone_alert_writes_a_snapshot_per_alert_and_names_it(crossing_clip, tmp_path):
+    video, _ = crossing_clip
+    jsonl, shots = tmp_path / "alerts.jsonl", tmp_path / "shots"
+    result = run_ubiq(
+        "run",
+        "zone-alert",
+        "--source",
+        str(video),
+        "--zone",
+        "0.1,0.1,0.9,0.1,0.9,0.9,0.1,0.9",
+        "--set",
+        "cameras.0.zones.0.dwell_s=1.5",
+        "--set",
+        f"outputs.snapshots={shots}",
+        "--jsonl",
+        str(jsonl),
+        "--max-frames",
+        "200",
+    )
+    assert result.returncode == 0, result.stderr
+    events = records(jsonl)
+    dwell = [e for e in events if e.get("kind") == "zone.dwell"]
+    assert dwell, [e.get("kind") for e in events if "kind" in e]
+    for event in dwell:
+        assert event["dwell_s"] >= 1.5
+        image = cv2.imread(event["snapshot"])
+        assert image is not None and image.shape == (crossings.HEIGHT, crossings.WIDTH, 3)
+    assert {e["kind"] for e in events if "kind" in e} >= {"zone.enter", "zone.occupancy"}
+
+
+def test_privacy_cam_blurs_the_face_before_it_is_saved(tmp_path):
+    saved = tmp_path / "private.mp4"
+    result = run_ubiq("run", "privacy-cam", "--save", str(saved), "--max-frames", "20")
+    assert result.returncode == 0, result.stderr
+    from ubiq.hardware.sources import open_source
+    from ubiq.models.runtime.model import DetectionModel
+
+    face = DetectionModel.load("blazeface")
+    source = open_source("demo")
+    source.open()
+    frame = next(iter(source)).image
+    source.close()
+    (x1, y1, x2, y2) = [int(v) for v in face(frame).xyxy[0]]
+    capture = cv2.VideoCapture(str(saved))
+    ok, blurred = capture.read()
+    capture.release()
+    assert ok
+
+    def sharpness(image):
+        grey = cv2.cvtColor(image[y1:y2, x1:x2], cv2.COLOR_BGR2GRAY)
+        return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+    assert sharpness(blurred) < 0.2 * sharpness(frame)
+
+
+def test_the_readme_app_example_runs(tmp_path):
+    """The README's Python app example, in a fresh interpreter."""
+    text = (REPO / "README.md").read_text()
+    code = re.search(r"## Apps:.*?```python\n(.*?)```", text, re.S).group(1)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "counts" in result.stdout
