@@ -30,6 +30,10 @@ APPS: dict[str, tuple[str, str]] = {
         "ubiq.apps.privacy_cam:PrivacyCamApp",
         "blurs faces or people before anything is saved or streamed",
     ),
+    "voice-control": (
+        "ubiq.apps.voice_control:VoiceControlApp",
+        "spoken commands take pictures and start/stop recordings",
+    ),
 }
 """Ready-made apps: name -> (class, one-line description)."""
 
@@ -92,7 +96,7 @@ class App:
                 data = {}
             name = data.get("app") if isinstance(data, dict) else None
         if name is None:
-            raise ConfigError("name the app: app: counter|zone-alert|privacy-cam in the YAML")
+            raise ConfigError(f"name the app: app: {'|'.join(APPS)} in the YAML")
         cls = app_class(name)
         base = load_config(default_config_path(name)).model_dump()
         config = load_config(path, list(overrides), base=base)

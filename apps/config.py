@@ -21,7 +21,7 @@ cameras:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -71,6 +71,25 @@ class OutputsConfig(_Strict):
     save: str | None = None
     show: bool = False
     snapshots: str | None = Field(None, description="folder for a JPEG of each alert")
+    recordings: str | None = Field(
+        None, description="voice-control: folder for the MP4 of each spoken recording"
+    )
+
+
+class VoiceConfig(_Strict):
+    """voice-control: how commands are heard (the settings of ``ubiq listen``)."""
+
+    commands: str | None = Field(
+        None, description="commands file (.txt or .yaml); null: the app's own phrases"
+    )
+    engine: Literal["auto", "model", "pocketsphinx"] = Field(
+        "auto", description="auto: the model if one is named, else PocketSphinx"
+    )
+    model: str | None = Field(None, description="command classifier (zoo name or file)")
+    threshold: float | None = Field(None, ge=0, le=1, description="lowest confidence accepted")
+    wake: str | None = Field(None, description="a wake phrase said before each command")
+    wake_window_s: float = Field(8.0, gt=0, description="seconds a wake phrase lasts")
+    vad_threshold: float = Field(0.5, gt=0, lt=1, description="Silero speech threshold")
 
 
 class AppConfig(_Strict):
@@ -95,6 +114,10 @@ class AppConfig(_Strict):
     min_frames: int = Field(3, ge=1)
     stationary_s: float | None = Field(None, gt=0)
     blur: str | None = Field(None, description="privacy-cam: faces, person or background")
+    audio: str | None = Field(
+        None, description="voice-control: mic[:N|NAME], arecord[:DEVICE] or a sound file"
+    )
+    voice: VoiceConfig | None = Field(None, description="voice-control: commands and engine")
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     cameras: list[CameraConfig] = Field(default_factory=lambda: [CameraConfig()], min_length=1)
 

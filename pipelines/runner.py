@@ -125,6 +125,10 @@ class Runner:
         :meth:`run`).
         """
         summary = self.summary = RunSummary(source_id=self.summary.source_id)
+        for sink in self.sinks:  # a live view reads the runner's summary and health
+            attach = getattr(sink, "attach", None)
+            if callable(attach):
+                attach(self)
         self._first_frame_at = self._last_frame_done_at = None
         self._last_frame = None
         self._next_health_at = 0.0

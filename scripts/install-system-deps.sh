@@ -2,7 +2,9 @@
 # Debian packages the test suite uses: GStreamer with its Python bindings' build
 # dependencies (the gst:/csi: sources through PyGObject) and systemd-analyze (the
 # deploy unit is verified with it), espeak-ng and sox (synthetic speech for the keyword
-# spotting and speech tests) and libportaudio2 (the microphone source's PortAudio).
+# spotting and speech tests), libportaudio2 (the microphone source's PortAudio),
+# chromium with chromium-driver (the live view's page is tested in headless Chromium
+# through Selenium) and mosquitto (the MQTT broker the MQTT tests start on loopback).
 # Installs only what is missing; needs root for that.
 set -euo pipefail
 packages=(
@@ -11,6 +13,8 @@ packages=(
   gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
   systemd
   espeak-ng sox libportaudio2
+  chromium chromium-driver
+  mosquitto
 )
 missing=()
 for package in "${packages[@]}"; do

@@ -25,7 +25,7 @@ case "$profile" in
     # torch first, pinned: the [train] extra would otherwise pull a newer CUDA build.
     "${pip[@]}" "torch==2.14.1" "torchvision==0.29.1"
     # One command for all extras: pip resolves litert-torch's pins together with the rest.
-    "${pip[@]}" -e ".[dev,train,tflite,speech,openvino]"
+    "${pip[@]}" -e ".[dev,train,tflite,speech,openvino,mqtt]"
     # Silero VAD's ONNX file: the package declares torch (and torchaudio) as dependencies
     # but ubiq reads only its ONNX file, so install it without them.
     "${pip[@]}" --no-deps "silero-vad>=5"

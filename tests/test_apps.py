@@ -38,7 +38,7 @@ def test_apps_list_names_each_app_and_its_yaml():
     result = run_ubiq("apps", "list")
     assert result.returncode == 0, result.stderr
     names = [line.split()[0] for line in result.stdout.splitlines()]
-    assert names == ["counter", "zone-alert", "privacy-cam"]
+    assert names == ["counter", "zone-alert", "privacy-cam", "voice-control"]
     for path in re.findall(r"\((/[^)]+\.yaml)\)", result.stdout):
         assert os.path.isfile(path)
 

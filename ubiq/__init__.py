@@ -50,6 +50,10 @@ _LAZY = {
     "WindowSink": "ubiq.pipelines.sinks:WindowSink",
     "CallbackSink": "ubiq.pipelines.sinks:CallbackSink",
     "draw": "ubiq.pipelines.sinks:draw",
+    "LiveViewSink": "ubiq.pipelines.sinks.live:LiveViewSink",
+    "ClipRecorder": "ubiq.pipelines.sinks.clips:ClipRecorder",
+    "MqttSink": "ubiq.pipelines.sinks.mqtt:MqttSink",
+    "WebhookSink": "ubiq.pipelines.sinks.webhook:WebhookSink",
 }
 
 
@@ -74,6 +78,7 @@ __all__ = [
     "Zone",
     "BackendUnavailable",
     "CallbackSink",
+    "ClipRecorder",
     "ConfigError",
     "Detect",
     "Detections",
@@ -84,12 +89,14 @@ __all__ = [
     "ImageSink",
     "JsonlSink",
     "ModelError",
+    "MqttSink",
     "Pipeline",
     "RunSummary",
     "SourceError",
     "Track",
     "UbiqError",
     "VideoSink",
+    "WebhookSink",
     "WindowSink",
     "ZooError",
     "__version__",

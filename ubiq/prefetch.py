@@ -62,6 +62,11 @@ class Prefetcher(Generic[T]):
         self._on_exit = on_exit
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
+    @property
+    def queue_length(self) -> int:
+        """Items waiting in the queue."""
+        return self._queue.qsize()
+
     def start(self) -> Prefetcher[T]:
         """Starts the producer thread; returns ``self``."""
         self._thread.start()

@@ -273,6 +273,12 @@ class PrefetchingSource(Source):
         self._queue_size = queue_size
         self._prefetcher: Prefetcher[Frame] | None = None
 
+    @property
+    def queue_length(self) -> int:
+        """Frames read ahead and waiting (0 before the source opens)."""
+        prefetcher = self._prefetcher
+        return prefetcher.queue_length if prefetcher is not None else 0
+
     def open(self) -> Source:
         """Opens the source and starts its reader thread.
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ubiq.errors import ConfigError
+from ubiq.errors import ConfigError, UbiqError
 from ubiq.pipelines.sinks.annotate import Annotator, draw
 from ubiq.types import FrameResult
 
@@ -35,6 +35,11 @@ def check_video_path(path: str | Path) -> str:
 
 class VideoSink:
     """Writes annotated frames to a video file (``.mp4``, ``.avi``, ``.mkv``).
+
+    ``.mp4`` is H.264 where this machine has an encoder (PyAV's libx264 or OpenH264, a Pi's
+    ``h264_v4l2m2m``, OpenCV's ``avc1``; see :func:`ubiq.pipelines.sinks.clips.video_encoder`),
+    cropped to even sides, so a browser plays it; without one it is MPEG-4 Part 2 (``mp4v``)
+    with a warning once. ``.avi`` and ``.mkv`` are ``MJPG`` / ``mp4v`` through OpenCV.
 
     The writer opens at once when ``frame_size`` is known (so an unwritable path fails
     before the run), else on the first frame, and is released on ``close``, so a stopped
@@ -71,12 +76,25 @@ class VideoSink:
         self._fourcc = cv2.VideoWriter_fourcc(*_FOURCC[suffix])
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
+        self._crop = False
         self.frames_written = 0
         self.frames_resized = 0
         if frame_size is not None:
             self._writer = self._open(*frame_size)
 
-    def _open(self, width: int, height: int) -> cv2.VideoWriter:
+    def _open(self, width: int, height: int):
+        if self.path.suffix.lower() == ".mp4":
+            # H.264 where there is an encoder (browsers play it), else mp4v with a warning.
+            from ubiq.pipelines.sinks.clips import open_video_writer
+
+            even = (width - width % 2, height - height % 2)
+            try:
+                writer = open_video_writer(self.path, self.fps, even)
+            except OSError as error:
+                raise ConfigError(f"cannot write video {self.path}: {error}") from error
+            self._size = even
+            self._crop = (width, height) != even
+            return writer
         writer = cv2.VideoWriter(str(self.path), self._fourcc, self.fps, (width, height))
         if not writer.isOpened():
             raise ConfigError(f"cannot write video {self.path}")
@@ -90,7 +108,11 @@ class VideoSink:
         if self._writer is None:
             self._writer = self._open(frame.width, frame.height)
         image = draw(result, self.annotators)
-        if (frame.width, frame.height) != self._size:
+        if self._crop and (frame.width - frame.width % 2, frame.height - frame.height % 2) == (
+            self._size
+        ):
+            image = image[: self._size[1], : self._size[0]]  # H.264 wants even sides
+        elif (frame.width, frame.height) != self._size:
             image = _fit(image, self._size)
             if self.frames_resized == 0:
                 logger.warning(
@@ -106,8 +128,12 @@ class VideoSink:
 
     def close(self) -> None:
         if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+            writer, self._writer = self._writer, None
+            close = getattr(writer, "close", None) or writer.release
+            try:
+                close()
+            except OSError as error:
+                raise UbiqError(f"cannot finish video {self.path}: {error}") from error
             logger.info("wrote %d frames to %s", self.frames_written, self.path)
 
 

@@ -48,8 +48,28 @@ def test_crossings_count_once_per_track_and_direction_with_hysteresis():
     # Line A->B points down; side = (0)(..) - (200)(Px-200): left of x=200 is positive.
     # Track 1 walks right (positive -> negative: out), jitters on the line, comes back (in),
     # and goes out again (not counted twice).
-    path = [150, 170, 190, 199, 201, 199, 201, 210, 230, 250, 230, 210, 190, 170, 150, 170,
-            190, 210, 230, 250]
+    path = [
+        150,
+        170,
+        190,
+        199,
+        201,
+        199,
+        201,
+        210,
+        230,
+        250,
+        230,
+        210,
+        190,
+        170,
+        150,
+        170,
+        190,
+        210,
+        230,
+        250,
+    ]
     events = run(rules, [[(1, 0, x, 100)] for x in path])
     crossings = [(p["direction"], p["label"]) for _, kind, p in events if kind == "line.cross"]
     assert crossings == [("out", "person"), ("in", "person")]

@@ -253,6 +253,9 @@ def build_sinks(args: argparse.Namespace, source, position: int, count: int) -> 
 
     sinks = []
     try:
+        # Outputs that leave the machine first: their outbox holds an event before the
+        # JSONL does, so a crash between the two never leaves an event only in the JSONL.
+        sinks += outputs.build_sinks(args, source, position, count)
         for option, make in (
             ("jsonl", lambda path: JsonlSink(path, relative_time=True)),
             (
@@ -269,7 +272,6 @@ def build_sinks(args: argparse.Namespace, source, position: int, count: int) -> 
                     sinks.append(make(output_path(value, position, count)))
                 except ConfigError as error:
                     raise ConfigError(f"{flag(option)}: {error}") from error
-        sinks += outputs.build_sinks(args, source, position, count)
         if args.show:
             try:
                 command = getattr(args, "command", None) or "detect"
@@ -370,6 +372,7 @@ def run_pipeline(
         outputs: The output flags' values (``None`` when not given), for the summary line.
         describe: The model and device, for the summary line.
     """
+    from ubiq.cli import outputs as output_flags
     from ubiq.hardware.health import HealthMonitor
     from ubiq.hardware.sources import open_source
     from ubiq.pipelines.pipeline import Pipeline, run_sources
@@ -395,9 +398,19 @@ def run_pipeline(
                 return 0
             sources.append(source)
         for position, source in enumerate(sources):
-            pipelines.append(
-                Pipeline(stages(source, position), sinks(source, position, len(sources)))
-            )
+            stage_list = [
+                *stages(source, position),
+                *output_flags.build_stages(args, source, position, len(sources)),
+            ]
+            try:
+                made = sinks(source, position, len(sources))
+            except BaseException:
+                for stage in stage_list:
+                    close = getattr(stage, "close", None)
+                    if callable(close):
+                        close()
+                raise
+            pipelines.append(Pipeline(stage_list, made))
     except BaseException:  # close what is open, then report the error
         close_all()
         raise

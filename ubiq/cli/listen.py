@@ -66,6 +66,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--vad-threshold", type=float, default=0.5, help="Silero speech threshold")
     parser.add_argument("--threads", type=int, default=1, help="inference threads")
     parser.add_argument("--quiet", action="store_true", help="print no events (JSONL only)")
+    from ubiq.cli import outputs_events
+
+    outputs_events.add_arguments(parser)
     parser.set_defaults(handler=run)
 
 
@@ -118,11 +121,13 @@ def build_pipeline(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ubiq.cli import outputs_events
     from ubiq.hardware.sources.audio import open_audio_source
     from ubiq.pipelines.runner import Runner
     from ubiq.pipelines.sinks import CallbackSink
     from ubiq.pipelines.speech.listen import SpeechJsonlSink, SpeechStage, event_record
 
+    outputs_events.check_arguments(args)
     pipeline = build_pipeline(args)
     source = open_audio_source(args.source, realtime=args.realtime)
     # Open the source before the output: a file or device that fails must not truncate a
@@ -135,6 +140,13 @@ def run(args: argparse.Namespace) -> int:
         except ConfigError as error:
             source.close()
             raise ConfigError(f"--jsonl: {error}") from error
+    try:
+        sinks += outputs_events.build_sinks(args, source, 0, 1)
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        source.close()
+        raise
     if not args.quiet:
 
         def show(result) -> None:

@@ -34,3 +34,11 @@ def build_sinks(args: argparse.Namespace, source, position: int, count: int) -> 
             sink.close()
         raise
     return sinks
+
+
+def build_stages(args: argparse.Namespace, source, position: int, count: int) -> list:
+    """Stages these flags ask for, to run after every other stage (the clip recorder, which
+    names its files in the alert events before any sink writes them)."""
+    from ubiq.cli import outputs_live
+
+    return outputs_live.build_stages(args, source, position, count)

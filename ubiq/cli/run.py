@@ -3,6 +3,7 @@
 ```
 ubiq run counter --source clip.mp4 --model person --line 0.5,0,0.5,1 --jsonl out.jsonl
 ubiq run zone-alert --config my-zones.yaml --set cameras.0.source=0
+ubiq run voice-control --source 0 --audio mic
 ubiq apps list
 ```
 
@@ -12,6 +13,7 @@ Flags override the app's YAML (its shipped default, then ``--config``, then ``--
 from __future__ import annotations
 
 import argparse
+import json
 
 
 def add_parser(subparsers) -> None:
@@ -19,7 +21,7 @@ def add_parser(subparsers) -> None:
 
     parser = subparsers.add_parser(
         "run",
-        help="run a ready-made app: counter, zone-alert, privacy-cam",
+        help="run a ready-made app: counter, zone-alert, privacy-cam, voice-control",
         description="Run a ready-made app (ubiq apps list) on its YAML config; flags override "
         "the config.",
     )
@@ -55,6 +57,11 @@ def add_parser(subparsers) -> None:
         metavar="X1,Y1,X2,Y2,X3,Y3,...",
         help="a zone for every camera (pixels or frame fractions; repeatable)",
     )
+    parser.add_argument(
+        "--audio",
+        default=None,
+        help="voice-control: mic[:N|NAME], arecord[:DEVICE] or a sound file to listen to",
+    )
     parser.add_argument("--jsonl", default=None, help="write frames and events here")
     parser.add_argument("--save", default=None, help="write the annotated video here")
     parser.add_argument(
@@ -87,7 +94,7 @@ def list_apps(args: argparse.Namespace) -> int:
     from ubiq.apps.app import APPS, default_config_path
 
     for name, (_, description) in APPS.items():
-        print(f"{name:12s} {description}  ({default_config_path(name)})")
+        print(f"{name:14s} {description}  ({default_config_path(name)})")
     return 0
 
 
@@ -110,6 +117,8 @@ def _overrides(args: argparse.Namespace) -> list[str]:
             sets.append(f"outputs.{option}={getattr(args, option)}")
     if args.show is not None:
         sets.append(f"outputs.show={str(args.show).lower()}")
+    if args.audio is not None:
+        sets.append(f"audio={json.dumps(args.audio)}")  # quoted: "-" or "0" stay text
     return sets
 
 
@@ -162,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")
     app_class(args.app)  # an unknown app is one line before anything else
+    if args.audio is not None and not getattr(app_class(args.app), "uses_audio", False):
+        raise ConfigError(f"--audio: {args.app} does not listen (voice-control does)")
     app = App.from_yaml(args.config, _overrides(args), app=args.app)
     _apply_shapes(app, args)
     config = app.config
@@ -200,5 +211,7 @@ def run(args: argparse.Namespace) -> int:
         lambda source, position: app.stages(model, cameras[position], source, position),
         sinks,
         outputs=(config.outputs.save, config.outputs.jsonl),
-        describe=f"{model.manifest.name} ({detect._device_text(model.backend)})",
+        describe=model.manifest.name
+        if model.backend is None  # voice-control with model: none
+        else f"{model.manifest.name} ({detect._device_text(model.backend)})",
     )
