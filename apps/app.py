@@ -199,7 +199,7 @@ class App:
 
     def sinks(self, source, position: int, count: int, *, jsonl=None, save=None, show=None):
         """JSONL, video and window sinks for the camera at ``position`` of ``count``."""
-        from ubiq.cli.detect import output_path
+        from ubiq.paths import output_path
         from ubiq.pipelines.sinks import JsonlSink, VideoSink, WindowSink
 
         outputs = self.config.outputs

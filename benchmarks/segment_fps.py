@@ -10,9 +10,12 @@ On the 640x480 demo source (150 frames), per round and per model:
 3. with ``--blur background`` (``Pipeline([Segment(model), Blur("background")])``).
 
 Prints FPS of each and the ratio end-to-end / inference-only; the median round is shown
-(the machine may be shared: rerun when the numbers look odd). ``--pictures DIR`` also writes
-an overlay and a blurred frame of the demo source (``segment-overlay.jpg``,
-``segment-blur.jpg``).
+(the machine may be shared: rerun when the numbers look odd). Also the main thread's CPU
+time per frame in both (``time.thread_time``, which other processes on a shared machine do
+not inflate the way they inflate wall time): what the pipeline adds to inference on the
+thread that runs the stages, and the ratio that leaves when the capture and prefetch
+threads have a core of their own. ``--pictures DIR`` also writes an overlay and a blurred
+frame of the demo source (``segment-overlay.jpg``, ``segment-blur.jpg``).
 
     .venv/bin/python benchmarks/segment_fps.py [--model selfie-seg] [--rounds 3]
         [--threads N] [--pictures docs]
@@ -34,19 +37,31 @@ def _demo_frames(count: int) -> list:
         return [frame for _, frame in zip(range(count), source)]
 
 
-def _inference_fps(model, frames) -> float:
+def _inference_fps(model, frames) -> tuple[float, float]:
+    """FPS of ``infer`` alone and the main thread's CPU ms per frame."""
     tensors = [model.prepare(frame.image)[0] for frame in frames]
     model.infer(tensors[0])
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.thread_time()
     for tensor in tensors:
         model.infer(tensor)
-    return len(tensors) / (time.perf_counter() - started)
+    cpu_ms = (time.thread_time() - cpu_started) * 1e3 / len(tensors)
+    return len(tensors) / (time.perf_counter() - started), cpu_ms
 
 
-def _pipeline_fps(stages) -> float:
+def _pipeline_fps(stages) -> tuple[float, float, float]:
+    """FPS of the pipeline over the demo source, the main thread's CPU ms per frame (first
+    to last frame) and the median ``segment.decode`` ms."""
     from ubiq.pipelines.pipeline import Pipeline
 
-    return Pipeline(stages).run("demo").fps
+    cpu_at, decode_ms = [], []
+
+    def on_result(result) -> None:
+        cpu_at.append(time.thread_time())
+        decode_ms.append(result.timings_ms.get("segment.decode", 0.0))
+
+    fps = Pipeline(stages, on_result=on_result).run("demo").fps
+    cpu_ms = (cpu_at[-1] - cpu_at[0]) * 1e3 / max(1, len(cpu_at) - 1)
+    return fps, cpu_ms, statistics.median(decode_ms)
 
 
 def _pictures(model, folder: Path) -> list[Path]:
@@ -83,12 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(1)  # as ubiq segment does
     model = Segmenter.load(args.model, num_threads=args.threads)
     frames = _demo_frames(150)
-    rounds = []
+    rounds, cpu = [], []
     for _ in range(args.rounds):
-        inference = _inference_fps(model, frames)
-        end_to_end = _pipeline_fps([Segment(model)])
-        blur = _pipeline_fps([Segment(model), Blur("background")])
+        inference, inference_cpu_ms = _inference_fps(model, frames)
+        end_to_end, end_to_end_cpu_ms, decode_ms = _pipeline_fps([Segment(model)])
+        blur = _pipeline_fps([Segment(model), Blur("background")])[0]
         rounds.append((end_to_end / inference, inference, end_to_end, blur))
+        cpu.append((inference_cpu_ms, end_to_end_cpu_ms, decode_ms))
     ratio, inference, end_to_end, blur = sorted(rounds)[len(rounds) // 2]
     print(
         f"{model.manifest.name} ({model.decoder}, {model.backend.name}) on demo 640x480, "
@@ -96,7 +112,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{end_to_end:.1f} FPS (ratio {ratio:.2f}), with --blur background {blur:.1f} FPS"
     )
     print(f"  ratios per round: {', '.join(f'{r[0]:.2f}' for r in rounds)}")
-    print(f"  blur FPS per round: {statistics.median(r[3] for r in rounds):.1f} median")
+    print(f"  blur FPS per round: {', '.join(f'{r[3]:.1f}' for r in rounds)}")
+    inference_cpu_ms, end_to_end_cpu_ms, decode_ms = (
+        statistics.median(values) for values in zip(*cpu)
+    )
+    print(
+        f"  main-thread CPU per frame (median): inference-only {inference_cpu_ms:.2f} ms, "
+        f"end to end {end_to_end_cpu_ms:.2f} ms (+{end_to_end_cpu_ms - inference_cpu_ms:.2f} "
+        f"ms, of which decode {decode_ms:.2f} ms wall): CPU-bound ratio "
+        f"{inference_cpu_ms / end_to_end_cpu_ms:.2f}"
+    )
     if args.pictures:
         for path in _pictures(model, Path(args.pictures)):
             print(f"  wrote {path}")

@@ -26,3 +26,12 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def output_path(value: str, position: int, count: int) -> str:
+    """The output for source ``position`` of ``count`` when one run writes one per source:
+    ``out.jsonl`` -> ``out-2.jsonl`` (unchanged when there is one source)."""
+    if count == 1:
+        return value
+    path = Path(value)
+    return str(path.with_name(f"{path.stem}-{position + 1}{path.suffix}"))

@@ -242,6 +242,42 @@ _BLAZEFACE_FULL = ZooEntry(
     ),
 )
 
+# BlazePose's person detector (MediaPipe pose_detection_cpu.pbtxt): 224x224 letterboxed to
+# [-1, 1], 2254 SSD anchors; the decoder turns its alignment keypoints into person boxes
+# (ubiq.models.runtime.decoders.blazepose says how and where each constant comes from).
+_PERSON = ZooEntry(
+    name="person",
+    task="detect",
+    license="Apache-2.0",
+    description="MediaPipe BlazePose person detector, 224x224: one or a few people facing "
+    "the camera within a few metres; boxes follow from its body keypoints. Misses small, "
+    "distant and crowded people (a COCO detector such as yolov8n finds those).",
+    filename="person.tflite",
+    sha256="9ba9dd3d42efaaba86b4ff0122b06f29c4122e756b329d89dca1e297fd8f866c",
+    sources=_mediapipe_sources(
+        "pose_detection.tflite",
+        "mediapipe/modules/pose_detection/pose_detection.tflite",
+    ),
+    manifest=_manifest(
+        "person",
+        task="detect",
+        format="tflite",
+        input=InputSpec(name="input_1", shape=(1, 224, 224, 3), dtype="float32", layout="NHWC"),
+        preprocess=Preprocess(
+            width=224,
+            height=224,
+            resize="letterbox",
+            pad_value=0,
+            mean=(127.5, 127.5, 127.5),
+            std=(127.5, 127.5, 127.5),
+            channel_order="rgb",
+        ),
+        decoder=DecoderSpec(name="blazepose", params={"box": "body"}),
+        labels=("person",),
+        license="Apache-2.0",
+    ),
+)
+
 _SELFIE_SEG = ZooEntry(
     name="selfie-seg",
     task="segment",
@@ -398,6 +434,29 @@ _UBIQ_DET_MNV2 = ZooEntry(
     manifest={},
 )
 
+# Trained by `ubiq train --task segment` on the same generated photo set as ubiq-det-mnv2 (its
+# masks/ are the semantic maps) in 12.8 min on one CPU thread, then exported:
+#   ubiq data synth --out DATA --train 1000 --val 200 --imgsz 256 --seed 0
+#   ubiq train --task segment --data DATA/data.yaml --out RUN --backbone mobilenet_v2 \
+#       --width 0.5 --epochs 12 --imgsz 256 --batch 16 --seed 0 --threads 1
+#   ubiq export RUN/weights/best.pt --out ubiq/data/models/ubiq-seg-mnv2.onnx
+# (the manifest's source, in the .json and the ONNX metadata, then set to these commands as
+# ubiq-det-mnv2's is). Held-out mIoU 0.720 in torch and through onnxruntime alike:
+#   ubiq data synth --out HELDOUT --train 1 --val 200 --imgsz 256 --seed 2027
+#   ubiq val ubiq-seg-mnv2 --task segment --data HELDOUT/data.yaml
+_UBIQ_SEG_MNV2 = ZooEntry(
+    name="ubiq-seg-mnv2",
+    task="segment",
+    license="Apache-2.0",
+    description="ubiq's own LR-ASPP semantic segmenter, MobileNetV2-0.5 trunk, 256x256, trained "
+    "on the generated photo set (background and cat, cup, rocket, motorcycle, astronaut, coin); "
+    "ships with ubiq.",
+    filename="ubiq-seg-mnv2.onnx",
+    sha256="5ac5cc4d4087a0e3f5552893f55785a044ed5063b3f5bc6d7737580c8cc6677d",
+    sources=(ZooSource(kind="package", member="ubiq-seg-mnv2.onnx"),),
+    manifest={},
+)
+
 # Trained by `ubiq train --task kws --commands ubiq/data/models/ubiq-commands-demo.yaml` on speech
 # espeak-ng made for those phrases (benchmarks/speech_bar.py measures it on held-out voices).
 _UBIQ_COMMANDS_DEMO = ZooEntry(
@@ -416,6 +475,7 @@ _UBIQ_COMMANDS_DEMO = ZooEntry(
 _ENTRIES: tuple[ZooEntry, ...] = (
     _BLAZEFACE,
     _BLAZEFACE_FULL,
+    _PERSON,
     _SELFIE_SEG,
     _EFFICIENTDET_LITE0,
     _ultralytics_entry("yolov8n", "Ultralytics YOLOv8n COCO detector (80 classes)."),
@@ -427,6 +487,7 @@ _ENTRIES: tuple[ZooEntry, ...] = (
         task="segment",
     ),
     _UBIQ_DET_MNV2,
+    _UBIQ_SEG_MNV2,
     _UBIQ_COMMANDS_DEMO,
 )
 

@@ -338,9 +338,9 @@ def test_get_decoder_resolves_every_registered_name():
     assert get_decoder("yolo") is decode_yolo
     assert get_decoder("ssd") is decode_ssd
     assert get_decoder("blazeface") is decode_blazeface
-    assert set(DECODERS) == {"yolo", "ssd", "blazeface"}
+    assert set(DECODERS) == {"yolo", "ssd", "blazeface", "blazepose"}
     with pytest.raises(
-        ModelError, match=r"unknown decoder 'yolov99' \(known: blazeface, ssd, yolo\)"
+        ModelError, match=r"unknown decoder 'yolov99' \(known: blazeface, blazepose, ssd, yolo\)"
     ):
         get_decoder("yolov99")
 

@@ -7,6 +7,7 @@ import json
 import sys
 
 from ubiq.errors import SourceError
+from ubiq.paths import output_path  # noqa: F401  (the commands built on detect import it here)
 
 DEFAULT_MODEL = "blazeface"
 
@@ -112,16 +113,6 @@ _OUTPUTS = ("save", "save_images", "jsonl", "summary_json")
 def flag(option: str) -> str:
     """``save_images`` -> ``--save-images``."""
     return "--" + option.replace("_", "-")
-
-
-def output_path(value: str, position: int, count: int) -> str:
-    """The output for source ``position`` of ``count``: ``out.jsonl`` -> ``out-2.jsonl``."""
-    if count == 1:
-        return value
-    from pathlib import Path
-
-    path = Path(value)
-    return str(path.with_name(f"{path.stem}-{position + 1}{path.suffix}"))
 
 
 def check_arguments(args: argparse.Namespace) -> list[str]:

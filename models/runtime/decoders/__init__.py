@@ -137,6 +137,7 @@ DECODERS: dict[str, str] = {
     "yolo": "ubiq.models.runtime.decoders.yolo:decode_yolo",
     "ssd": "ubiq.models.runtime.decoders.ssd:decode_ssd",
     "blazeface": "ubiq.models.runtime.decoders.blazeface:decode_blazeface",
+    "blazepose": "ubiq.models.runtime.decoders.blazepose:decode_blazepose",
 }
 
 

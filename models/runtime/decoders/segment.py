@@ -31,6 +31,7 @@ from ubiq.models.runtime.decoders.nms import batched_nms, nms
 __all__ = [
     "SEGMENT_DECODERS",
     "InstanceMasks",
+    "best_class",
     "describe_outputs",
     "expected_outputs",
     "guess_segment_decoder",
@@ -132,6 +133,25 @@ def guess_segment_decoder(
     if len(shape) == 4:
         return "mask"
     return None
+
+
+def best_class(maps: np.ndarray) -> np.ndarray:
+    """``(h, w)`` int32 index of the highest of ``(C, h, w)`` score maps (the first on ties),
+    as ``maps.argmax(0)``.
+
+    A running maximum over the classes reads each map once in memory order, where
+    ``argmax(0)`` strides across them (two to three times slower for a few classes).
+    """
+    if len(maps) > 64:
+        return maps.argmax(0).astype(np.int32)
+    best = maps[0].copy()
+    class_ids = np.zeros(best.shape, np.int32)
+    higher = np.empty(best.shape, bool)
+    for class_id in range(1, len(maps)):
+        np.greater(maps[class_id], best, out=higher)
+        np.putmask(class_ids, higher, class_id)
+        np.maximum(best, maps[class_id], out=best)
+    return class_ids
 
 
 @dataclass(frozen=True)
