@@ -43,13 +43,11 @@ import cv2
 import numpy as np
 
 from ubiq.errors import ConfigError
+from ubiq.pipelines.alerts import DEFAULT_CLIP_KINDS
 from ubiq.pipelines.sinks.annotate import Annotator, draw
 from ubiq.types import Event, FrameResult
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_CLIP_KINDS = ("zone.intrusion", "zone.dwell", "line.cross", "alert.*")
-"""Event kinds (``fnmatch`` patterns) that get a snapshot and a clip by default."""
 
 _MAX_FPS = 60
 _WAIT_FOR_WRITER_S = 10.0

@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="seconds of video after the event in a clip (default: 5)",
     )
-    from ubiq.pipelines.sinks.clips import DEFAULT_CLIP_KINDS
+    from ubiq.pipelines.alerts import DEFAULT_CLIP_KINDS
 
     parser.add_argument(
         "--clip-kinds",
