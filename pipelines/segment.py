@@ -26,13 +26,13 @@ import cv2
 import numpy as np
 
 from ubiq.errors import ConfigError
-from ubiq.pipelines.stage import _model_lock
-from ubiq.types import Frame, FrameResult
+from ubiq.pipelines.stage import ModelStage
+from ubiq.types import FrameResult
 
 __all__ = ["Blur", "Segment", "blur_pixels"]
 
 
-class Segment:
+class Segment(ModelStage):
     """Runs a segmentation model on each frame and sets ``result.class_map``.
 
     Args:
@@ -45,42 +45,15 @@ class Segment:
     """
 
     def __init__(self, model: Any, *, name: str = "segment") -> None:
-        missing = [m for m in ("prepare", "infer", "decode") if not hasattr(model, m)]
-        if missing:
-            raise ConfigError(
-                f"model must be a segmentation model with prepare/infer/decode, "
-                f"got {type(model).__name__} without {', '.join(missing)}"
-            )
-        self.model = model
-        self.name = name
-        self._lock = _model_lock(model)
-
-    def prepare(self, frame: Frame) -> tuple:
-        """Resizes and normalises the frame into the model's input tensor."""
-        return self.model.prepare(frame.image)
+        super().__init__(model, name=name, kind="a segmentation model")
 
     def __call__(self, result: FrameResult) -> FrameResult:
-        prepared = result.prepared.pop(self.name, None)
-        if prepared is None:
-            began = time.perf_counter()
-            prepared = self.model.prepare(result.frame.image)
-            result.timings_ms[f"{self.name}.preprocess"] = (time.perf_counter() - began) * 1e3
-        tensor, transform = prepared
-        began = time.perf_counter()
-        if self._lock is None:
-            outputs = self.model.infer(tensor)
-        else:
-            with self._lock:
-                outputs = self.model.infer(tensor)
-        inferred = time.perf_counter()
-        segmentation = self.model.decode(outputs, transform)
+        segmentation = self.run_model(result)
         result.class_map = segmentation.class_map
         result.class_labels = segmentation.labels
         if segmentation.instances is not None:
             result.detections = segmentation.instances
         result.data["segmentation"] = segmentation
-        result.timings_ms[f"{self.name}.inference"] = (inferred - began) * 1e3
-        result.timings_ms[f"{self.name}.decode"] = (time.perf_counter() - inferred) * 1e3
         return result
 
 

@@ -79,7 +79,59 @@ def _model_lock(model: Any) -> threading.Lock | None:
         return lock
 
 
-class Detect:
+class ModelStage:
+    """What every stage that runs a model shares: its input prepared one frame ahead
+    (``prepare``), inference under the backend's lock where it needs one, decoding, and
+    the three timings (``NAME.preprocess`` when not prepared ahead, ``NAME.inference``,
+    ``NAME.decode``). Subclasses put the decoded output into the result.
+
+    Args:
+        model: Anything with ``prepare(image)``, ``infer(tensor)`` and ``decode(outputs,
+            transform)``.
+        name: Stage name in summaries.
+        kind: What the model must be, for the error (``"a detection model"``).
+
+    Raises:
+        ConfigError: If ``model`` lacks ``prepare``, ``infer`` or ``decode``.
+    """
+
+    def __init__(self, model: Any, *, name: str, kind: str) -> None:
+        missing = [m for m in ("prepare", "infer", "decode") if not hasattr(model, m)]
+        if missing:
+            raise ConfigError(
+                f"model must be {kind} with prepare/infer/decode, "
+                f"got {type(model).__name__} without {', '.join(missing)}"
+            )
+        self.model = model
+        self.name = name
+        self._lock = _model_lock(model)
+
+    def prepare(self, frame: Frame) -> tuple:
+        """Resizes and normalises the frame into the model's input tensor."""
+        return self.model.prepare(frame.image)
+
+    def run_model(self, result: FrameResult) -> Any:
+        """The model's decoded output for this frame, with its timings recorded."""
+        prepared = result.prepared.pop(self.name, None)
+        if prepared is None:
+            began = time.perf_counter()
+            prepared = self.model.prepare(result.frame.image)
+            result.timings_ms[f"{self.name}.preprocess"] = (time.perf_counter() - began) * 1e3
+        tensor, transform = prepared
+        began = time.perf_counter()
+        if self._lock is None:
+            outputs = self.model.infer(tensor)
+        else:
+            with self._lock:
+                outputs = self.model.infer(tensor)
+        inferred = time.perf_counter()
+        decoded = self.model.decode(outputs, transform)
+        result.timings_ms[f"{self.name}.inference"] = (inferred - began) * 1e3
+        result.timings_ms[f"{self.name}.decode"] = (time.perf_counter() - inferred) * 1e3
+        return decoded
+
+
+class Detect(ModelStage):
     """Runs a detection model on each frame and sets ``result.detections``.
 
     One model may be shared by the pipelines of several sources (each with its own
@@ -96,37 +148,10 @@ class Detect:
     """
 
     def __init__(self, model: Any, *, name: str = "detect") -> None:
-        missing = [m for m in ("prepare", "infer", "decode") if not hasattr(model, m)]
-        if missing:
-            raise ConfigError(
-                f"model must be a detection model with prepare/infer/decode, "
-                f"got {type(model).__name__} without {', '.join(missing)}"
-            )
-        self.model = model
-        self.name = name
-        self._lock = _model_lock(model)
-
-    def prepare(self, frame: Frame) -> tuple:
-        """Resizes and normalises the frame into the model's input tensor."""
-        return self.model.prepare(frame.image)
+        super().__init__(model, name=name, kind="a detection model")
 
     def __call__(self, result: FrameResult) -> FrameResult:
-        prepared = result.prepared.pop(self.name, None)
-        if prepared is None:
-            began = time.perf_counter()
-            prepared = self.model.prepare(result.frame.image)
-            result.timings_ms[f"{self.name}.preprocess"] = (time.perf_counter() - began) * 1e3
-        tensor, transform = prepared
-        began = time.perf_counter()
-        if self._lock is None:
-            outputs = self.model.infer(tensor)
-        else:
-            with self._lock:
-                outputs = self.model.infer(tensor)
-        inferred = time.perf_counter()
-        result.detections = self.model.decode(outputs, transform)
-        result.timings_ms[f"{self.name}.inference"] = (inferred - began) * 1e3
-        result.timings_ms[f"{self.name}.decode"] = (time.perf_counter() - inferred) * 1e3
+        result.detections = self.run_model(result)
         return result
 
 

@@ -82,6 +82,12 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, *, conf: float = 0.2
         default=False,
         help="show a live window (needs a display)",
     )
+    add_run_arguments(parser)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a run goes and what it reports, shared by every video command (``detect``,
+    ``track``, ``segment``, ``run APP``), then the outputs that leave the machine."""
     parser.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
     parser.add_argument(
         "--reconnect",

@@ -17,7 +17,7 @@ import json
 
 
 def add_parser(subparsers) -> None:
-    from ubiq.cli import outputs
+    from ubiq.cli.detect import add_run_arguments
 
     parser = subparsers.add_parser(
         "run",
@@ -67,22 +67,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--show", action=argparse.BooleanOptionalAction, default=None, help="show a window"
     )
-    parser.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
-    parser.add_argument(
-        "--reconnect",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="reopen a dropped camera or stream",
-    )
-    parser.add_argument("--vid-stride", type=int, default=1, help="every Nth frame of a file")
-    parser.add_argument("--summary-json", default=None, help="write the run summary as JSON")
-    parser.add_argument(
-        "--stages",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="print each stage's p50/p90 time before the summary line (default: yes)",
-    )
-    outputs.add_arguments(parser)
+    add_run_arguments(parser)
     parser.set_defaults(handler=run)
 
     apps = subparsers.add_parser("apps", help="list the ready-made apps")

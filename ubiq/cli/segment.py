@@ -85,29 +85,9 @@ def add_parser(subparsers) -> None:
         default=False,
         help="show a live window (needs a display)",
     )
-    parser.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
-    parser.add_argument(
-        "--reconnect",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="reopen a dropped camera or stream (default: yes, except a gst: pipeline that "
-        "ends by itself)",
-    )
-    parser.add_argument(
-        "--vid-stride", type=int, default=1, help="process every Nth frame of a file"
-    )
-    parser.add_argument(
-        "--summary-json", default=None, help="also write the run summary as JSON here"
-    )
-    parser.add_argument(
-        "--stages",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="print each stage's p50/p90 time before the summary line (default: yes)",
-    )
-    from ubiq.cli import outputs
+    from ubiq.cli.detect import add_run_arguments
 
-    outputs.add_arguments(parser)
+    add_run_arguments(parser)
     # What ``ubiq detect``'s shared checks read and this command does not set.
     parser.set_defaults(handler=run, imgsz=None, classes=None, save_images=None)
 
