@@ -134,3 +134,57 @@ def test_val_track_errors(tmp_path):
     assert "does not exist" in line
     line = one_error_line(run_ubiq("val", "--data", str(tmp_path)))
     assert "MODEL is missing" in line
+
+
+def test_mot15_ground_truth_scores_like_its_mot17_columns(mot_sequence, tmp_path):
+    """MOT15's gt.txt has world coordinates (-1) where MOT17 has class and visibility: the
+    scores must not depend on which of the two layouts the ground truth uses."""
+    pytest.importorskip("trackers")
+    import shutil
+
+    import numpy as np
+
+    mot15 = tmp_path / "MOT15" / "SYN-cli"
+    (mot15 / "gt").mkdir(parents=True)
+    shutil.copytree(mot_sequence / "det", mot15 / "det")
+    rows = np.loadtxt(mot_sequence / "gt" / "gt.txt", delimiter=",")
+    rows15 = np.concatenate([rows[:, :7], -np.ones((len(rows), 3))], axis=1)
+    np.savetxt(mot15 / "gt" / "gt.txt", rows15, fmt="%g", delimiter=",")
+    scores = {}
+    for name, data in (("mot17", mot_sequence), ("mot15", mot15)):
+        result = run_ubiq("val", "--task", "track", "--data", str(data), "--json")
+        assert result.returncode == 0, result.stderr
+        scores[name] = json.loads(result.stdout)["combined"]
+    assert scores["mot15"] == scores["mot17"] and scores["mot17"]["HOTA"] > 60
+
+
+def test_mot17_distractor_and_ignored_rows_are_neither_missed_nor_false(mot_sequence, tmp_path):
+    """An object nobody tracked costs MOTA as a pedestrian (class 1), not as a distractor
+    (class 7, static person) or a row marked not to be considered (flag 0)."""
+    pytest.importorskip("trackers")
+    import shutil
+
+    import numpy as np
+
+    rows = np.loadtxt(mot_sequence / "gt" / "gt.txt", delimiter=",")
+    extra = np.array([[f, 9999, 10, 10, 40, 100, 1, 1, 1.0] for f in range(1, 151)])
+    mota = {}
+    for name, flag, cls in (
+        ("base", None, None),
+        ("distractor", 1, 7),
+        ("ignored", 0, 1),
+        ("pedestrian", 1, 1),
+    ):
+        folder = tmp_path / name / "SYN-cli"
+        shutil.copytree(mot_sequence, folder)
+        gt = rows
+        if flag is not None:
+            added = extra.copy()
+            added[:, 6], added[:, 7] = flag, cls
+            gt = np.concatenate([rows, added])
+        np.savetxt(folder / "gt" / "gt.txt", gt, fmt="%g", delimiter=",")
+        result = run_ubiq("val", "--task", "track", "--data", str(folder), "--json")
+        assert result.returncode == 0, result.stderr
+        mota[name] = json.loads(result.stdout)["combined"]["MOTA"]
+    assert mota["distractor"] == mota["base"] == mota["ignored"]
+    assert mota["pedestrian"] < mota["base"] - 5
