@@ -40,9 +40,12 @@ def cxcywh_to_xyxy(box: np.ndarray) -> np.ndarray:
 
 def _scale(box: np.ndarray) -> np.ndarray:
     """``(N, 4)`` noise scale per coordinate: width for x and w, height for y and h."""
-    w = np.maximum(box[:, 2], 1.0)
-    h = np.maximum(box[:, 3], 1.0)
-    return np.stack([w, h, w, h], axis=1)
+    scale = np.empty((len(box), 4))
+    np.maximum(box[:, 2], 1.0, out=scale[:, 0])
+    np.maximum(box[:, 3], 1.0, out=scale[:, 1])
+    scale[:, 2] = scale[:, 0]
+    scale[:, 3] = scale[:, 1]
+    return scale
 
 
 def initiate(box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -74,11 +77,12 @@ def predict(mean: np.ndarray, cov: np.ndarray, dt: float | np.ndarray) -> None:
     """
     if not len(mean):
         return
-    dt = np.broadcast_to(np.asarray(dt, np.float64), (len(mean),))[:, None]
+    if np.ndim(dt):
+        dt = np.asarray(dt, np.float64).reshape(-1, 1)
     steps = dt / NOMINAL_DT
     scale = _scale(mean[:, :, 0])
     q_position = (POSITION_WEIGHT * scale) ** 2 * steps
-    q_velocity = (VELOCITY_WEIGHT * scale / NOMINAL_DT) ** 2 * steps
+    q_velocity = (VELOCITY_WEIGHT / NOMINAL_DT * scale) ** 2 * steps
     mean[:, :, 0] += dt * mean[:, :, 1]
     p, c, v = cov[:, :, 0], cov[:, :, 1], cov[:, :, 2]
     new_p = p + 2 * dt * c + dt * dt * v + q_position
@@ -89,7 +93,7 @@ def predict(mean: np.ndarray, cov: np.ndarray, dt: float | np.ndarray) -> None:
     # A box cannot shrink through zero: stop its size velocity instead.
     small = mean[:, 2:, 0] < 1.0
     if small.any():
-        mean[:, 2:, 0] = np.maximum(mean[:, 2:, 0], 1.0)
+        np.maximum(mean[:, 2:, 0], 1.0, out=mean[:, 2:, 0])
         mean[:, 2:, 1][small] = 0.0
 
 

@@ -85,13 +85,13 @@ class Track:
             frame=result.frame.image if self.tracker.config.camera_motion else None,
         )
         result.timings_ms[f"{self.name}.update"] = (time.perf_counter() - began) * 1e3
-        kept = detections[update.det_index]
+        rows = update.det_index
         result.detections = Detections(
             xyxy=update.xyxy.astype(np.float32),
-            confidence=kept.confidence,
-            class_id=kept.class_id,
+            confidence=detections.confidence[rows],
+            class_id=detections.class_id[rows],
             tracker_id=update.track_id,
-            keypoints=kept.keypoints,
+            keypoints=None if detections.keypoints is None else detections.keypoints[rows],
             labels=detections.labels,
         )
         for info in update.started:

@@ -36,7 +36,6 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ubiq.pipelines.track import TRACKERS, kalman
-from ubiq.types import iou_matrix
 
 TENTATIVE, TRACKED, LOST = 0, 1, 2
 
@@ -183,12 +182,24 @@ _ARRAYS = (
 )
 
 
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(N, M)`` IoU of float64 ``x1, y1, x2, y2`` boxes (the tracker's lean copy of
+    :func:`ubiq.types.iou_matrix`, called three times a frame)."""
+    width = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    height = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.maximum(width, 0.0) * np.maximum(height, 0.0)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return inter / np.maximum(union, 1e-9)
+
+
 def _suppress_across_classes(
     xyxy: np.ndarray, scores: np.ndarray, class_id: np.ndarray, iou: float = 0.7
 ) -> np.ndarray:
     """``(N,)`` mask keeping each box unless a higher-scoring box of another class covers
     it with at least ``iou`` (same-class duplicates are the detector's NMS's business)."""
-    overlap = iou_matrix(xyxy, xyxy)
+    overlap = _iou(xyxy, xyxy)
     higher = scores[None, :] > scores[:, None]
     other = class_id[None, :] != class_id[:, None]
     return ~((overlap >= iou) & higher & other).any(axis=1)
@@ -275,17 +286,22 @@ class Tracker:
         """Hungarian matching on IoU; returns pairs and the unmatched tracks and dets."""
         if not len(tracks) or not len(dets):
             return [], tracks, dets
-        iou = iou_matrix(track_boxes, det_boxes[dets]).astype(np.float64)
+        iou = _iou(track_boxes, det_boxes[dets])
         if self.config.class_aware:
             iou[self.class_id[tracks][:, None] != det_class[dets][None, :]] = 0.0
         iou[iou < min_iou] = 0.0
-        rows, cols = linear_sum_assignment(-iou)
-        good = iou[rows, cols] > 0.0
-        rows, cols = rows[good], cols[good]
+        if iou.shape == (1, 1):
+            rows = cols = np.zeros(1, np.intp) if iou[0, 0] > 0 else np.zeros(0, np.intp)
+        else:
+            rows, cols = linear_sum_assignment(iou, maximize=True)
+            good = iou[rows, cols] > 0.0
+            rows, cols = rows[good], cols[good]
         pairs = list(zip(tracks[rows].tolist(), dets[cols].tolist(), strict=True))
-        free_tracks = np.delete(tracks, rows)
-        free_dets = np.delete(dets, cols)
-        return pairs, free_tracks, free_dets
+        free_tracks = np.ones(len(tracks), bool)
+        free_tracks[rows] = False
+        free_dets = np.ones(len(dets), bool)
+        free_dets[cols] = False
+        return pairs, tracks[free_tracks], dets[free_dets]
 
     def _re_update(self, track: int, box: np.ndarray, now_s: float) -> None:
         """OC-SORT: replays a re-found track from its last observation along a straight
@@ -362,8 +378,8 @@ class Tracker:
         scale = self._scale
         high = scores >= config.high_threshold * scale
         low = ~high & (scores >= config.low_threshold * scale)
-        high_dets = np.flatnonzero(high)
-        low_dets = np.flatnonzero(low)
+        high_dets = high.nonzero()[0]
+        low_dets = low.nonzero()[0]
         det_boxes = xyxy
 
         predicted = kalman.cxcywh_to_xyxy(self.mean[:, :, 0])
@@ -415,7 +431,8 @@ class Tracker:
             mean, cov = self.mean[tracks], self.cov[tracks]
             kalman.update(mean, cov, boxes)
             self.mean[tracks], self.cov[tracks] = mean, cov
-            self.snap_mean[tracks], self.snap_cov[tracks] = mean, cov
+            if config.re_update:  # the state to replay from after a gap
+                self.snap_mean[tracks], self.snap_cov[tracks] = mean, cov
             self.last_obs[tracks] = det_boxes[dets]
             self.last_s[tracks] = timestamp_s
             self.missed[tracks] = 0
