@@ -210,3 +210,18 @@ def test_the_readme_app_example_runs(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "counts" in result.stdout
+
+
+def test_the_crossing_clip_generator_runs_from_the_shell(tmp_path):
+    """`python -m ubiq.models.datasets.crossings OUT --seed N`, as the README prints it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "ubiq.models.datasets.crossings", str(tmp_path), "--seed", "5",
+         "--singles", "1", "--pairs", "1", "--stoppers", "0"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    truth = json.loads((tmp_path / "truth.json").read_text())
+    assert sum(v["in"] + v["out"] for v in truth["counts"].values()) == 3
+    capture = cv2.VideoCapture(str(tmp_path / "clip.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == truth["frames"]
+    capture.release()
