@@ -159,7 +159,7 @@ def tune_peers(workdir: Path, frames: int) -> dict:
                     _, path = evaluate(folder, peer, lines, workdir / "tune-out" / peer)
                     results.append(path)
                     seqs.append(folder)
-                total = combined([], seqs, results)
+                total = combined(seqs, results)
                 if best is None or total.hota > best[0]:
                     best = (total.hota, options)
             chosen[(peer, detector)] = best[1]
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\ncombined over", len(folders), "sequences:")
     totals = {}
     for name, _, _ in configs:
-        total = combined([], folders, results[name])
+        total = combined(folders, results[name])
         times = [r["ms_per_frame"] for r in rows if r["tracker"] == name]
         totals[name] = (total, float(np.mean(times)))
         print(

@@ -240,13 +240,16 @@ def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
     """
     a = np.asarray(boxes_a, np.float32).reshape(-1, 4)
     b = np.asarray(boxes_b, np.float32).reshape(-1, 4)
-    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
-    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    intersection = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    # Written out coordinate by coordinate: the tracker calls this three times a frame.
+    width = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    height = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    intersection = np.maximum(width, 0.0) * np.maximum(height, 0.0)
+    area_a = np.maximum(a[:, 2] - a[:, 0], 0.0) * np.maximum(a[:, 3] - a[:, 1], 0.0)
+    area_b = np.maximum(b[:, 2] - b[:, 0], 0.0) * np.maximum(b[:, 3] - b[:, 1], 0.0)
     union = area_a[:, None] + area_b[None, :] - intersection
-    return np.where(union > 0, intersection / np.maximum(union, 1e-9), 0.0).astype(np.float32)
+    return np.where(union > 0, intersection / np.maximum(union, 1e-9), 0.0).astype(
+        np.float32, copy=False
+    )
 
 
 def _check_json_safe(value: Any, path: str) -> None:

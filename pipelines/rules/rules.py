@@ -377,13 +377,12 @@ class Rules:
         self.check_options()
 
     def check_options(self) -> None:
+        """The options' ranges, before any frame (the rules check them again)."""
         options = self._options
-        LineCrossing(Line("check", (0, 0), (1, 1)), min_frames=options["min_frames"])
-        ZoneWatch(
-            Zone("check", ((0, 0), (1, 0), (0, 1))),
-            min_frames=options["min_frames"],
-            dwell_s=options["dwell_s"],
-        )
+        if options["min_frames"] < 1:
+            raise ConfigError(f"min_frames must be >= 1, got {options['min_frames']}")
+        if options["dwell_s"] is not None and options["dwell_s"] <= 0:
+            raise ConfigError(f"dwell_s must be > 0 seconds, got {options['dwell_s']}")
 
     def resolve(self, frame_size: tuple[int, int]) -> None:
         """Turns fractions into pixels of a ``(width, height)`` frame and checks every shape

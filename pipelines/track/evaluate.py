@@ -152,9 +152,7 @@ def score(sequence: Path, result_file: Path) -> SequenceScore:
     )
 
 
-def combined(
-    scores: list[SequenceScore], sequences_: list[Path], results: list[Path]
-) -> SequenceScore:
+def combined(sequences_: list[Path], results: list[Path]) -> SequenceScore:
     """Scores over all sequences together (TrackEval's combined row)."""
     track_eval = _eval_module()
     with tempfile.TemporaryDirectory() as scratch:

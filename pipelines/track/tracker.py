@@ -36,6 +36,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from ubiq.pipelines.track import TRACKERS, kalman
+from ubiq.types import iou_matrix
 
 TENTATIVE, TRACKED, LOST = 0, 1, 2
 
@@ -182,24 +183,12 @@ _ARRAYS = (
 )
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``(N, M)`` IoU of float64 ``x1, y1, x2, y2`` boxes (the tracker's lean copy of
-    :func:`ubiq.types.iou_matrix`, called three times a frame)."""
-    width = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    height = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.maximum(width, 0.0) * np.maximum(height, 0.0)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return inter / np.maximum(union, 1e-9)
-
-
 def _suppress_across_classes(
     xyxy: np.ndarray, scores: np.ndarray, class_id: np.ndarray, iou: float = 0.7
 ) -> np.ndarray:
     """``(N,)`` mask keeping each box unless a higher-scoring box of another class covers
     it with at least ``iou`` (same-class duplicates are the detector's NMS's business)."""
-    overlap = _iou(xyxy, xyxy)
+    overlap = iou_matrix(xyxy, xyxy)
     higher = scores[None, :] > scores[:, None]
     other = class_id[None, :] != class_id[:, None]
     return ~((overlap >= iou) & higher & other).any(axis=1)
@@ -286,7 +275,7 @@ class Tracker:
         """Hungarian matching on IoU; returns pairs and the unmatched tracks and dets."""
         if not len(tracks) or not len(dets):
             return [], tracks, dets
-        iou = _iou(track_boxes, det_boxes[dets])
+        iou = iou_matrix(track_boxes, det_boxes[dets])
         if self.config.class_aware:
             iou[self.class_id[tracks][:, None] != det_class[dets][None, :]] = 0.0
         iou[iou < min_iou] = 0.0
@@ -405,7 +394,7 @@ class Tracker:
             )
             matches += more
         tentative = everyone[self.state == TENTATIVE]
-        more, free_tentative, free_high = self._associate(
+        more, _, free_high = self._associate(
             tentative,
             predicted[tentative],
             free_high,

@@ -7,7 +7,7 @@ import json
 import sys
 
 from ubiq.errors import SourceError
-from ubiq.paths import output_path  # noqa: F401  (the commands built on detect import it here)
+from ubiq.paths import output_path
 
 DEFAULT_MODEL = "blazeface"
 

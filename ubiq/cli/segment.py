@@ -102,8 +102,8 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
         ConfigError: Naming the flag and the bad value.
     """
     from ubiq.cli.detect import check_arguments as check_shared
-    from ubiq.cli.detect import output_path
     from ubiq.errors import ConfigError
+    from ubiq.paths import output_path
 
     sources = check_shared(args)
     if args.blur is not None and not args.blur.strip():
@@ -138,8 +138,9 @@ def build_sinks(args: argparse.Namespace, source, position: int, count: int) -> 
         ConfigError: Naming the flag, if an output cannot be created.
     """
     from ubiq.cli import outputs
-    from ubiq.cli.detect import flag, output_path
+    from ubiq.cli.detect import flag
     from ubiq.errors import ConfigError
+    from ubiq.paths import output_path
     from ubiq.pipelines.sinks import BoxAnnotator, MaskAnnotator, VideoSink, WindowSink
     from ubiq.pipelines.sinks.masks import MaskSink, SegmentJsonlSink
 

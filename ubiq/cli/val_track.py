@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                 write_atomically(result, lines)
             result_files.append(result)
             rows.append(score(folder, result))
-        total = combined(rows, folders, result_files)
+        total = combined(folders, result_files)
     if args.json:
         print(json.dumps({"sequences": [r.row() for r in rows], "combined": total.row()}, indent=2))
         return 0
