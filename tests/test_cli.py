@@ -178,9 +178,13 @@ def test_truncated_model_file(blazeface_path, tmp_path):
 
 
 def test_model_whose_outputs_no_decoder_understands(tmp_path):
+    path = one_op_onnx(tmp_path / "odd.onnx", "Transpose", [1, 3, 8, 8], [8, 8, 3, 1])
+    line = one_error_line(run_ubiq("detect", "--model", str(path)))
+    assert "no decoder understands the outputs of odd.onnx" in line
+    # one vector per image is an embedder (for `ubiq learn`), named as such
     path = one_op_onnx(tmp_path / "flat.onnx", "Flatten", [1, 3, 8, 8], [1, 192])
     line = one_error_line(run_ubiq("detect", "--model", str(path)))
-    assert "no decoder understands the outputs of flat.onnx" in line
+    assert "flat.onnx is an 'embed' model, not a 'detect' one" in line
 
 
 @pytest.mark.parametrize(

@@ -91,3 +91,16 @@ def test_the_apps_block(tmp_path, ubiq_home):
     assert '"kind":"counts"' in (runs / "counter" / "events.jsonl").read_text()
     assert "zone.occupancy" in (runs / "zone" / "alerts.jsonl").read_text()
     assert (runs / "privacy" / "blurred.mp4").stat().st_size > 10_000
+
+
+def test_the_learn_block(tmp_path, ubiq_home):
+    commands = block_after("## Learn:")
+    assert [c[:2] for c in commands] == [["ubiq", "data"], ["ubiq", "learn"], ["ubiq", "classify"]]
+    results = run_block(commands, tmp_path)
+    assert "learned 6 classes" in results[1].stdout
+    answers = (tmp_path / "runs" / "learn" / "answers.jsonl").read_text().splitlines()
+    assert len(answers) == 6 * 20
+    # the held-out pictures of the six objects: well above chance (1 in 6)
+    assert "pictures in folders named after a class" in results[2].stdout
+    share = float(results[2].stdout.split("(")[-1].split("%")[0])
+    assert share > 35, results[2].stdout

@@ -124,7 +124,7 @@ def test_blur_background_keeps_the_person_sharp(selfie_path, tmp_path, photo_fol
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
-        ("outputs", "no decoder understands the outputs of flat.onnx (vector (1, 48))"),
+        ("outputs", "no decoder understands the outputs of flat.onnx (vector (4, 4, 3, 1))"),
         ("masks-under-a-file", "--masks: cannot create"),
         ("masks-is-a-file", "is a file, not a folder"),
         ("blur-class", "--blur 'cat' is not a class of selfie-seg.tflite (classes: "),
@@ -144,10 +144,10 @@ def test_bad_input_is_one_line_and_touches_no_output(selfie_path, tmp_path, case
     if case == "outputs":
         helper = onnx.helper
         graph = helper.make_graph(
-            [helper.make_node("Flatten", ["images"], ["vector"])],
+            [helper.make_node("Transpose", ["images"], ["vector"], perm=[2, 3, 1, 0])],
             "flat",
             [helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, [1, 3, 4, 4])],
-            [helper.make_tensor_value_info("vector", onnx.TensorProto.FLOAT, [1, 48])],
+            [helper.make_tensor_value_info("vector", onnx.TensorProto.FLOAT, [4, 4, 3, 1])],
         )
         model = str(save_onnx(graph, tmp_path / "flat.onnx"))
     masks_flag = str(masks)

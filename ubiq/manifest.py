@@ -16,7 +16,7 @@ from typing import Any
 
 from ubiq.errors import ModelError
 
-TASKS = ("detect", "segment", "classify", "pose", "kws", "vad")
+TASKS = ("detect", "segment", "classify", "embed", "pose", "kws", "vad")
 LAYOUTS = ("NCHW", "NHWC")
 RESIZE_MODES = ("letterbox", "stretch")
 CHANNEL_ORDERS = ("rgb", "bgr")

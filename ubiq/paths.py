@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 
@@ -35,3 +36,19 @@ def output_path(value: str, position: int, count: int) -> str:
         return value
     path = Path(value)
     return str(path.with_name(f"{path.stem}-{position + 1}{path.suffix}"))
+
+
+def replace_dir(staging: str | Path, out: str | Path) -> None:
+    """Puts the complete folder ``staging`` at ``out``, replacing what is there, so a
+    reader sees the old folder or the new one, never half of either (an old ``out`` is
+    moved aside first and removed once the new one is in place)."""
+    staging, out = Path(staging), Path(out)
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    backup = out.with_name(f".{out.name}.old")
+    if backup.exists():
+        shutil.rmtree(backup)
+    os.replace(out, backup)
+    os.replace(staging, out)
+    shutil.rmtree(backup)

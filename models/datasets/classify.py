@@ -194,3 +194,62 @@ def load_image_folder(root: Path, split: str) -> tuple[list[Path], np.ndarray, l
     if not paths:
         raise DatasetError(f"{folder} has no images in its class folders {', '.join(class_names)}")
     return paths, np.asarray(labels, np.int64), class_names
+
+
+def make_objects_set(
+    out_dir: str | Path,
+    *,
+    train_per_class: int = 5,
+    val_per_class: int = 20,
+    size: int = 128,
+    seed: int = 0,
+) -> Path:
+    """Writes pictures of single objects cut out of real photographs (the six classes of
+    ``ubiq data synth``: cat, cup, rocket, motorcycle, astronaut, coin) on real
+    backgrounds, in the image-folder layout: few per class for training, as a user
+    teaching classes on the device has, and more to check on.
+
+    Each picture is a composited scene with one object (random photo background, scale,
+    place, lighting, blur and noise, see :func:`~ubiq.models.datasets.synth.compose_image`)
+    cropped to the object's box with a margin, as a detector's crop would be.
+
+    Raises:
+        ConfigError: If a count or the size is out of range.
+    """
+    from ubiq.models.datasets import photos
+    from ubiq.models.datasets.synth import compose_image
+
+    for name, value in (("train_per_class", train_per_class), ("val_per_class", val_per_class)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000:
+            raise ConfigError(f"{name} must be an integer in 1..10000, got {value!r}")
+    _check_arguments(0.5, size)
+    root = Path(out_dir).expanduser()
+    names = photos.class_names()
+    wanted = {"train": train_per_class, "val": val_per_class}
+    counts = {(split, name): 0 for split in wanted for name in names}
+    rng = np.random.default_rng(seed)
+    side = max(2 * size, 160)
+    while any(counts[key] < wanted[key[0]] for key in counts):
+        composed = compose_image(rng, side, 1)
+        if len(composed.class_ids) != 1:
+            continue
+        name = names[int(composed.class_ids[0])]
+        split = "train" if counts[("train", name)] < wanted["train"] else "val"
+        if counts[(split, name)] >= wanted[split]:
+            continue
+        x0, y0, x1, y1 = (composed.boxes_xyxy_norm[0] * side).tolist()
+        if min(x1 - x0, y1 - y0) < 24:
+            continue
+        margin = 0.1 * max(x1 - x0, y1 - y0)
+        crop = composed.image[
+            max(0, int(y0 - margin)) : min(side, int(y1 + margin)),
+            max(0, int(x0 - margin)) : min(side, int(x1 + margin)),
+        ]
+        scale = size / max(crop.shape[:2])
+        crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        folder = root / split / name
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"{counts[(split, name)]:04d}.jpg"), crop)
+        counts[(split, name)] += 1
+    logger.info("wrote %d pictures to %s", sum(counts.values()), root)
+    return root

@@ -7,7 +7,7 @@ from typing import Any
 
 from ubiq.errors import ConfigError, ModelError, WrongTaskError
 
-TASKS = ("detect", "segment", "classify", "kws")
+TASKS = ("detect", "segment", "classify", "embed", "kws")
 
 
 def load_model(name_or_path: str | Path, *, task: str | None = None, **options: Any):
@@ -15,13 +15,14 @@ def load_model(name_or_path: str | Path, *, task: str | None = None, **options: 
 
     Args:
         name_or_path: A zoo name (``"blazeface"``, ``"selfie-seg"``) or a model file.
-        task: ``"detect"``, ``"segment"``, ``"classify"`` or ``"kws"``; ``None`` takes the
-            task the model's manifest names.
+        task: ``"detect"``, ``"segment"``, ``"classify"``, ``"embed"`` or ``"kws"``;
+            ``None`` takes the task the model's manifest names.
         **options: Passed to the task's loader, e.g. ``device="auto"``, ``num_threads=2``;
             detection also takes ``confidence_threshold``, ``iou_threshold``, ``classes``.
 
     Returns:
-        A ``DetectionModel``, ``Segmenter``, ``Classifier`` or ``KeywordModel``.
+        A ``DetectionModel``, ``Segmenter``, ``Classifier`` (an imprinted one for a
+        ``ubiq learn`` folder), ``Embedder`` or ``KeywordModel``.
 
     Raises:
         ConfigError: If ``task`` or an option is invalid.
@@ -49,4 +50,8 @@ def load_model(name_or_path: str | Path, *, task: str | None = None, **options: 
         return Classifier.load(name_or_path, **options)
     if task == "kws":
         return KeywordModel.load(name_or_path, **options)
+    if task == "embed":
+        from ubiq.models.runtime.embed import Embedder
+
+        return Embedder.load(name_or_path, **options)
     raise ModelError(f"{name_or_path} is a {task!r} model; ubiq has no runtime for that task")

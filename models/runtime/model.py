@@ -157,8 +157,9 @@ def open_task_model(
     runtime = load_backend(path, backend, num_threads=num_threads, device=device)
     manifest = find_manifest(path, runtime)
     if manifest.task != task:
+        article = "an" if manifest.task[0] in "aeiou" else "a"
         raise WrongTaskError(
-            f"{path.name} is a {manifest.task!r} model, not a {task!r} one", manifest.task
+            f"{path.name} is {article} {manifest.task!r} model, not a {task!r} one", manifest.task
         )
     return path, runtime, manifest
 
@@ -169,6 +170,11 @@ def _guess_manifest(path: Path, backend: Backend, input_spec: InputSpec) -> Mode
     decoder = guess_decoder(shapes, names)
     if decoder is None:
         from ubiq.models.runtime.decoders.segment_manifest import guess_segment_manifest
+        from ubiq.models.runtime.embed import guess_embed_manifest
+
+        manifest = guess_embed_manifest(path, backend, input_spec)
+        if manifest is not None:
+            return manifest
 
         manifest = guess_segment_manifest(path, backend, input_spec)
         if manifest is not None:

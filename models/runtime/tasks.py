@@ -10,7 +10,9 @@ manifest names the ``softmax`` decoder). Nothing here imports torch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import os
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -154,7 +156,8 @@ class Classifier(_ScoringModel):
         num_threads: int | None = None,
         device: str | DeviceSpec = "auto",
     ) -> Classifier:
-        """Opens a classifier by path or zoo name.
+        """Opens a classifier by path or zoo name; a ``ubiq learn`` folder opens as an
+        :class:`~ubiq.models.runtime.imprint.ImprintedClassifier`.
 
         Raises:
             ModelError: If the file is missing or corrupt, not a classifier, or its output
@@ -164,6 +167,10 @@ class Classifier(_ScoringModel):
         path, runtime, manifest = open_task_model(
             name_or_path, "classify", backend=backend, num_threads=num_threads, device=device
         )
+        if manifest.decoder.name == "imprint":
+            from ubiq.models.runtime.imprint import ImprintedClassifier
+
+            return ImprintedClassifier.from_opened(path, runtime, manifest)
         _class_count(path, runtime, manifest)
         return cls(path=path, backend=runtime, manifest=manifest)
 
@@ -193,11 +200,20 @@ class KeywordModel(_ScoringModel):
     model's rate, centred in its clip length (cut or zero-padded) and turned into log-mel
     features with the settings its manifest records, as ``ubiq listen`` feeds it.
 
+    :meth:`embed` answers the model's penultimate vector (the input of its last fully
+    connected layer), the voice-and-phrase embedding ``ubiq learn --task kws`` imprints on:
+    from the model's ``embedding`` output when it has one, else (ONNX) from a copy of the
+    model with that tensor added as an output (:mod:`~ubiq.models.runtime.onnx_outputs`;
+    the file on disk is not changed).
+
     Attributes:
         features: The log-mel settings of the model.
+        num_threads: Inference threads it was opened with (also used for the embedding).
     """
 
     features: LogMelOptions = LogMelOptions()
+    num_threads: int | None = None
+    _embedder: Backend | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def load(
@@ -225,7 +241,13 @@ class KeywordModel(_ScoringModel):
         except (TypeError, ValueError) as error:
             raise ModelError(f"{path}: bad feature settings in its manifest: {error}") from error
         _class_count(path, runtime, manifest)
-        return cls(path=path, backend=runtime, manifest=manifest, features=features)
+        return cls(
+            path=path,
+            backend=runtime,
+            manifest=manifest,
+            features=features,
+            num_threads=num_threads,
+        )
 
     @property
     def sample_rate(self) -> int:
@@ -273,3 +295,59 @@ class KeywordModel(_ScoringModel):
             ModelError: If the backend fails to run.
         """
         return self.probabilities(self.scores(self.prepare(samples, sample_rate)))
+
+    def _embedding_backend(self) -> Backend:
+        """A backend whose outputs include ``embedding`` (this one when it has it).
+
+        Raises:
+            ModelError: If the model is not ONNX and has no ``embedding`` output, or its
+                scores do not come from a fully connected layer.
+        """
+        from ubiq.models.runtime.onnx_outputs import EMBEDDING_OUTPUT, embedding_model
+
+        if any(output.name == EMBEDDING_OUTPUT for output in self.backend.outputs):
+            return self.backend
+        if self._embedder is not None:
+            return self._embedder
+        if self.path.suffix.lower() != ".onnx":
+            raise ModelError(
+                f"{self.path.name} has no {EMBEDDING_OUTPUT!r} output; keyword embeddings need "
+                "the ONNX export of the model"
+            )
+        try:
+            edited = embedding_model(self.path.read_bytes())
+        except ModelError as error:
+            raise ModelError(f"{self.path.name}: {error}") from error
+        handle, temp_name = tempfile.mkstemp(prefix="ubiq-kws-", suffix=".onnx")
+        try:
+            with os.fdopen(handle, "wb") as temp:
+                temp.write(edited)
+            self._embedder = load_backend(temp_name, num_threads=self.num_threads, device="cpu")
+        finally:
+            os.unlink(temp_name)
+        return self._embedder
+
+    def scores_and_embedding(self, tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The raw ``(C,)`` scores and the ``(D,)`` float32 embedding of a prepared input, from
+        one run of the model.
+
+        Raises:
+            ModelError: If the model has no embedding to expose (see the class docstring) or
+                fails to run.
+        """
+        from ubiq.models.runtime.onnx_outputs import EMBEDDING_OUTPUT
+
+        runtime = self._embedding_backend()
+        outputs = runtime.run({self.manifest.input.name: tensor})
+        scores = np.asarray(outputs[runtime.outputs[0].name]).reshape(-1)
+        return scores, np.asarray(outputs[EMBEDDING_OUTPUT], np.float32).reshape(-1)
+
+    def embed(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
+        """The ``(D,)`` float32 embedding (penultimate vector) of one utterance, prepared as
+        :meth:`__call__` prepares it.
+
+        Raises:
+            ValueError: If ``samples`` or ``sample_rate`` is invalid.
+            ModelError: If the model has no embedding to expose or fails to run.
+        """
+        return self.scores_and_embedding(self.prepare(samples, sample_rate))[1]

@@ -434,6 +434,20 @@ _UBIQ_DET_MNV2 = ZooEntry(
     manifest={},
 )
 
+# ubiq-det-mnv2's trunk cut at its last ReLU6 plus global average pooling, made by
+# scripts/make_ubiq_embed_mnv2.py: the embedder `ubiq learn` imprints new classes on.
+_UBIQ_EMBED_MNV2 = ZooEntry(
+    name="ubiq-embed-mnv2",
+    task="embed",
+    license="Apache-2.0",
+    description="ubiq's embedder (480 values per image): ubiq-det-mnv2's MobileNetV2-0.5 trunk "
+    "with global average pooling, 256x256; for `ubiq learn`; ships with ubiq.",
+    filename="ubiq-embed-mnv2.onnx",
+    sha256="7a2f74cf92efacfb72031d213671c5af979c17901ab8a645d22935ca5e68a7fb",
+    sources=(ZooSource(kind="package", member="ubiq-embed-mnv2.onnx"),),
+    manifest={},
+)
+
 # Trained by `ubiq train --task segment` on the same generated photo set as ubiq-det-mnv2 (its
 # masks/ are the semantic maps) in 12.8 min on one CPU thread, then exported:
 #   ubiq data synth --out DATA --train 1000 --val 200 --imgsz 256 --seed 0
@@ -487,6 +501,7 @@ _ENTRIES: tuple[ZooEntry, ...] = (
         task="segment",
     ),
     _UBIQ_DET_MNV2,
+    _UBIQ_EMBED_MNV2,
     _UBIQ_SEG_MNV2,
     _UBIQ_COMMANDS_DEMO,
 )

@@ -148,8 +148,9 @@ def test_recipe_run_writes_every_artifact_the_report_and_a_result_detect_runs(
 def test_a_model_without_a_manifest_or_known_outputs_is_one_line(tmp_path):
     from support import one_op_onnx
 
-    # (1, 192): not boxes, not a class map (a (1, C, H, W) output now reads as one).
-    model = one_op_onnx(tmp_path / "mystery.onnx", "Flatten", [1, 3, 8, 8], [1, 192])
+    # (8, 8, 3, 1): not boxes, not a class map (a (1, C, H, W) output now reads as one), not
+    # one vector per image (a (1, D) output now reads as an embedder).
+    model = one_op_onnx(tmp_path / "mystery.onnx", "Transpose", [1, 3, 8, 8], [8, 8, 3, 1])
     images = tmp_path / "calib"
     images.mkdir()
     result = run_ubiq(

@@ -156,14 +156,15 @@ def test_person_masks_of_one_or_two_channels(tmp_path, channels):
 def test_outputs_no_decoder_understands_are_named(tmp_path):
     path = tmp_path / "flat.onnx"
     graph = helper.make_graph(
-        [helper.make_node("Flatten", ["images"], ["vector"])],
+        # not a class map, and not one vector per image (that would be an embedder)
+        [helper.make_node("Transpose", ["images"], ["vector"], perm=[2, 3, 1, 0])],
         "flat",
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 4, 4])],
-        [helper.make_tensor_value_info("vector", TensorProto.FLOAT, [1, 48])],
+        [helper.make_tensor_value_info("vector", TensorProto.FLOAT, [4, 4, 3, 1])],
     )
     _save(graph, path)
     with pytest.raises(ModelError, match=r"no decoder understands the outputs of flat.onnx "
-                       r"\(vector \(1, 48\)\)"):  # fmt: skip
+                       r"\(vector \(4, 4, 3, 1\)\)"):  # fmt: skip
         Segmenter.load(path)
     wrong = _score_model(tmp_path / "wrong.onnx", (1, 3, 8, 8), "NCHW", ("a", "b", "c"), "yolo_seg")
     with pytest.raises(ModelError, match=r"decoder 'yolo_seg' does not fit its outputs \(out "

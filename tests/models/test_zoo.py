@@ -477,13 +477,23 @@ def test_cli_info_on_files_without_a_sidecar(
     with pytest.raises(ModelError, match="unknown model format '.mp4'"):
         args.handler(args)
 
-    bare = one_op_onnx(tmp_path / "bare.onnx", "Flatten", [1, 3, 8, 8], [1, 192])
+    bare = one_op_onnx(tmp_path / "bare.onnx", "Transpose", [1, 3, 8, 8], [8, 8, 3, 1])
     args = _parse("models", "info", str(bare), "--json")
     assert args.handler(args) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["manifest"] is None and "no decoder understands" in info["manifest_from"]
     assert info["sha256"] == _sha(bare.read_bytes())
-    assert info["outputs"] == [["features", [1, 192], "float32"]]
+    assert info["outputs"] == [["features", [8, 8, 3, 1], "float32"]]
+    # one vector per image: an embedder, with the preprocessing its input implies
+    flat = one_op_onnx(tmp_path / "flat.onnx", "Flatten", [1, 3, 8, 8], [1, 192])
+    args = _parse("models", "info", str(flat), "--json")
+    assert args.handler(args) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["manifest"]["task"] == "embed"
+    assert info["manifest"]["decoder"] == {
+        "name": "embedding",
+        "params": {"dim": 192, "preprocess_rule": "ImageNet mean/std (float NCHW input)"},
+    }
 
     args = _parse("models", "info", str(tmp_path / "gone.onnx"))
     with pytest.raises(ModelError, match=r"model file not found"):

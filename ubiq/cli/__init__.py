@@ -19,12 +19,14 @@ def build_parser() -> argparse.ArgumentParser:
     """Returns the top-level parser with every subcommand."""
     from ubiq.cli import (
         bench,
+        classify,
         compress,
         data,
         deploy,
         detect,
         doctor,
         export,
+        learn,
         listen,
         models,
         run,
@@ -54,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_parser(subparsers)
     compress.add_parser(subparsers)
     listen.add_parser(subparsers)
+    learn.add_parser(subparsers)
+    classify.add_parser(subparsers)
     return parser
 
 

@@ -4,6 +4,7 @@
 ubiq data synth --out DIR [--train N] [--val N] [--imgsz N] [--seed S] [--max-objects K]
 ubiq data digits --out DIR [--val-fraction F] [--seed S] [--size N]
 ubiq data faces --out DIR [--val-fraction F] [--seed S] [--size N]
+ubiq data objects --out DIR [--train N] [--val N] [--size N] [--seed S]
 ubiq data keywords --out DIR --words yes,no,stop [--seed S]
 ubiq data check DATA_YAML_OR_FOLDER
 ```
@@ -56,6 +57,17 @@ def add_parser(subparsers: Any) -> None:
         )
         folder.add_argument("--seed", type=int, default=0, metavar="S", help="split seed")
         folder.add_argument("--size", type=int, default=32, metavar="N", help="image side (px)")
+
+    objects = commands.add_parser(
+        "objects",
+        help="write pictures of single objects cut out of real photographs as an image "
+        "folder (few per class: for ubiq learn)",
+    )
+    objects.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    objects.add_argument("--train", type=int, default=5, metavar="N", help="pictures per class")
+    objects.add_argument("--val", type=int, default=20, metavar="N", help="val pictures per class")
+    objects.add_argument("--size", type=int, default=128, metavar="N", help="longest side (px)")
+    objects.add_argument("--seed", type=int, default=0, metavar="S", help="random seed")
 
     keywords = commands.add_parser(
         "keywords", help="write a keyword-spotting set spoken by espeak-ng (WAV folders)"
@@ -127,6 +139,26 @@ def cmd_digits(args: argparse.Namespace) -> int:
     from ubiq.models.datasets.classify import make_digits_set
 
     return _cmd_folder(args, make_digits_set)
+
+
+def cmd_objects(args: argparse.Namespace) -> int:
+    """Writes the single-object pictures and prints their folder."""
+    from ubiq.models.datasets.classify import load_image_folder, make_objects_set
+
+    root = make_objects_set(
+        args.out,
+        train_per_class=args.train,
+        val_per_class=args.val,
+        size=args.size,
+        seed=args.seed,
+    )
+    class_names = load_image_folder(root, "train")[2]
+    print(root)
+    print(
+        f"{args.train} train + {args.val} val pictures per class, {len(class_names)} classes "
+        f"({', '.join(class_names)})"
+    )
+    return 0
 
 
 def cmd_faces(args: argparse.Namespace) -> int:
@@ -207,6 +239,7 @@ _COMMANDS = {
     "synth": cmd_synth,
     "digits": cmd_digits,
     "faces": cmd_faces,
+    "objects": cmd_objects,
     "keywords": cmd_keywords,
     "check": cmd_check,
 }

@@ -5,7 +5,11 @@ manifest.
 ubiq export runs/det/weights/best.pt --format onnx [--out model.onnx]
 ubiq export runs/det/weights/best.pt --format tflite [--int8 --calib DATA.yaml]
 ubiq export runs/det/weights/best.pt --format openvino [--out model.xml]
+ubiq export runs/cls/weights/best.pt --format onnx --task embed [--out embedder.onnx]
 ```
+
+``--task embed`` writes the checkpoint's backbone with global pooling: an embedder (one
+vector per image) for ``ubiq learn --embedder``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,11 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--out", help="output file (default: RUN/model.onnx; RUN/model.xml for openvino)"
     )
+    parser.add_argument(
+        "--task",
+        choices=("embed",),
+        help="embed: export the backbone as an embedder (one vector per image) for ubiq learn",
+    )
     parser.add_argument("--int8", action="store_true", help="tflite: full int8 (Coral form)")
     parser.add_argument(
         "--calib", help="tflite --int8: calibration images (data.yaml, image folder or glob)"
@@ -48,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out for --format openvino must end in .xml, got {out}")
     if args.format in ("tflite", "openvino") and out:
         out = str(Path(out).with_suffix(".onnx"))
+    if args.task == "embed":
+        return _export_embedder(args, out)
     result = export_onnx(args.checkpoint, out)
     print(f"onnx: {result.path} (max |onnx - torch| {result.max_abs_diff:.1e})")
     print(f"manifest: {result.manifest_path}")
@@ -62,6 +73,21 @@ def run(args: argparse.Namespace) -> int:
             f"(max |openvino f32 - onnx| {ir.max_abs_diff:.1e}); "
             f"run it with: ubiq detect --model {ir.path}"
         )
+    return 0
+
+
+def _export_embedder(args: argparse.Namespace, out: str | None) -> int:
+    from ubiq.models.toolchain.export.embed_export import export_embedder
+
+    if args.format != "onnx":
+        raise ConfigError(f"--task embed exports ONNX only, got --format {args.format}")
+    if out and Path(out).suffix.lower() != ".onnx":
+        raise ConfigError(f"--out for --task embed must end in .onnx, got {out}")
+    result = export_embedder(args.checkpoint, out)
+    print(
+        f"embedder: {result.path} ({result.notes[0]}; max |onnx - torch| {result.max_abs_diff:.1e})"
+    )
+    print(f"manifest: {result.manifest_path}")
     return 0
 
 

@@ -18,10 +18,17 @@ import numpy as np
 import torch
 
 from ubiq.errors import ModelError
-from ubiq.manifest import DecoderSpec, InputSpec, ModelManifest, Preprocess, manifest_path_for
+from ubiq.manifest import (
+    MANIFEST_METADATA_KEY,
+    DecoderSpec,
+    InputSpec,
+    ModelManifest,
+    Preprocess,
+    manifest_path_for,
+)
 from ubiq.models.toolchain.nets import ModelConfig, build_model
 
-__all__ = ["ExportResult", "export_onnx", "load_checkpoint", "manifest_for"]
+__all__ = ["ExportResult", "export_onnx", "load_checkpoint", "manifest_for", "write_manifest"]
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -95,6 +102,19 @@ def manifest_for(config: ModelConfig, name: str, source: str) -> ModelManifest:
     )
 
 
+def write_manifest(path: Path, manifest: ModelManifest) -> Path:
+    """Embeds ``manifest`` in the ONNX file's metadata (``ubiq.manifest``, replacing any
+    metadata) and writes it beside the file; returns the sidecar's path."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = MANIFEST_METADATA_KEY, manifest.to_json()
+    onnx.save(proto, str(path))
+    return manifest.save(manifest_path_for(path))
+
+
 def input_name(config: ModelConfig) -> str:
     """The input tensor's name: ``features`` for keyword spotters, else ``images``."""
     return "features" if config.task == "kws" else "images"
@@ -128,7 +148,6 @@ def export_onnx(
     Raises:
         ModelError: If the export fails or differs from torch beyond ``tolerance``.
     """
-    import onnx
     import onnxruntime as ort
 
     model, config, state = load_checkpoint(checkpoint)
@@ -154,12 +173,7 @@ def export_onnx(
             dynamo=False,
         )
     manifest = manifest_for(config, out.stem, f"ubiq train {checkpoint.resolve()}")
-    proto = onnx.load(str(out))
-    del proto.metadata_props[:]
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = "ubiq.manifest", manifest.to_json()
-    onnx.save(proto, str(out))
-    manifest_path = manifest.save(manifest_path_for(out))
+    manifest_path = write_manifest(out, manifest)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     generator = torch.Generator().manual_seed(0)
     inputs = [torch.rand(1, config.in_channels, height, width, generator=generator)]
