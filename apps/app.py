@@ -72,6 +72,7 @@ class App:
     def __init__(self, config: AppConfig) -> None:
         self.config = config
         self.rules: dict[int, Any] = {}
+        self._classifier: Any = None
         self.check()
 
     # --- building ---------------------------------------------------------------------
@@ -121,13 +122,47 @@ class App:
             imgsz=config.imgsz,
         )
 
+    def load_classifier(self):
+        """The classifier of ``classify.model`` (loaded once, shared by every camera), or
+        ``None`` when the config has none.
+
+        Raises:
+            ModelError: Naming ``classify.model``, if it is missing, corrupt or not a
+                classifier.
+        """
+        classify = self.config.classify
+        if classify is None or classify.model is None:
+            return None
+        if self._classifier is None:
+            from ubiq.errors import ModelError
+            from ubiq.models.runtime.tasks import Classifier
+
+            try:
+                self._classifier = Classifier.load(classify.model, num_threads=self.config.threads)
+            except ModelError as error:
+                raise ModelError(f"classify.model {classify.model}: {error}") from error
+        return self._classifier
+
     def check_model(self, model) -> None:
-        """Every class the config names must be one of the model's.
+        """Every class the config names must be one of the model's (or, with ``classify``,
+        one of the learned classes); loads the classifier.
 
         Raises:
             ConfigError: Naming the class and the model's classes.
+            ModelError: If ``classify.model`` names no classifier.
         """
         labels = tuple(getattr(model, "labels", ()) or ())
+        classifier = self.load_classifier()
+        if classifier is not None:
+            classify_classes = self.config.classify.classes or []
+            missing = [c for c in classify_classes if labels and c not in labels]
+            if missing:
+                raise ConfigError(
+                    f"classify.classes: {missing[0]!r} is not a class of "
+                    f"{Path(str(model.path)).name} (classes: {', '.join(labels)})"
+                )
+            learned = tuple(getattr(classifier, "labels", ()) or ())
+            labels = labels + tuple(x for x in learned if x not in labels) if labels else ()
         wanted = list(self.config.classes or [])
         for camera in self.config.cameras:
             for zone in camera.zones:
@@ -136,6 +171,7 @@ class App:
         if missing:
             raise ConfigError(
                 f"classes: {missing[0]!r} is not a class of {Path(str(model.path)).name} "
+                f"{'or the classifier ' if classifier is not None else ''}"
                 f"(classes: {', '.join(labels)})"
             )
 
@@ -165,8 +201,9 @@ class App:
         )
 
     def stages(self, model, camera: CameraConfig, source, position: int) -> list:
-        """Detect, track, rules, then :meth:`extra_stages`. The rules are checked against
-        the source's frame size here, before any output is opened."""
+        """Detect, track, classify (with ``classify.model``), rules, then
+        :meth:`extra_stages`. The rules are checked against the source's frame size here,
+        before any output is opened."""
         from ubiq.pipelines.stage import Detect
         from ubiq.pipelines.track.stage import Track
 
@@ -181,7 +218,22 @@ class App:
             class_aware=self.config.class_aware,
             **self.config.track,
         )
-        return [Detect(model), track, rules, *self.extra_stages(camera, position)]
+        classify = []
+        classifier = self.load_classifier()
+        if classifier is not None:
+            from ubiq.pipelines.classify import ClassifyTracks
+
+            options = self.config.classify
+            classify.append(
+                ClassifyTracks(
+                    classifier,
+                    classes=options.classes,
+                    every_n_frames=options.every_n_frames,
+                    settle_votes=options.settle_votes,
+                    min_confidence=options.min_confidence,
+                )
+            )
+        return [Detect(model), track, *classify, rules, *self.extra_stages(camera, position)]
 
     def extra_stages(self, camera: CameraConfig, position: int) -> list:
         """Stages after the rules (override)."""

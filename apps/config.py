@@ -7,6 +7,7 @@ conf: 0.1                  # detector threshold: the tracker keeps low-score box
 tracker: bytetrack
 anchor: bottom             # center | bottom: the point of a box the rules test
 min_frames: 3              # frames on the new side before a crossing/entry counts
+classify: {model: my-pets, classes: [cat]}   # learned labels on tracks (ubiq learn --out)
 outputs: {jsonl: runs/counter/events.jsonl, save: runs/counter/counter.mp4}
 cameras:
   - source: demo
@@ -92,6 +93,26 @@ class VoiceConfig(_Strict):
     vad_threshold: float = Field(0.5, gt=0, lt=1, description="Silero speech threshold")
 
 
+class ClassifyConfig(_Strict):
+    """Learned labels on tracks (``ubiq track --classify``): each track's crops go through
+    the classifier and the track takes the label they vote for, so the rules count and
+    ``classes`` may name the learned labels (``my cat``)."""
+
+    model: str | None = Field(
+        None, description="a ubiq learn --out folder or a classify model; null: off"
+    )
+    classes: list[str] | None = Field(
+        None, description="detector labels whose tracks are classified (null: all)"
+    )
+    every_n_frames: int = Field(3, ge=1, description="classify a track at most every N frames")
+    settle_votes: int = Field(
+        5, ge=1, description="known answers after which a track is no longer classified"
+    )
+    min_confidence: float = Field(
+        0.5, ge=0, le=1, description="answers less probable than this count for nothing"
+    )
+
+
 class AppConfig(_Strict):
     app: str | None = None
     model: str = "ubiq-det-mnv2"
@@ -118,6 +139,9 @@ class AppConfig(_Strict):
         None, description="voice-control: mic[:N|NAME], arecord[:DEVICE] or a sound file"
     )
     voice: VoiceConfig | None = Field(None, description="voice-control: commands and engine")
+    classify: ClassifyConfig | None = Field(
+        default_factory=ClassifyConfig, description="learned labels on tracks (model: OUT)"
+    )
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     cameras: list[CameraConfig] = Field(default_factory=lambda: [CameraConfig()], min_length=1)
 

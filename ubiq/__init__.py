@@ -40,6 +40,7 @@ _LAZY = {
     "Detect": "ubiq.pipelines.stage:Detect",
     "Function": "ubiq.pipelines.stage:Function",
     "Track": "ubiq.pipelines.track.stage:Track",
+    "ClassifyTracks": "ubiq.pipelines.classify:ClassifyTracks",
     "Rules": "ubiq.pipelines.rules.rules:Rules",
     "Line": "ubiq.pipelines.rules.geometry:Line",
     "Zone": "ubiq.pipelines.rules.geometry:Zone",

@@ -57,6 +57,21 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--fps", type=float, default=30.0, help="public-detection mode: frame rate (default: 30)"
     )
+    parser.add_argument(
+        "--classify",
+        default=None,
+        metavar="OUT",
+        help="label each track with a learned classifier's classes (a ubiq learn --out "
+        "folder, or any classify model), voting over the track's crops; tracks it does not "
+        "know keep the detector's label",
+    )
+    parser.add_argument(
+        "--classify-classes",
+        default=None,
+        metavar="A,B",
+        help="with --classify: classify only tracks of these detector classes, e.g. cat "
+        "(default: all)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -71,15 +86,83 @@ def _settings(args: argparse.Namespace) -> dict:
     return settings
 
 
+def _classify_classes(args: argparse.Namespace) -> list[str] | None:
+    from ubiq.errors import ConfigError
+
+    if args.classify_classes is None:
+        return None
+    if args.classify is None:
+        raise ConfigError("--classify-classes needs --classify (the learned classifier)")
+    classes = [c.strip() for c in args.classify_classes.split(",") if c.strip()]
+    if not classes:
+        raise ConfigError(
+            f"--classify-classes must name at least one class, got {args.classify_classes!r}"
+        )
+    return classes
+
+
+def load_classifier(spec: str, *, option: str = "--classify", threads: int | None = None):
+    """Opens the classifier of ``--classify`` (a ``ubiq learn`` folder or a classify model).
+
+    Raises:
+        ModelError: Naming the flag, if ``spec`` is missing, corrupt or not a classifier.
+    """
+    from ubiq.errors import ModelError
+    from ubiq.models.runtime.tasks import Classifier
+
+    try:
+        return Classifier.load(spec, num_threads=threads)
+    except ModelError as error:
+        raise ModelError(f"{option} {spec}: {error}") from error
+
+
+def check_classify_classes(classes: list[str] | None, model, option: str) -> None:
+    """Every class named must be one of the detector's.
+
+    Raises:
+        ConfigError: Naming the flag, the class and the detector's classes.
+    """
+    from pathlib import Path
+
+    from ubiq.errors import ConfigError
+
+    labels = tuple(getattr(model, "labels", ()) or ())
+    missing = [c for c in classes or () if labels and c not in labels]
+    if missing:
+        raise ConfigError(
+            f"{option}: {missing[0]!r} is not a class of {Path(str(model.path)).name} "
+            f"(classes: {', '.join(labels)})"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if args.detections is not None or args.out is not None:
+        if args.classify is not None:
+            from ubiq.errors import ConfigError
+
+            raise ConfigError("--classify needs frames: it does not apply to --detections")
         return run_public(args, settings)
     from ubiq.pipelines.track.stage import Track
 
     Track(args.tracker, **settings)  # a bad setting fails before the model loads
-    return detect.run(args, "track", lambda model: [Track(args.tracker, **settings)])
+    classify_classes = _classify_classes(args)
+    if args.classify is None:
+        return detect.run(args, "track", lambda model: [Track(args.tracker, **settings)])
+    detect.check_arguments(args)  # bad flags before the classifier loads
+    classifier = load_classifier(args.classify, threads=args.threads)
+
+    def stages(model) -> list:
+        from ubiq.pipelines.classify import ClassifyTracks
+
+        check_classify_classes(classify_classes, model, "--classify-classes")
+        return [
+            Track(args.tracker, **settings),
+            ClassifyTracks(classifier, classes=classify_classes),
+        ]
+
+    return detect.run(args, "track", stages)
 
 
 def run_public(args: argparse.Namespace, settings: dict) -> int:
