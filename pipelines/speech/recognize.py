@@ -7,7 +7,10 @@ Two engines sit behind :class:`CommandRecognizer`:
   ``_silence_``) on any backend ubiq has (ONNX Runtime, LiteRT). It rejects speech that
   is not a command three ways: the ``_unknown_`` class (trained on everyday sentences, parts
   of commands and near-misses), a probability threshold, and a length check (an utterance
-  much longer than the model's clip is not one of its phrases).
+  much longer than the model's clip is not one of its phrases). A model folder written by
+  ``ubiq learn --task kws`` also holds the user's enrolled voice templates: an utterance
+  close enough to one is that phrase (:data:`~ubiq.models.runtime.kws_enroll.COMBINE_RULE`),
+  anything else gets the model's own answer.
 * :class:`SphinxCommandRecognizer` decodes the utterance with PocketSphinx against a JSGF
   grammar of exactly the allowed phrases. It needs no training, but a grammar decoder
   forces any speech onto its closest phrase; its rejection is a posterior threshold,
@@ -150,8 +153,17 @@ class ModelCommandRecognizer:
         if self.features.sample_rate != SAMPLE_RATE:
             raise ModelError(f"{path} expects {self.features.sample_rate} Hz audio, not 16000")
         self.labels = tuple(manifest.labels)
+        from ubiq.models.runtime.kws_enroll import load_enrolled
+        from ubiq.models.runtime.onnx_outputs import EMBEDDING_OUTPUT
+
+        self.voices = load_enrolled(path, manifest)
+        if self.voices is not None and EMBEDDING_OUTPUT not in [
+            o.name for o in self.backend.outputs
+        ]:
+            raise ModelError(f"{path} has enrolled voices but no {EMBEDDING_OUTPUT!r} output")
+        known = set(self.labels) | set(self.voices.phrases if self.voices is not None else ())
         wanted = [*commands.texts, *([commands.wake] if commands.wake else [])]
-        missing = [p for p in wanted if p not in self.labels]
+        missing = [p for p in wanted if p not in known]
         if missing:
             raise ConfigError(
                 f"{path} was trained for other commands: no class for {missing[:5]}"
@@ -168,18 +180,31 @@ class ModelCommandRecognizer:
         self.input_name = self.backend.inputs[0].name
         self.path = path
 
-    def probabilities(self, samples: np.ndarray) -> np.ndarray:
-        """Class probabilities of one utterance (centred in the model's clip)."""
+    def _run(self, samples: np.ndarray) -> dict[str, np.ndarray]:
         features = self.features.model_input(samples)  # (1, 1, n_mels, frames)
-        outputs = self.backend.run({self.input_name: features})
-        logits = np.asarray(next(iter(outputs.values())), np.float64).reshape(-1)
+        return self.backend.run({self.input_name: features})
+
+    def _softmax(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        logits = np.asarray(outputs[self.backend.outputs[0].name], np.float64).reshape(-1)
         exp = np.exp(logits - logits.max())
         return exp / exp.sum()
+
+    def probabilities(self, samples: np.ndarray) -> np.ndarray:
+        """Class probabilities of one utterance (centred in the model's clip)."""
+        return self._softmax(self._run(samples))
 
     def recognize(self, samples: np.ndarray) -> Recognition:
         if len(samples) > self.max_samples:
             return Recognition("", None, False, 0.0, "")
-        probs = self.probabilities(samples)
+        outputs = self._run(samples)
+        if self.voices is not None:
+            from ubiq.models.runtime.onnx_outputs import EMBEDDING_OUTPUT
+
+            match = self.voices.match(outputs[EMBEDDING_OUTPUT])
+            if match.phrase is not None:
+                confidence = float(np.clip(match.similarity, 0.0, 1.0))
+                return _result(self.commands, match.phrase, confidence, True)
+        probs = self._softmax(outputs)
         best = int(np.argmax(probs))
         label, confidence = self.labels[best], float(probs[best])
         if label in (UNKNOWN, SILENCE):

@@ -39,7 +39,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--model",
         metavar="MODEL",
-        help="command classifier from `ubiq train --task kws --commands FILE` (exported)",
+        help="command classifier from `ubiq train --task kws --commands FILE` (exported), or "
+        "a folder from `ubiq learn --task kws` (its commands.yaml is the default --commands)",
     )
     parser.add_argument(
         "--engine",
@@ -85,6 +86,18 @@ def _describe(record: dict) -> str:
     return line
 
 
+def _enrolled_commands(model: str | None) -> str | None:
+    """The commands file inside a ``ubiq learn --task kws`` folder, if ``model`` is one."""
+    if not model:
+        return None
+    from pathlib import Path
+
+    from ubiq.models.runtime.kws_enroll import COMMANDS_FILE
+
+    candidate = Path(model).expanduser() / COMMANDS_FILE
+    return str(candidate) if candidate.is_file() else None
+
+
 def build_pipeline(args: argparse.Namespace):
     """The speech pipeline the arguments describe (validated before any audio is read)."""
     from ubiq.pipelines.speech.listen import SpeechPipeline
@@ -93,11 +106,12 @@ def build_pipeline(args: argparse.Namespace):
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     recognizer = None
-    if args.commands:
+    commands_file = args.commands or _enrolled_commands(args.model)
+    if commands_file:
         from ubiq.pipelines.speech.commands import load_commands
         from ubiq.pipelines.speech.recognize import open_recognizer
 
-        commands = load_commands(args.commands).with_wake(args.wake)
+        commands = load_commands(commands_file).with_wake(args.wake)
         recognizer = open_recognizer(
             commands,
             engine=args.engine,
