@@ -152,7 +152,12 @@ def evaluate(embedder: Embedder, data: dict[str, list[np.ndarray]], shots, episo
                 novel = truth == names.index(left_out)
                 scores.setdefault("known accepted", []).append(float(accepted[~novel].mean()))
                 scores.setdefault("novel rejected", []).append(float((~accepted[novel]).mean()))
-        rows.append((k, {m: 100 * float(np.mean(v)) for m, v in scores.items()}))
+        summary = {m: 100 * float(np.mean(v)) for m, v in scores.items()}
+        # paired by episode: the same support and queries for both
+        gain = 100 * (np.asarray(scores["imprint"]) - np.asarray(scores["NCM"]))
+        margin = 2 * gain.std(ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else 0.0
+        summary["imprint - NCM (2 s.e.)"] = f"{gain.mean():+.1f} ({margin:.1f})"
+        rows.append((k, summary))
     return rows, per_view_ms
 
 
@@ -225,7 +230,8 @@ def main() -> int:
         print("| shots | " + " | ".join(methods) + " |")
         print("|---" * (len(methods) + 1) + "|")
         for k, scores in rows:
-            print(f"| {k} | " + " | ".join(f"{scores[m]:.1f}" for m in methods) + " |")
+            cells = [v if isinstance(v, str) else f"{v:.1f}" for v in map(scores.get, methods)]
+            print(f"| {k} | " + " | ".join(cells) + " |")
         print(
             f"embedding: {per_view_ms:.2f} ms a view, {2 * per_view_ms:.2f} ms a picture (1 thread)"
         )

@@ -1,24 +1,26 @@
 """Few-shot classifiers by weight imprinting, in numpy on top of any embedder.
 
 Qi, Brown and Lowe, "Low-shot learning with imprinted weights" (CVPR 2018): a new class's
-weight is the normalised mean of its examples' normalised embeddings, and the classifier
-answers ``softmax(scale * cos(w_c, e))``. Here:
+weight is the mean of its examples' normalised embeddings, written straight into the
+classifier. Here, as in SimpleShot's "CL2N" (Wang et al. 2019):
 
+- which class: an embedding is centred (the mean embedding of the first examples learned,
+  two classes or more, is subtracted: features after a ReLU all point the same way, and
+  the centre removes that shared direction; classes added later keep the first centre)
+  and scaled to unit length, ``x``; class ``c``'s weight ``w_c`` is the mean of its
+  examples' ``x``, and the answer is the nearest weight, ``argmax_c x.w_c - |w_c|^2 / 2``
+  (a linear layer: the imprinted weights and a bias), with probabilities
+  ``softmax(scale * (x.w_c - |w_c|^2 / 2))``;
 - every example is embedded as two views (itself and its central 80%; a third, mirrored,
   with ``mirror``), the picture itself counting twice as much as each other view, so one
   picture already gives a small spread;
 - the weights may be refined by a few steps of gradient descent on the cross-entropy of
-  those views, in numpy, with the rows kept on the unit sphere (``refine_steps``); rows of
-  classes learned earlier never move;
-- which class: embeddings are centred before they are normalised (the mean embedding of
-  the first examples learned, two classes or more, is subtracted, as SimpleShot's "CL2N"
-  does, Wang et al. 2019): features after a ReLU all point the same way, and the centre
-  removes that shared direction. Classes added later keep the first centre;
+  those views, in numpy (``refine_steps``); rows of classes learned earlier never move;
 - whether it is any of them: each class also keeps a prototype in the embedder's own
   (uncentred) space, and a threshold on the cosine to it chosen from its examples
-  (:data:`THRESHOLD_RULE`); below it the answer is ``unknown``. Centring cannot decide
-  this: with two classes their centred weights point in opposite directions, so every
-  embedding is on one's side.
+  (:data:`THRESHOLD_RULE`); below it the answer is ``unknown``. The centred space cannot
+  decide this: with two classes their centred weights point in opposite directions, so
+  every embedding is on one's side.
 
 A learned classifier is a folder (``ubiq learn --out OUT``): the embedder file, a manifest
 (task ``classify``, decoder ``imprint``, the labels and thresholds) and ``classes.npz``
@@ -61,7 +63,7 @@ __all__ = [
 UNKNOWN = "unknown"
 """The label answered below a class's similarity threshold."""
 DEFAULT_SCALE = 16.0
-"""Cosine-to-logit scale of the softmax (Qi et al. learn it; 16 sits in their range)."""
+"""Score-to-logit scale of the softmax (the scores are nearness on the unit sphere)."""
 WEIGHTS_FILE = "classes.npz"
 VIEW_WEIGHT = 0.5
 """Weight of a cropped or mirrored view against its picture's own in a class's mean."""
@@ -159,11 +161,11 @@ class ImprintedHead:
 
     Attributes:
         labels: Class names, in row order.
-        weights: ``(C, D)`` float32 unit rows in the centred space.
+        weights: ``(C, D)`` float32 class means in the centred, normalised space.
         prototypes: ``(C, D)`` float32 unit rows in the embedder's own space.
         thresholds: ``(C,)`` float32 lowest accepted prototype cosine per class.
         shots: Example pictures each class was learned from.
-        scale: Cosine-to-logit scale.
+        scale: Score-to-logit scale.
         refine_steps: Refinement steps each class's weights had when learned.
         centre: ``(D,)`` float32 subtracted from an embedding before the weights see it
             (zeros: no centring).
@@ -209,11 +211,16 @@ class ImprintedHead:
         """Embeddings (``(D,)`` or ``(N, D)``) centred and scaled to unit length, float64."""
         return _unit(np.asarray(embeddings, np.float64) - self.centre.astype(np.float64))
 
+    def scores(self, embeddings: np.ndarray) -> np.ndarray:
+        """``x.w_c - |w_c|^2 / 2`` for ``(D,)`` or ``(N, D)`` embeddings: larger is nearer."""
+        weights = self.weights.astype(np.float64)
+        return self.normalise(embeddings) @ weights.T - 0.5 * (weights**2).sum(axis=1)
+
     def decide(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Vectorised answers for ``(N, D)`` embeddings: class ids, prototype cosines of
         those classes, and whether each is known (not ``unknown``)."""
         rows = np.atleast_2d(np.asarray(embeddings, np.float64))
-        class_ids = (self.normalise(rows) @ self.weights.T.astype(np.float64)).argmax(axis=1)
+        class_ids = self.scores(rows).argmax(axis=1)
         raw = _unit(rows) @ self.prototypes.T.astype(np.float64)
         similarity = raw[np.arange(len(rows)), class_ids]
         return class_ids, similarity, similarity >= self.thresholds[class_ids]
@@ -227,7 +234,7 @@ class ImprintedHead:
         vector = np.asarray(embedding, np.float64).reshape(-1)
         if vector.shape[0] != self.dim:
             raise ModelError(f"embedding has {vector.shape[0]} values, the classes {self.dim}")
-        logits = self.scale * (self.weights.astype(np.float64) @ self.normalise(vector))
+        logits = self.scale * self.scores(vector)
         exp = np.exp(logits - logits.max())
         return ImprintedAnswer(
             probabilities=(exp / exp.sum()).astype(np.float32),
@@ -265,23 +272,25 @@ def _refine(
     scale: float,
     learning_rate: float,
 ) -> np.ndarray:
-    """Gradient descent on the softmax cross-entropy of ``samples`` (unit rows), moving
-    only the ``trainable`` rows and keeping every row of unit length."""
+    """Gradient descent on the softmax cross-entropy of ``samples`` (unit rows) under the
+    logits ``scale * (x.w_c - |w_c|^2 / 2)``, moving only the ``trainable`` rows."""
     weights = weights.copy()
     one_hot = np.zeros((len(samples), len(weights)))
     one_hot[np.arange(len(samples)), targets] = 1.0
     for _ in range(steps):
-        logits = scale * samples @ weights.T
+        logits = scale * (samples @ weights.T - 0.5 * (weights**2).sum(axis=1))
         logits -= logits.max(axis=1, keepdims=True)
         probabilities = np.exp(logits)
         probabilities /= probabilities.sum(axis=1, keepdims=True)
-        gradient = scale * (probabilities - one_hot).T @ samples / len(samples)
-        weights[trainable] = _unit(weights[trainable] - learning_rate * gradient[trainable])
+        residual = probabilities - one_hot  # (N, C); d logit_c / d w_c = scale * (x - w_c)
+        gradient = scale * (residual.T @ samples - residual.sum(axis=0)[:, None] * weights)
+        weights[trainable] -= learning_rate * gradient[trainable] / len(samples)
     return weights
 
 
-def _class_means(views: Mapping[str, list[np.ndarray]]) -> np.ndarray:
-    return np.stack([_unit(np.mean([_weighted_mean(v) for v in views[c]], axis=0)) for c in views])
+def _class_means(views: Mapping[str, list[np.ndarray]], *, unit: bool) -> np.ndarray:
+    means = np.stack([np.mean([_weighted_mean(v) for v in views[c]], axis=0) for c in views])
+    return _unit(means) if unit else means
 
 
 def build_head(
@@ -300,7 +309,7 @@ def build_head(
         base: Classes learned before; their rows, thresholds and the centre are kept bit
             for bit.
         refine_steps: Gradient steps on the new classes' weights (0: pure imprinting).
-        scale: Cosine-to-logit scale (``base``'s when given).
+        scale: Score-to-logit scale (``base``'s when given).
         learning_rate: Step size of the refinement.
 
     Raises:
@@ -338,7 +347,7 @@ def build_head(
     new_labels = tuple(raw)
     centred = {c: [_unit(v - centre) for v in raw[c]] for c in new_labels}
     plain = {c: [_unit(v) for v in raw[c]] for c in new_labels}
-    weights, prototypes = _class_means(centred), _class_means(plain)
+    weights, prototypes = _class_means(centred, unit=False), _class_means(plain, unit=True)
     old_count = 0 if base is None else len(base.labels)
     if base is not None:
         weights = np.concatenate([base.weights.astype(np.float64), weights])
