@@ -9,7 +9,7 @@ Two file forms are read:
       wake: hey ubiq                      # optional wake phrase
       slots:
         room: [kitchen, bedroom, living room]
-      pronunciations:                     # optional, for words outside the dictionary
+      pronunciations:                     # optional: espeak-ng pronounces any other word
         ubiq: Y UW B IH K
       intents:
         light: "turn {state:on|off} the {room} light"

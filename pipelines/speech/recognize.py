@@ -216,13 +216,15 @@ class SphinxCommandRecognizer:
     """PocketSphinx with a JSGF grammar of the allowed phrases.
 
     Args:
-        commands: The command set; its words must be in PocketSphinx's dictionary or in the
-            set's ``pronunciations``.
+        commands: The command set; words outside PocketSphinx's dictionary and the set's
+            ``pronunciations`` are pronounced by espeak-ng (:mod:`.g2p`), so any spelling
+            works (``pronounced`` lists them).
         threshold: Lowest hypothesis posterior accepted.
 
     Raises:
         BackendUnavailable: pocketsphinx is not installed.
-        ConfigError: For words outside the dictionary (named), or a bad threshold.
+        ConfigError: For words outside the dictionary that espeak-ng cannot pronounce
+            (named), or a bad threshold.
     """
 
     name = "pocketsphinx"
@@ -240,16 +242,40 @@ class SphinxCommandRecognizer:
         for word, phones in commands.pronunciations.items():
             self.decoder.add_word(word, phones, False)
         missing = [w for w in commands.words if self.decoder.lookup_word(w) is None]
-        if missing:
-            raise ConfigError(
-                f"{commands.source}: words outside the pronunciation dictionary: "
-                f"{', '.join(missing)} (add them under 'pronunciations:' in a YAML commands file)"
-            )
+        self.pronounced = self._pronounce(missing, commands.source)
+        for word, phones in self.pronounced.items():
+            self.decoder.add_word(word, phones, False)
         self.decoder.add_jsgf_string("commands", commands.jsgf())
         self.decoder.activate_search("commands")
         self.commands = commands
         self.threshold = float(threshold)
         self._rng = np.random.default_rng(0)
+
+    @staticmethod
+    def _pronounce(words: list[str], source: str) -> dict[str, str]:
+        """ARPAbet phones from espeak-ng for words outside PocketSphinx's dictionary.
+
+        Raises:
+            ConfigError: Naming the words, when espeak-ng cannot pronounce them.
+        """
+        from ubiq.pipelines.speech.g2p import pronounce
+
+        pronounced: dict[str, str] = {}
+        for word in words:
+            try:
+                pronounced[word] = pronounce(word)
+            except ConfigError as error:
+                raise ConfigError(
+                    f"{source}: words outside the pronunciation dictionary: "
+                    f"{', '.join(words)}, and {error} (add them under 'pronunciations:' in a "
+                    f"YAML commands file)"
+                ) from error
+        if pronounced:
+            logger.info(
+                "pronounced with espeak-ng: %s",
+                ", ".join(f"{w} ({p})" for w, p in pronounced.items()),
+            )
+        return pronounced
 
     def recognize(self, samples: np.ndarray) -> Recognition:
         samples = np.asarray(samples, np.float32)

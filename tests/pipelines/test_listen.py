@@ -145,9 +145,35 @@ def test_pipeline_drops_a_command_outside_the_wake_window():
     assert pipeline.stats.outside_wake == 1 and pipeline.stats.commands == 1
 
 
-def test_sphinx_names_words_outside_the_dictionary(tmp_path):
-    with pytest.raises(Exception, match="dictionary: quux, zorblax"):
+def test_sphinx_pronounces_words_outside_the_dictionary_with_espeak(tmp_path):
+    recognizer = SphinxCommandRecognizer(CommandSet.from_phrases(["turn on the zorblax", "quux"]))
+    assert recognizer.pronounced["zorblax"] == "Z AO R B L AE K S"
+    assert set(recognizer.pronounced) == {"quux", "zorblax"}
+
+
+def test_sphinx_names_words_it_cannot_pronounce_without_espeak(monkeypatch):
+    from ubiq.pipelines.speech import g2p
+
+    g2p.espeak_phonemes.cache_clear()
+    monkeypatch.setattr(g2p.shutil, "which", lambda name: None)
+    with pytest.raises(Exception, match=r"dictionary: quux, zorblax, and espeak-ng is not"):
         SphinxCommandRecognizer(CommandSet.from_phrases(["turn on the zorblax", "quux"]))
+    g2p.espeak_phonemes.cache_clear()
+
+
+def test_a_wake_name_outside_the_dictionary_is_heard(tmp_path):
+    """'hey mycroft': PocketSphinx has no 'mycroft'; espeak-ng pronounces it."""
+    commands = tmp_path / "commands.yaml"
+    commands.write_text("wake: hey mycroft\nintents:\n  time: what time is it\n")
+    wav = tmp_path / "talk.wav"
+    _speak(wav, ["hey mycroft", "what time is it"], snr_db=20)
+    out = tmp_path / "events.jsonl"
+    code = main(["listen", "--source", str(wav), "--commands", str(commands), "--engine",
+                 "pocketsphinx", "--jsonl", str(out), "--quiet"])  # fmt: skip
+    assert code == 0
+    heard = [(r["kind"], r["text"]) for r in _records(out) if r["kind"].startswith("speech.")]
+    heard = [h for h in heard if h[0] in ("speech.wake", "speech.command")]
+    assert heard == [("speech.wake", "hey mycroft"), ("speech.command", "what time is it")]
 
 
 @pytest.mark.parametrize(
@@ -157,13 +183,13 @@ def test_sphinx_names_words_outside_the_dictionary(tmp_path):
         ("text_wav", "cannot read audio file", 3),
         ("bad_rate", "sample rate", 3),
         ("empty_commands", "has no commands", 2),
-        ("oov", "outside the pronunciation dictionary: blorp", 2),
+        ("oov", "outside the pronunciation dictionary: blorp, and espeak-ng is not", 2),
         ("model_without_commands", "need --commands", 2),
         ("engine_model_without_model", "needs --model", 2),
         ("missing_model", "not found", 4),
     ],
 )
-def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, setup, message, code):
+def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, monkeypatch, setup, message, code):
     good_wav = tmp_path / "ok.wav"
     write_wav(good_wav, np.zeros(1600, np.float32), 16000)
     commands = tmp_path / "c.txt"
@@ -182,8 +208,12 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, setup, message, cod
         args[2] = str(tmp_path / "r.wav")
     elif setup == "empty_commands":
         commands.write_text("# nothing yet\n")
-    elif setup == "oov":
+    elif setup == "oov":  # a word outside the dictionary, and no espeak-ng to pronounce it
         commands.write_text("turn on the blorp\n")
+        from ubiq.pipelines.speech import g2p
+
+        g2p.espeak_phonemes.cache_clear()
+        monkeypatch.setattr(g2p.shutil, "which", lambda name: None)
     elif setup == "model_without_commands":
         args = ["listen", "--source", str(good_wav), "--model", "x.onnx"]
     elif setup == "engine_model_without_model":
