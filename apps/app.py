@@ -8,12 +8,21 @@ Product code starts the same way the CLI does::
 
 An app's own module subclasses :class:`App` and adds its stages (snapshots of alerts, a
 blur) or its checks (a counter needs a line).
+
+The outputs that leave the machine (``outputs.mqtt``, ``webhook``, ``clips``, ``serve``, ...)
+are the flags every pipeline command has, under the same names: :func:`output_options`
+turns them into those flags' values, and the same code as ``ubiq detect --mqtt ...``
+(:mod:`ubiq.pipelines.outputs`) checks them and builds the sinks and the clip recorder, so a YAML
+key and a flag behave alike; an error names the key (``outputs.mqtt: ...``).
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import importlib
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,6 +47,70 @@ APPS: dict[str, tuple[str, str]] = {
 """Ready-made apps: name -> (class, one-line description)."""
 
 APPS_DIR = Path(__file__).resolve().parent
+
+OUTPUT_OPTIONS = (
+    "mqtt",
+    "mqtt_tls_ca",
+    "mqtt_tls_cert",
+    "mqtt_tls_key",
+    "mqtt_password_file",
+    "webhook",
+    "webhook_secret_file",
+    "webhook_batch",
+    "webhook_batch_s",
+    "outbox",
+    "clips",
+    "clip_pre",
+    "clip_post",
+    "clip_kinds",
+    "serve",
+    "token_file",
+)
+"""``outputs`` keys that are flags of every pipeline command (``--mqtt``, ``--clip-pre``)."""
+
+
+def output_options(
+    outputs, flags: argparse.Namespace | None = None
+) -> tuple[argparse.Namespace, set[str]]:
+    """The values of the output flags (:data:`OUTPUT_OPTIONS`): each flag given in
+    ``flags`` (not ``None``), else the config's key.
+
+    Args:
+        outputs: An :class:`~ubiq.apps.config.OutputsConfig`.
+        flags: Parsed flags of ``ubiq run`` (default: none; every value from the config).
+
+    Returns:
+        ``(namespace, names)``: ``flags`` (copied) with the values filled in, and the names
+        whose value came from the config.
+    """
+    namespace = argparse.Namespace(**vars(flags)) if flags is not None else argparse.Namespace()
+    from_config = set()
+    for name in OUTPUT_OPTIONS:
+        value = getattr(namespace, name, None)
+        if value is None:
+            value = getattr(outputs, name)
+            if value is not None:
+                from_config.add(name)
+            if name == "clip_kinds" and value is not None:
+                value = ",".join(value)
+        setattr(namespace, name, value)
+    return namespace, from_config
+
+
+@contextlib.contextmanager
+def config_names(names: set[str]) -> Iterator[None]:
+    """Re-raises a :class:`ConfigError` that names the flag of a value taken from the
+    config (``--mqtt: ...``) with the config's key instead (``outputs.mqtt: ...``)."""
+    try:
+        yield
+    except ConfigError as error:
+        message = str(error)
+        for name in sorted(names, key=len, reverse=True):
+            flag = "--" + name.replace("_", "-")
+            message = re.sub(rf"{re.escape(flag)}(?![\w-])", f"outputs.{name}", message)
+        if message == str(error):
+            raise
+        raise type(error)(message) from error
 
 
 def app_class(name: str) -> type[App]:
@@ -294,32 +367,55 @@ class App:
         on_result: Callable | None = None,
     ) -> list:
         """Runs every camera side by side on the shared model until the sources end (or
-        ``max_frames`` each, or Ctrl-C); returns one summary per camera."""
+        ``max_frames`` each, or Ctrl-C); returns one summary per camera.
+
+        Every output of the config is opened: files, the window, MQTT, webhooks, clips and
+        the live view.
+
+        Raises:
+            ConfigError: One line naming the bad ``outputs`` key, a class or the camera.
+        """
         from ubiq.hardware.sources import open_source
+        from ubiq.pipelines import outputs as output_flags
         from ubiq.pipelines.pipeline import Pipeline, run_sources
 
+        options, from_config = output_options(self.config.outputs)
+        options.command = f"run {self.name}"
+        with config_names(from_config):
+            output_flags.check_arguments(options)
         model = self.load_model()
         self.check_model(model)
         cameras = self.config.cameras
-        sources = []
+        sources: list = []
+        built: list[tuple[list, list]] = []  # (stages, sinks) per camera, closed on failure
         try:
             for camera in cameras:
                 source = open_source(camera.source)
                 source.open()
                 sources.append(source)
-            pipelines = [
-                Pipeline(
-                    self.stages(model, camera, source, position),
-                    self.sinks(source, position, len(cameras)),
-                    on_event=on_event,
-                    on_result=on_result,
-                )
-                for position, (camera, source) in enumerate(zip(cameras, sources, strict=True))
-            ]
+            count = len(cameras)
+            for position, (camera, source) in enumerate(zip(cameras, sources, strict=True)):
+                stages: list = []
+                sinks: list = []
+                built.append((stages, sinks))
+                stages += self.stages(model, camera, source, position)
+                with config_names(from_config):
+                    stages += output_flags.build_stages(options, source, position, count)
+                    sinks += self.sinks(source, position, count)
+                    sinks += output_flags.build_sinks(options, source, position, count)
         except BaseException:
+            for stages, sinks in built:
+                for item in (*sinks, *stages):
+                    close = getattr(item, "close", None)
+                    if callable(close):
+                        close()
             for source in sources:
                 source.close()
             raise
+        pipelines = [
+            Pipeline(stages, sinks, on_event=on_event, on_result=on_result)
+            for stages, sinks in built
+        ]
         return run_sources(
             sources, lambda source: pipelines[sources.index(source)], max_frames=max_frames
         )

@@ -8,7 +8,9 @@ tracker: bytetrack
 anchor: bottom             # center | bottom: the point of a box the rules test
 min_frames: 3              # frames on the new side before a crossing/entry counts
 classify: {model: my-pets, classes: [cat]}   # learned labels on tracks (ubiq learn --out)
-outputs: {jsonl: runs/counter/events.jsonl, save: runs/counter/counter.mp4}
+outputs: {jsonl: runs/counter/events.jsonl, save: runs/counter/counter.mp4,
+          mqtt: mqtt://broker.local/ubiq/door, webhook: https://hooks.example/ubiq,
+          clips: runs/counter/clips, serve: 8080}
 cameras:
   - source: demo
     lines: [{name: door, points: [0.5, 0.0, 0.5, 1.0]}]     # pixels or frame fractions
@@ -68,6 +70,12 @@ class CameraConfig(_Strict):
 
 
 class OutputsConfig(_Strict):
+    """Where results go. Past the files, the keys are the flags of every pipeline command
+    (``mqtt`` is ``--mqtt``, ``webhook_batch`` is ``--webhook-batch``); a flag given to
+    ``ubiq run`` wins over its key. Passwords and secrets never go here: name a file
+    (``mqtt_password_file``, ``webhook_secret_file``) or set ``$UBIQ_MQTT_PASSWORD`` /
+    ``$UBIQ_WEBHOOK_SECRET``."""
+
     jsonl: str | None = None
     save: str | None = None
     show: bool = False
@@ -75,6 +83,39 @@ class OutputsConfig(_Strict):
     recordings: str | None = Field(
         None, description="voice-control: folder for the MP4 of each spoken recording"
     )
+    mqtt: str | None = Field(
+        None, description="publish events to mqtt[s]://[USER@]HOST[:PORT][/PREFIX]"
+    )
+    mqtt_tls_ca: str | None = Field(None, description="CA bundle for the broker (PEM)")
+    mqtt_tls_cert: str | None = Field(None, description="client certificate (PEM)")
+    mqtt_tls_key: str | None = Field(None, description="client certificate's key (PEM)")
+    mqtt_password_file: str | None = Field(None, description="file holding the MQTT password")
+    webhook: str | None = Field(None, description="POST events as JSON to this http(s) URL")
+    webhook_secret_file: str | None = Field(
+        None, description="file holding the webhook's HMAC-SHA256 secret"
+    )
+    webhook_batch: int | None = Field(
+        None, ge=1, le=1000, description="events per request, as a JSON array (null: 1)"
+    )
+    webhook_batch_s: float | None = Field(
+        None, ge=0, le=3600, description="longest wait for a batch to fill (null: 1 s)"
+    )
+    outbox: str | None = Field(
+        None, description="folder of the durable outboxes (null: $UBIQ_HOME/outbox)"
+    )
+    clips: str | None = Field(None, description="folder for a snapshot and clip of each alert")
+    clip_pre: float | None = Field(None, ge=0, le=60, description="seconds before (null: 5)")
+    clip_post: float | None = Field(None, ge=0, le=60, description="seconds after (null: 5)")
+    clip_kinds: list[str] | None = Field(
+        None, min_length=1, description="event kinds that get a clip, * as a wildcard"
+    )
+    serve: str | None = Field(None, description="live view on [HOST:]PORT (127.0.0.1 if no HOST)")
+    token_file: str | None = Field(None, description="file holding the live view's token")
+
+    @field_validator("serve", mode="before")
+    @classmethod
+    def _port_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class VoiceConfig(_Strict):

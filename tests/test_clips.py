@@ -225,3 +225,35 @@ def test_cli_events_in_the_jsonl_name_their_files(tmp_path, ubiq_home):
         if event["kind"] == "track.start":
             assert Path(event["snapshot"]).is_file()
     assert Path(next(e for e in events if e["kind"] == "track.start")["clip"]).is_file()
+
+
+def test_cli_on_a_full_disk_says_so_once_and_the_run_goes_on(tmp_path, full_disk, ubiq_home):
+    jsonl = tmp_path / "run.jsonl"
+    result = run_ubiq(
+        "track", "--source", "demo", "--clips", str(full_disk / "clips"),
+        "--clip-kinds", "track.*", "--clip-pre", "2", "--jsonl", str(jsonl),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "cannot write" in line]
+    assert len(errors) == 1, result.stderr
+    assert str(full_disk / "clips") in errors[0] and "No space left on device" in errors[0]
+    assert "the run goes on without snapshots and clips" in errors[0]
+    # every event reached the JSONL, with the names it was given
+    events = [json.loads(line) for line in jsonl.read_text().splitlines() if '"kind"' in line]
+    assert {e["kind"] for e in events} == {"track.start", "track.end"}
+    assert not [p for p in (full_disk / "clips").iterdir() if p.name.startswith(".")]
+
+
+def test_yaml_clip_options_reach_the_recorder(tmp_path, ubiq_home):
+    config = tmp_path / "app.yaml"
+    config.write_text(
+        "app: counter\noutputs:\n"
+        f"  clips: {tmp_path / 'clips'}\n  clip_kinds: [track.start]\n"
+        "  clip_pre: 0.1\n  clip_post: 0.2\n"
+    )
+    result = run_ubiq("run", "counter", "--config", str(config), "--max-frames", "40")
+    assert result.returncode == 0, result.stderr
+    clips = sorted((tmp_path / "clips").glob("*-track.start-*.mp4"))
+    # the demo's first tracks start at frame 0 (no frame before it: 0..6), the next at
+    # frame 15 (0.1 s before and 0.2 s after at 30 FPS: frames 12..21)
+    assert sorted({frame_count(clip) for clip in clips}) == [7, 10]

@@ -276,6 +276,88 @@ def test_path_traversal_and_unknown_paths_are_refused(sink):
     assert connection.getresponse().status == 405
 
 
+@pytest.fixture
+def clips_folder(tmp_path):
+    """A clip folder as the clip recorder leaves it: a snapshot and an H.264 clip, plus
+    what must never be served: a file beside the folder and a link out of it."""
+    import cv2
+
+    from ubiq.pipelines.sinks.clips import open_video_writer
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    stem = "20260101-120000-synthetic-zone.intrusion-0123456789abcdef"
+    assert cv2.imwrite(str(folder / f"{stem}.jpg"), make_result(3).frame.image)
+    writer = open_video_writer(folder / f"{stem}.mp4", 30.0, (320, 240))
+    for index in range(15):
+        writer.write(make_result(index).frame.image)
+    writer.close()
+    (tmp_path / "secret.jpg").write_bytes(b"root:x:0:0")
+    (folder / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    (folder / "notes.txt").write_text("not a clip")
+    return folder, stem
+
+
+def test_clips_are_served_from_the_clip_folder_only_with_the_token(clips_folder):
+    folder, stem = clips_folder
+    live = LiveViewSink("127.0.0.1", 0, token=TOKEN, clips_folder=folder)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        _, page = get(live.port, "/", auth)
+        assert b'<body data-clips="1">' in page  # the page links alerts' files
+        clip = (folder / f"{stem}.mp4").read_bytes()
+        response, body = get(live.port, f"/clips/{stem}.mp4", auth)
+        assert response.status == 200 and response.getheader("Content-Type") == "video/mp4"
+        assert body == clip and body[4:8] == b"ftyp"
+        assert response.getheader("Accept-Ranges") == "bytes"
+        # Browsers seek with ranges.
+        response, body = get(live.port, f"/clips/{stem}.mp4", {**auth, "Range": "bytes=0-99"})
+        assert response.status == 206 and body == clip[:100]
+        assert response.getheader("Content-Range") == f"bytes 0-99/{len(clip)}"
+        response, body = get(live.port, f"/clips/{stem}.mp4", {**auth, "Range": "bytes=-10"})
+        assert response.status == 206 and body == clip[-10:]
+        response, _ = get(live.port, f"/clips/{stem}.mp4", {**auth, "Range": "bytes=99999999-"})
+        assert response.status == 416
+        response, body = get(live.port, f"/clips/{stem}.jpg?token={TOKEN}")
+        assert response.status == 200 and response.getheader("Content-Type") == "image/jpeg"
+        assert body == (folder / f"{stem}.jpg").read_bytes()
+        # Without the token: 401, whatever the file.
+        for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}):
+            response, body = get(live.port, f"/clips/{stem}.mp4", headers)
+            assert response.status == 401 and body == b"a token is needed\n"
+        # Nothing but the folder's own .jpg and .mp4 files.
+        for path in (
+            f"/clips/../clips/{stem}.jpg",
+            "/clips/../secret.jpg",
+            "/clips/%2e%2e/secret.jpg",
+            "/clips/..%2fsecret.jpg",
+            "/clips/..%5csecret.jpg",
+        ):
+            response, body = get(live.port, path, auth)
+            assert response.status == 400, path
+        for path in (
+            "/clips/link.jpg",  # a link out of the folder
+            "/clips/notes.txt",
+            "/clips/.hidden.jpg",
+            "/clips/missing.mp4",
+            f"/clips/x/{stem}.jpg",
+            "/clips/",
+        ):
+            response, body = get(live.port, path, auth)
+            assert response.status == 404, path
+            assert b"root:" not in body
+    finally:
+        live.close()
+
+
+def test_clips_are_not_served_without_a_clip_folder(sink, clips_folder):
+    folder, stem = clips_folder
+    response, _ = get(sink.port, f"/clips/{stem}.jpg")
+    assert response.status == 404
+    _, page = get(sink.port, "/")
+    assert b'<body data-clips="">' in page  # file names shown, not linked
+
+
 def test_a_port_in_use_is_one_clear_error():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -400,3 +482,32 @@ def test_the_readme_commands_run(tmp_path, ubiq_home):
     assert results[1].returncode in (0, 3), results[1].stderr
     if results[1].returncode == 3:
         assert "Traceback" not in results[1].stderr
+
+
+def test_serve_with_clips_serves_the_clip_folder(tmp_path):
+    """`--serve --clips DIR` hands the recorder's folder to the live view (links on the
+    page)."""
+    import argparse
+
+    from ubiq.pipelines.outputs import live as outputs_live
+
+    args = argparse.Namespace(
+        serve="127.0.0.1:0", token_file=None, clips=str(tmp_path / "clips"), clip_pre=None,
+        clip_post=None, clip_kinds=None, command="detect", vid_stride=1,
+    )  # fmt: skip
+    outputs_live.check_arguments(args)
+
+    class Source:
+        source_id, fps, is_live = "clip", 30.0, False
+
+    sinks = outputs_live.build_sinks(args, Source(), 0, 1)
+    try:
+        live = [s for s in sinks if isinstance(s, LiveViewSink)]
+        assert len(live) == 1 and live[0].clips_folder == tmp_path / "clips"
+        (tmp_path / "clips" / "a.jpg").write_bytes(b"\xff\xd8jpeg")
+        response, body = get(live[0].port, "/clips/a.jpg")
+        assert response.status == 200 and body == b"\xff\xd8jpeg"
+        assert response.getheader("Content-Type") == "image/jpeg"
+    finally:
+        for sink in sinks:
+            sink.close()

@@ -17,9 +17,14 @@ time (``pre_s``) and by count (``pre_s`` at 60 FPS).
 
 Clips are H.264 where an encoder exists (see :func:`video_encoder`): PyAV's libx264 or
 OpenH264, else OpenCV's ``avc1`` (FFmpeg builds with an H.264 encoder); with none, MPEG-4
-Part 2 (``mp4v``) with a one-time warning that browsers may not play it. A full disk or
-an unwritable folder is logged in one line (once until writing works again) and the
-pipeline goes on.
+Part 2 (``mp4v``) with a one-time warning that browsers may not play it.
+
+A full disk or an unwritable folder is one line naming the file (``cannot write PATH: No
+space left on device; the run goes on without snapshots and clips until writing to FOLDER
+works again``), said once until a file is written again, and the pipeline goes on:
+counting, events, MQTT, webhooks and the live view matter more than the pictures of them.
+The events still carry the names decided when they happened; a name whose file is missing
+was not written. A partial file is removed, never left under its final name.
 """
 
 from __future__ import annotations
@@ -490,7 +495,13 @@ class ClipRecorder:
         if not self._failing:
             self._failing = True
             reason = getattr(error, "strerror", None) or str(error)
-            logger.error("cannot write %s: %s; the run goes on without it", path, reason)
+            logger.error(
+                "cannot write %s: %s; the run goes on without snapshots and clips until "
+                "writing to %s works again",
+                path,
+                reason,
+                self.folder,
+            )
 
     def _succeeded(self) -> None:
         if self._failing:

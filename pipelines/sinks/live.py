@@ -10,6 +10,7 @@ Routes (all ``GET``)::
     /events           recent events as JSON: {"events": [...]}
     /metrics          Prometheus text: FPS, per-stage latency, dropped frames, queues, temperature
     /healthz          {"status": "ok" | "stale" | "starting", ...} (503 when stale)
+    /clips/NAME       a snapshot (.jpg) or clip (.mp4) from ``clips_folder``, when given
 
 The server is the standard library's :class:`http.server.ThreadingHTTPServer`: one thread
 per client suits a handful of viewers on a Pi, adds no dependency to the device install,
@@ -17,11 +18,15 @@ and lets each client block on its own socket without touching the pipeline; aioh
 bring an event loop and a package for no gain at this scale.
 
 The pipeline thread only stores a reference to the latest result in :meth:`write` (and
-copies its events); a separate encoder thread draws and JPEG-encodes it at most
-``stream_fps`` times a second and only while someone watches, and every client thread
-sends the latest JPEG, skipping whatever it missed. A client that stops reading blocks
-its own thread until the socket's ``client_timeout_s`` drops it; it holds one JPEG, so
-memory does not grow.
+copies its events); it wakes nobody unless the encoder is waiting for a newer frame. A
+separate encoder thread draws and JPEG-encodes the latest result at most ``stream_fps``
+times a second, and only when a stream client has sent the previous JPEG and waits for
+the next one (or a snapshot is asked for): nobody watching, or only clients that stopped
+reading, costs no encoding. Every client thread sends the latest JPEG, skipping whatever
+it missed. A client that stops reading blocks its own thread until the socket's
+``client_timeout_s`` drops it; it holds one JPEG, so memory does not grow. The encoder and
+client threads run at a lower OS priority (``background_nice``, Linux), so where the
+cores are busy the pipeline's threads come first.
 
 Security: binding anything but a loopback address needs a token; a request without it
 (``Authorization: Bearer TOKEN``, or ``?token=TOKEN`` for a browser's page and stream)
@@ -35,12 +40,15 @@ import errno
 import hmac
 import ipaddress
 import logging
+import os
 import socket
+import sys
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -55,6 +63,19 @@ logger = logging.getLogger(__name__)
 
 _WAIT_S = 0.5
 _STALE_AFTER_S = 10.0
+
+
+def lower_thread_priority(nice: int) -> None:
+    """Raises the calling thread's nice value by ``nice`` (Linux, where ``setpriority`` on a
+    thread id affects that thread only; a no-op elsewhere or when ``nice`` is 0)."""
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    thread_id = threading.get_native_id()
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, thread_id)
+        os.setpriority(os.PRIO_PROCESS, thread_id, min(19, current + nice))
+    except OSError as error:  # a sandbox without the call: run at the normal priority
+        logger.debug("cannot lower the live view thread's priority: %s", error)
 
 
 def parse_bind(value: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -112,6 +133,10 @@ class LiveViewSink:
         title: Page title (default: ``ubiq live: SOURCE``).
         max_clients: Streams and event streams served at once; more get 503 (default 8).
         client_timeout_s: A client that accepts no data for this long is dropped.
+        clips_folder: The clip recorder's folder: its snapshots and clips are served under
+            ``/clips/NAME`` and linked from the page's alerts (default: none served).
+        background_nice: How much lower the OS priority of the encoder and client threads
+            is than the pipeline's (Linux nice steps, 0..19; default 10).
 
     Raises:
         ConfigError: If an option is out of range, a non-loopback bind has no token, or
@@ -133,6 +158,8 @@ class LiveViewSink:
         title: str | None = None,
         max_clients: int = 8,
         client_timeout_s: float = 10.0,
+        clips_folder: str | Path | None = None,
+        background_nice: int = 10,
     ) -> None:
         if not stream_fps > 0:
             raise ConfigError(f"stream_fps must be > 0, got {stream_fps}")
@@ -142,6 +169,8 @@ class LiveViewSink:
             raise ConfigError(
                 f"recent_events and max_clients must be >= 1, got {recent_events}, {max_clients}"
             )
+        if not 0 <= int(background_nice) <= 19:
+            raise ConfigError(f"background_nice must be in 0..19, got {background_nice}")
         if token is not None and len(token) < 16:
             raise ConfigError(
                 f"the live view token must have at least 16 characters, got {len(token)}"
@@ -162,19 +191,25 @@ class LiveViewSink:
         self.title = title or f"ubiq live: {self.source_id}"
         self.max_clients = max_clients
         self.client_timeout_s = client_timeout_s
+        self.clips_folder = None if clips_folder is None else Path(clips_folder)
+        self.background_nice = int(background_nice)
         self._token = token.encode() if token is not None else None
         self._lock = threading.Lock()
-        self._new_result = threading.Condition(self._lock)
+        # The encoder waits on _demand: a client ready for a JPEG, a snapshot request, or
+        # (only while it asks for one, _wants_result) a newer result.
+        self._demand = threading.Condition(self._lock)
         self._new_jpeg = threading.Condition(self._lock)
         self._new_state = threading.Condition(self._lock)
         self._latest: FrameResult | None = None
         self._result_seq = 0
+        self._wants_result = False
         self._jpeg: bytes | None = None
         self._jpeg_seq = 0
         self._jpeg_result_seq = -1
         self._jpegs_encoded = 0
         self._snapshot_wanted = 0
         self._viewers = 0
+        self._viewers_ready = 0
         self._clients = Counter()
         self._events: deque[tuple[int, dict]] = deque(maxlen=recent_events)
         self._event_seq = 0
@@ -186,6 +221,7 @@ class LiveViewSink:
         self._started_at = time.monotonic()
         self._last_frame_at: float | None = None
         self._runner: Any = None
+        self._runner_keeps_stage_times = False
         self._temperature: tuple[float, float | None] = (-1e9, None)
         self._closed = threading.Event()
         self._server = _bind(host, port, self)
@@ -210,6 +246,8 @@ class LiveViewSink:
         """Lets ``/metrics`` read the runner's per-stage times and health monitor (the
         runner calls it when it starts, where it supports it)."""
         self._runner = runner
+        stage_ms = getattr(getattr(runner, "summary", None), "stage_ms", None)
+        self._runner_keeps_stage_times = isinstance(stage_ms, dict)
 
     # -- the pipeline thread ----------------------------------------------------------
 
@@ -218,27 +256,33 @@ class LiveViewSink:
         drawing or encoding happens on the pipeline's thread)."""
         now = time.monotonic()
         frame = result.frame
+        # The runner keeps per-stage times itself once attached: then there is no need to.
+        timings = None if self._runner_keeps_stage_times else result.timings_ms
         with self._lock:
             if self._first_timestamp_ns is None:
                 self._first_timestamp_ns = int(frame.timestamp_ns)
                 if self.source is None:
                     self.source_id = result.source_id
-            seconds = (int(frame.timestamp_ns) - self._first_timestamp_ns) / 1e9
             if not result.final:
                 self._latest = result
                 self._result_seq += 1
                 self._frames += 1
                 self._frame_times.append(now)
                 self._last_frame_at = now
-                for name, milliseconds in result.timings_ms.items():
-                    self._stage_ms.setdefault(name, deque(maxlen=120)).append(milliseconds)
-                self._new_result.notify()
+                if timings:
+                    for name, milliseconds in timings.items():
+                        self._stage_ms.setdefault(name, deque(maxlen=120)).append(milliseconds)
+                if self._wants_result:  # else nobody waits for it: wake nobody
+                    self._wants_result = False
+                    self._demand.notify()
+            if not result.events:
+                return
+            seconds = (int(frame.timestamp_ns) - self._first_timestamp_ns) / 1e9
             for event in result.events:
                 self._event_seq += 1
                 self._events.append((self._event_seq, event.to_record(seconds, result.index)))
                 self._event_totals[event.kind] += 1
-            if result.events:
-                self._new_state.notify_all()
+            self._new_state.notify_all()
 
     def close(self) -> None:
         """Stops the server and its threads (clients are disconnected)."""
@@ -246,7 +290,7 @@ class LiveViewSink:
             return
         self._closed.set()
         with self._lock:
-            for condition in (self._new_result, self._new_jpeg, self._new_state):
+            for condition in (self._demand, self._new_jpeg, self._new_state):
                 condition.notify_all()
         self._server.shutdown()
         self._server.server_close()
@@ -256,29 +300,17 @@ class LiveViewSink:
     # -- the encoder thread -----------------------------------------------------------
 
     def _encode_loop(self) -> None:
+        lower_thread_priority(self.background_nice)
         interval_s = 1.0 / self.stream_fps
         next_at = 0.0
         while not self._closed.is_set():
-            with self._lock:
-                wanted = self._new_result.wait_for(
-                    lambda: (
-                        self._closed.is_set()
-                        or (
-                            self._result_seq != self._jpeg_result_seq
-                            and (self._viewers > 0 or self._snapshot_wanted > 0)
-                        )
-                    ),
-                    timeout=_WAIT_S,
-                )
-            if not wanted or self._closed.is_set():
-                continue
             delay = next_at - time.monotonic()
             if delay > 0:
                 self._closed.wait(delay)
             with self._lock:
+                if not self._wait_for_demand():
+                    continue
                 result, result_seq = self._latest, self._result_seq
-            if result is None:
-                continue
             next_at = time.monotonic() + interval_s
             image = draw(result, self.annotators)
             ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
@@ -291,6 +323,32 @@ class LiveViewSink:
                 self._jpeg_result_seq = result_seq
                 self._jpegs_encoded += 1
                 self._new_jpeg.notify_all()
+
+    def _wait_for_demand(self) -> bool:
+        """With the lock held: waits (at most ``_WAIT_S``) until a client that sent the last
+        JPEG or a snapshot request wants one and a result newer than the last JPEG's exists.
+        Asks :meth:`write` for a wake-up only while a result is all that is missing."""
+        deadline = time.monotonic() + _WAIT_S
+        while not self._closed.is_set():
+            wanted = self._viewers_ready > 0 or self._snapshot_wanted > 0
+            fresh = self._latest is not None and self._result_seq != self._jpeg_result_seq
+            if wanted and fresh:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._wants_result = wanted
+            self._demand.wait(remaining)
+            self._wants_result = False
+        return False
+
+    def viewer_ready(self, ready: bool) -> None:
+        """With the lock held: a stream client starts (or stops) waiting for a new JPEG."""
+        if ready:
+            self._viewers_ready += 1
+            self._demand.notify()
+        else:
+            self._viewers_ready -= 1
 
     # -- what the handlers read -------------------------------------------------------
 
@@ -317,7 +375,7 @@ class LiveViewSink:
                 return self._jpeg
             self._snapshot_wanted += 1
             seq = self._jpeg_seq
-            self._new_result.notify()
+            self._demand.notify()
             try:
                 self._new_jpeg.wait_for(
                     lambda: self._jpeg_seq != seq or self._closed.is_set(), timeout=timeout_s

@@ -1,11 +1,13 @@
-"""The live view's HTTP surface: the request handler (auth, fixed routes, MJPEG, SSE) and
-the Prometheus text of ``/metrics``. The state it serves is
+"""The live view's HTTP surface: the request handler (auth, fixed routes, MJPEG, SSE, the
+clip folder's files) and the Prometheus text of ``/metrics``. The state it serves is
 :class:`~ubiq.pipelines.sinks.live.LiveViewSink`'s."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import socket
 import time
 from http.server import BaseHTTPRequestHandler
@@ -25,6 +27,12 @@ BOUNDARY = "ubiqframe"
 _WAIT_S = 0.5
 _SEND_BUFFER_BYTES = 256 * 1024
 _COUNTS_EVERY_S = 1.0
+_CLIPS_PREFIX = "/clips/"
+# What the clip recorder names its files: one path component, no leading dot.
+_CLIP_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,200}\.(jpg|mp4)")
+_CLIP_TYPES = {"jpg": "image/jpeg", "mp4": "video/mp4"}
+_FILE_CHUNK_BYTES = 256 * 1024
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 _CLIENT_ERRORS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -47,6 +55,9 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def setup(self) -> None:
+        from ubiq.pipelines.sinks.live import lower_thread_priority
+
+        lower_thread_priority(self.server.sink.background_nice)
         self.timeout = self.server.sink.client_timeout_s
         super().setup()
 
@@ -70,6 +81,9 @@ class Handler(BaseHTTPRequestHandler):
             self.headers.get("Authorization"), (query.get("token") or [None])[0]
         ):
             self._send_text(401, "a token is needed\n", {"WWW-Authenticate": 'Bearer realm="ubiq"'})
+            return
+        if path.startswith(_CLIPS_PREFIX):
+            self._clip_file(path[len(_CLIPS_PREFIX) :])
             return
         route = _ROUTES.get(path)
         if route is None:
@@ -105,6 +119,7 @@ class Handler(BaseHTTPRequestHandler):
     def _page(self) -> None:
         page = PAGE_PATH.read_text(encoding="utf-8")
         page = page.replace("{{title}}", _html_escape(self.sink.title))
+        page = page.replace("{{clips}}", "1" if self.sink.clips_folder is not None else "")
         self._send(
             200,
             page.encode(),
@@ -127,6 +142,61 @@ class Handler(BaseHTTPRequestHandler):
 
     def _healthz(self) -> None:
         self._send_json(*self.sink.health())
+
+    def _clip_file(self, name: str) -> None:
+        """A snapshot or clip from the sink's ``clips_folder`` (one file name, ``.jpg`` or
+        ``.mp4``; anything else is 404), with ``Range`` support so browsers can seek."""
+        folder = self.sink.clips_folder
+        match = _CLIP_NAME.fullmatch(name)
+        if folder is None or match is None:
+            self._send_text(404, "not found\n")
+            return
+        path = folder / name
+        try:
+            # The folder's own files only: a link pointing out of it is refused.
+            inside = path.resolve(strict=True).parent == folder.resolve(strict=True)
+            handle = open(path, "rb") if inside else None  # noqa: SIM115 - closed below
+        except OSError:
+            inside, handle = False, None
+        if handle is None:
+            # A clip appears once its post-roll is written (it is renamed into place).
+            self._send_text(404, "not found (a clip appears when its post-roll ends)\n")
+            return
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            start, end, status = 0, size - 1, 200
+            headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=3600"}
+            wanted = _RANGE.fullmatch(self.headers.get("Range", "").strip())
+            if wanted and (wanted.group(1) or wanted.group(2)):
+                first, last = wanted.groups()
+                if first:
+                    start, end = int(first), min(int(last), size - 1) if last else size - 1
+                else:
+                    start = max(0, size - int(last))
+                if start > end or start >= size:
+                    self._send_text(
+                        416, "range not satisfiable\n", {"Content-Range": f"bytes */{size}"}
+                    )
+                    return
+                status = 206
+                headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+            self.send_response(status)
+            self.send_header("Content-Type", _CLIP_TYPES[match.group(1)])
+            self.send_header("Content-Length", str(end - start + 1))
+            for header, value in {**_SECURITY_HEADERS, **headers}.items():
+                self.send_header(header, value)
+            self.end_headers()
+            handle.seek(start)
+            remaining = end - start + 1
+            try:
+                while remaining > 0:
+                    chunk = handle.read(min(_FILE_CHUNK_BYTES, remaining))
+                    if not chunk:
+                        break
+                    self.wfile.write(chunk)
+                    remaining -= len(chunk)
+            except _CLIENT_ERRORS + (socket.timeout,):
+                self.close_connection = True
 
     def _open_stream(self, kind: str, content_type: str) -> bool:
         """Counts the client in, or answers 503 when too many are connected."""
@@ -160,7 +230,6 @@ class Handler(BaseHTTPRequestHandler):
             sink._clients[kind] -= 1
             if kind == "stream":
                 sink._viewers -= 1
-            sink._new_result.notify()
 
     def _stream(self) -> None:
         """MJPEG: sends each new JPEG; a slow client skips the ones it missed."""
@@ -171,10 +240,18 @@ class Handler(BaseHTTPRequestHandler):
         try:
             while not sink._closed.is_set():
                 with sink._lock:
-                    sink._new_jpeg.wait_for(
-                        lambda sent=sent: sink._jpeg_seq != sent or sink._closed.is_set(),
-                        timeout=_WAIT_S,
-                    )
+                    if sink._jpeg is None or sink._jpeg_seq == sent:
+                        # Sent the latest: ready for the next one, which the encoder makes
+                        # only for clients that are ready.
+                        sink.viewer_ready(True)
+                        last = sink._jpeg_seq
+                        try:
+                            sink._new_jpeg.wait_for(
+                                lambda last=last: sink._jpeg_seq != last or sink._closed.is_set(),
+                                timeout=_WAIT_S,
+                            )
+                        finally:
+                            sink.viewer_ready(False)
                     jpeg, seq = sink._jpeg, sink._jpeg_seq
                 if jpeg is None or seq == sent:
                     continue

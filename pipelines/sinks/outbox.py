@@ -12,6 +12,11 @@ Durability: with ``synchronous=NORMAL`` (the default) a committed event survives
 ``kill -9`` of the process; ``fsync=True`` (``synchronous=FULL``) also survives a power cut,
 at the cost of one fsync per event.
 
+A full disk: opening the outbox, or queuing an event, fails with one line that names the
+file (``cannot write outbox PATH: no space left on the disk; ...``), and the run stops
+rather than go on losing events it cannot queue (as the JSONL sink stops on a full disk);
+what is already queued stays in the file for the next run.
+
 Bound: at most ``max_events`` rows (default 100,000, about 30 MB of typical events). When
 the outbox is full the oldest events are dropped to make room for new ones (the newest say
 most about the present), counted in :attr:`Outbox.dropped` and logged once per overflow.
@@ -115,12 +120,14 @@ class Outbox:
             raise ConfigError(f"cannot create outbox {self.path}: {error.strerror}") from error
         except sqlite3.Error as error:
             self._release_lock()
-            raise ConfigError(f"cannot open outbox {self.path}: {error}") from error
+            raise ConfigError(f"cannot open outbox {self.path}: {_reason(error)}") from error
         try:
             self._setup(fsync)
         except sqlite3.DatabaseError as error:
             self._db.close()
             self._release_lock()
+            if _is_full(error) or isinstance(error, sqlite3.OperationalError):
+                raise ConfigError(f"cannot create outbox {self.path}: {_reason(error)}") from error
             raise ConfigError(
                 f"{self.path} is not a ubiq outbox ({error}); move it away or choose another"
             ) from error
@@ -203,7 +210,7 @@ class Outbox:
             except sqlite3.Error as error:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
-                raise UbiqError(f"cannot write outbox {self.path}: {error}") from error
+                raise UbiqError(f"cannot write outbox {self.path}: {_reason(error)}") from error
             if overflow > 0:
                 self.dropped += overflow
                 self._count -= overflow
@@ -232,7 +239,7 @@ class Outbox:
                     (after_seq, limit),
                 ).fetchall()
             except sqlite3.Error as error:
-                raise UbiqError(f"cannot read outbox {self.path}: {error}") from error
+                raise UbiqError(f"cannot read outbox {self.path}: {_reason(error)}") from error
         return [OutboxItem(int(s), t, bytes(b), e, float(c)) for s, t, b, e, c in rows]
 
     def delete(self, seqs: Iterable[int]) -> int:
@@ -262,7 +269,7 @@ class Outbox:
             except sqlite3.Error as error:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
-                raise UbiqError(f"cannot write outbox {self.path}: {error}") from error
+                raise UbiqError(f"cannot write outbox {self.path}: {_reason(error)}") from error
             self._count -= deleted
             if self._full and self._count < self.max_events:
                 self._full = False
@@ -279,6 +286,20 @@ class Outbox:
                 self._db.close()
                 self._db = None
             self._release_lock()
+
+
+def _is_full(error: sqlite3.Error) -> bool:
+    """Whether SQLite says the disk (or the file system's quota) is full."""
+    return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or (
+        "disk is full" in str(error)
+    )
+
+
+def _reason(error: sqlite3.Error) -> str:
+    """SQLite's message, said plainly where the disk is full."""
+    if _is_full(error):
+        return "no space left on the disk; free some or choose another outbox folder"
+    return str(error)
 
 
 def outbox_name(kind: str, identity: str, label: str) -> str:

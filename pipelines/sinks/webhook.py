@@ -9,12 +9,20 @@ Each request carries one event's record (the JSONL schema: ``{"kind", "ts", "fra
     X-Ubiq-Event-Id: <id>                  (receivers drop duplicates by it)
     X-Ubiq-Signature: sha256=<hex>         HMAC-SHA256 of the body with the shared secret
 
-Delivery is in order and at-least-once: a sender thread POSTs the oldest queued event and
-deletes it on a 2xx answer. A connection error, a timeout, a 5xx, 408 or 429 (or any
-other 4xx but the ones below) is retried with exponential backoff (``retry_initial_s``,
-doubling, at most ``retry_max_s``), the same event first, so nothing overtakes it. 400,
-413, 415 and 422 say the body itself is refused, which no retry can fix: that event is
-dropped and logged. Events wait in the outbox across outages and restarts.
+Batches (``batch_size`` > 1, ``--webhook-batch N``): each request carries a JSON array of
+up to N records, oldest first, and the headers ``X-Ubiq-Event: batch``, ``X-Ubiq-Batch:
+<count>`` and the signature of that exact body (no ``X-Ubiq-Event-Id``: each record has its
+``id``). A batch goes out when it is full or when its oldest event has waited
+``batch_wait_s`` (``--webhook-batch-s``, default 1 s), and at once on close.
+
+Delivery is in order and at-least-once: a sender thread POSTs the oldest queued event (or
+batch) and deletes it from the outbox on a 2xx answer. A connection error, a timeout, a
+5xx, 408 or 429 (or any other 4xx but the ones below) is retried with exponential backoff
+(``retry_initial_s``, doubling, at most ``retry_max_s``), the same events first, so nothing
+overtakes them. 400, 413, 415 and 422 say the body itself is refused, which no retry can
+fix: that event is dropped and logged; a refused batch is split in halves and sent again
+until the refused event is alone, so only it is dropped. Events wait in the outbox across
+outages and restarts.
 
 A receiver verifies a request with::
 
@@ -46,9 +54,12 @@ from ubiq.pipelines.sinks.outbox import (
 )
 from ubiq.types import FrameResult
 
-__all__ = ["REFUSED_STATUSES", "WebhookOptions", "WebhookSink", "sign"]
+__all__ = ["MAX_BATCH", "REFUSED_STATUSES", "WebhookOptions", "WebhookSink", "sign"]
 
 logger = logging.getLogger(__name__)
+
+MAX_BATCH = 1000
+"""Most events one batched request carries."""
 
 REFUSED_STATUSES = frozenset({400, 413, 415, 422})
 """Answers that refuse the body itself: the event is dropped instead of retried."""
@@ -71,6 +82,9 @@ class WebhookOptions:
         retry_max_s: Longest wait between two tries.
         flush_timeout_s: How long ``close()`` waits for queued events while the server
             answers.
+        batch_size: Most events in one request (1: one event per request, its record as
+            the body; more: a JSON array of records).
+        batch_wait_s: Longest time the oldest queued event waits for a batch to fill.
     """
 
     url: str
@@ -79,6 +93,8 @@ class WebhookOptions:
     retry_initial_s: float = 0.5
     retry_max_s: float = 60.0
     flush_timeout_s: float = 5.0
+    batch_size: int = 1
+    batch_wait_s: float = 1.0
 
     def __post_init__(self) -> None:
         try:
@@ -98,6 +114,11 @@ class WebhookOptions:
         for name in ("timeout_s", "retry_initial_s", "retry_max_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        size = self.batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_BATCH:
+            raise ConfigError(f"batch_size must be an integer in 1..{MAX_BATCH}, got {size!r}")
+        if not 0 <= self.batch_wait_s <= 3600:
+            raise ConfigError(f"batch_wait_s must be in 0..3600 seconds, got {self.batch_wait_s}")
 
     @property
     def address(self) -> str:
@@ -112,7 +133,14 @@ class WebhookOptions:
 
 
 class WebhookSink:
-    """POSTs every event (through a durable outbox) with retries and an HMAC signature.
+    """POSTs every event (through a durable outbox) with retries and an HMAC signature, one
+    per request or in batches (``options.batch_size``).
+
+    Attributes:
+        events_sent: Events the server took (2xx).
+        events_refused: Events dropped because the server refused them (400, 413, ...).
+        requests_sent: Requests the server took (fewer than events with batches).
+        attempts: Every POST tried, retries included.
 
     Args:
         options: URL, secret and timing (:class:`WebhookOptions`).
@@ -150,6 +178,7 @@ class WebhookSink:
         self._refused_logged: set[int] = set()
         self.events_sent = 0
         self.events_refused = 0
+        self.requests_sent = 0
         self.attempts = 0
         if len(self.outbox):
             logger.warning(
@@ -177,9 +206,12 @@ class WebhookSink:
 
     def _send_loop(self) -> None:
         backoff_s = self.options.retry_initial_s
+        batched = self.options.batch_size > 1
+        limit = self.options.batch_size  # halved while a refused batch is split
+        split_end_seq = 0  # while splitting: the last event of the refused batch
         while not self._stop.is_set():
             try:
-                items = self.outbox.peek(0, 1)
+                items = self.outbox.peek(0, limit)
             except UbiqError as error:
                 logger.error("webhook: %s", error)
                 items = []
@@ -187,8 +219,19 @@ class WebhookSink:
                 self._wake.wait(0.5)
                 self._wake.clear()
                 continue
-            item = items[0]
-            outcome, reason = self._post(item.topic, item.event_id, item.body)
+            if batched and len(items) < limit and not (self._closed or split_end_seq):
+                waited_s = time.time() - items[0].created_s
+                if waited_s < self.options.batch_wait_s:
+                    # Let the batch fill; a new event wakes the loop to look again.
+                    self._wake.wait(min(0.5, self.options.batch_wait_s - waited_s))
+                    self._wake.clear()
+                    continue
+            if batched:
+                body = b"[" + b",".join(item.body for item in items) + b"]"
+                outcome, reason = self._post("batch", "", body, count=len(items))
+            else:
+                item = items[0]
+                outcome, reason = self._post(item.topic, item.event_id, item.body)
             if outcome == "retry":
                 if self._healthy:
                     logger.warning(
@@ -210,23 +253,34 @@ class WebhookSink:
                 )
             self._healthy = True
             backoff_s = self.options.retry_initial_s
+            if outcome == "refused" and len(items) > 1:
+                # Find the refused event: send the batch in halves, then halves of those.
+                split_end_seq = max(split_end_seq, items[-1].seq)
+                limit = max(1, len(items) // 2)
+                continue
             try:
-                self.outbox.delete([item.seq])
+                self.outbox.delete([item.seq for item in items])
             except UbiqError as error:  # sent again after a restart
                 logger.error("webhook: %s", error)
+            if split_end_seq and items[-1].seq >= split_end_seq:
+                split_end_seq, limit = 0, self.options.batch_size  # the refused batch is out
             if outcome == "sent":
-                self.events_sent += 1
+                self.events_sent += len(items)
+                self.requests_sent += 1
             else:
-                self.events_refused += 1
+                self.events_refused += len(items)
 
-    def _post(self, kind: str, event_id: str, body: bytes) -> tuple[str, str]:
-        """One POST: ``("sent" | "refused" | "retry", reason)``."""
+    def _post(self, kind: str, event_id: str, body: bytes, *, count: int = 0) -> tuple[str, str]:
+        """One POST: ``("sent" | "refused" | "retry", reason)``; ``count`` > 0 for a batch."""
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "ubiq-webhook",
             "X-Ubiq-Event": kind,
-            "X-Ubiq-Event-Id": event_id,
         }
+        if count:
+            headers["X-Ubiq-Batch"] = str(count)
+        else:
+            headers["X-Ubiq-Event-Id"] = event_id
         if self.options.secret:
             headers["X-Ubiq-Signature"] = sign(self.options.secret, body)
         request = urllib.request.Request(self.options.url, data=body, headers=headers)
@@ -244,13 +298,15 @@ class WebhookSink:
         if 200 <= status < 300:
             return "sent", ""
         if status in REFUSED_STATUSES:
+            if count > 1:
+                return "refused", f"HTTP {status}"  # split, then the lone event is logged
             if status not in self._refused_logged:
                 self._refused_logged.add(status)
                 logger.error(
                     "webhook: %s refused event %s with HTTP %d; dropping it (and any other "
                     "it refuses so)",
                     self.options.address,
-                    event_id,
+                    event_id or json.loads(body)[0].get("id", "?"),
                     status,
                 )
             return "refused", f"HTTP {status}"

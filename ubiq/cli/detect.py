@@ -108,7 +108,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="print each stage's p50/p90 time before the summary line (default: yes)",
     )
-    from ubiq.cli import outputs
+    from ubiq.pipelines import outputs
 
     outputs.add_arguments(parser)
 
@@ -132,8 +132,8 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
     """
     from pathlib import Path
 
-    from ubiq.cli import outputs
     from ubiq.errors import ConfigError
+    from ubiq.pipelines import outputs
     from ubiq.pipelines.sinks import check_video_path
 
     sources = args.source or ["demo"]
@@ -244,8 +244,8 @@ def build_sinks(args: argparse.Namespace, source, position: int, count: int) -> 
     Raises:
         ConfigError: Naming the flag, if an output cannot be created.
     """
-    from ubiq.cli import outputs
     from ubiq.errors import ConfigError
+    from ubiq.pipelines import outputs
     from ubiq.pipelines.sinks import ImageSink, JsonlSink, VideoSink, WindowSink
 
     sinks = []
@@ -369,9 +369,9 @@ def run_pipeline(
         outputs: The output flags' values (``None`` when not given), for the summary line.
         describe: The model and device, for the summary line.
     """
-    from ubiq.cli import outputs as output_flags
     from ubiq.hardware.health import HealthMonitor
     from ubiq.hardware.sources import open_source
+    from ubiq.pipelines import outputs as output_flags
     from ubiq.pipelines.pipeline import Pipeline, run_sources
 
     # Open every source before any output file: a camera or URL that fails must not

@@ -67,7 +67,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--vad-threshold", type=float, default=0.5, help="Silero speech threshold")
     parser.add_argument("--threads", type=int, default=1, help="inference threads")
     parser.add_argument("--quiet", action="store_true", help="print no events (JSONL only)")
-    from ubiq.cli import outputs_events
+    from ubiq.pipelines.outputs import events as outputs_events
 
     outputs_events.add_arguments(parser)
     parser.set_defaults(handler=run)
@@ -135,8 +135,8 @@ def build_pipeline(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ubiq.cli import outputs_events
     from ubiq.hardware.sources.audio import open_audio_source
+    from ubiq.pipelines.outputs import events as outputs_events
     from ubiq.pipelines.runner import Runner
     from ubiq.pipelines.sinks import CallbackSink
     from ubiq.pipelines.speech.listen import SpeechJsonlSink, SpeechStage, event_record

@@ -149,7 +149,7 @@ def _apply_shapes(app, args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ubiq.apps.app import App, app_class
+    from ubiq.apps.app import App, app_class, config_names, output_options
     from ubiq.cli import detect
     from ubiq.errors import ConfigError
 
@@ -161,8 +161,9 @@ def run(args: argparse.Namespace) -> int:
     app = App.from_yaml(args.config, _overrides(args), app=args.app)
     _apply_shapes(app, args)
     config = app.config
-    # The checks and outputs of `ubiq detect`, fed from the app's config.
-    namespace = argparse.Namespace(**vars(args))
+    # The checks and outputs of `ubiq detect`, fed from the app's config; an output flag
+    # (--mqtt, --clips, ...) wins over its outputs key, and an error names where it came from.
+    namespace, from_config = output_options(config.outputs, args)
     namespace.source = [camera.source for camera in config.cameras]
     namespace.save = config.outputs.save
     namespace.jsonl = config.outputs.jsonl
@@ -171,16 +172,18 @@ def run(args: argparse.Namespace) -> int:
     namespace.conf, namespace.iou = config.conf, config.iou
     namespace.threads, namespace.imgsz = config.threads, config.imgsz
     namespace.classes = ",".join(config.classes) if config.classes else None
-    specs = detect.check_arguments(namespace)
+    with config_names(from_config):
+        specs = detect.check_arguments(namespace)
     model = app.load_model()
     app.check_model(model)
 
     def sinks(source, position, count):
-        from ubiq.cli import outputs
+        from ubiq.pipelines import outputs
 
         made = app.sinks(source, position, count)
         try:
-            made += outputs.build_sinks(namespace, source, position, count)
+            with config_names(from_config):
+                made += outputs.build_sinks(namespace, source, position, count)
         except BaseException:
             for sink in made:
                 sink.close()

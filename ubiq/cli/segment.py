@@ -137,10 +137,10 @@ def build_sinks(args: argparse.Namespace, source, position: int, count: int) -> 
     Raises:
         ConfigError: Naming the flag, if an output cannot be created.
     """
-    from ubiq.cli import outputs
     from ubiq.cli.detect import flag
     from ubiq.errors import ConfigError
     from ubiq.paths import output_path
+    from ubiq.pipelines import outputs
     from ubiq.pipelines.sinks import BoxAnnotator, MaskAnnotator, VideoSink, WindowSink
     from ubiq.pipelines.sinks.masks import MaskSink, SegmentJsonlSink
 

@@ -5,6 +5,7 @@ outbox (``--outbox DIR``, default ``$UBIQ_HOME/outbox``).
 ubiq track --source 0 --mqtt mqtt://ha.local/ubiq/frontdoor
 ubiq detect --mqtt mqtts://cam@broker:8883 --mqtt-tls-ca ca.pem --mqtt-password-file pw
 ubiq listen --commands commands.yaml --webhook https://hooks.example/ubiq
+ubiq run counter --webhook https://hooks.example/ubiq --webhook-batch 50 --webhook-batch-s 2
 ```
 
 Passwords and secrets come from the environment (``UBIQ_MQTT_PASSWORD``,
@@ -27,8 +28,8 @@ _MQTT_ONLY = ("mqtt_tls_ca", "mqtt_tls_cert", "mqtt_tls_key", "mqtt_password_fil
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds ``--mqtt``, its TLS and password flags, ``--webhook``, its secret and
-    ``--outbox``."""
+    """Adds ``--mqtt``, its TLS and password flags, ``--webhook``, its secret and batch
+    flags, and ``--outbox``."""
     group = parser.add_argument_group("events out (MQTT, webhooks)")
     group.add_argument(
         "--mqtt",
@@ -51,6 +52,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--webhook-secret-file", metavar="FILE", help="file holding the webhook HMAC secret"
+    )
+    group.add_argument(
+        "--webhook-batch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="POST up to N events per request as a JSON array (default: 1, one event per "
+        "request, its record as the body)",
+    )
+    group.add_argument(
+        "--webhook-batch-s",
+        type=float,
+        default=None,
+        metavar="S",
+        help="with --webhook-batch: longest wait, in seconds, for a batch to fill (default: 1)",
     )
     group.add_argument(
         "--outbox",
@@ -146,15 +162,25 @@ def _expand(path: str | None) -> str | None:
 
 
 def _webhook_options(args: argparse.Namespace, *, read_secret: bool):
-    from ubiq.pipelines.sinks.webhook import WebhookOptions
+    from ubiq.pipelines.sinks.webhook import MAX_BATCH, WebhookOptions
 
     secret = None
     if read_secret and args.webhook_secret_file:
         secret = _read_secret("--webhook-secret-file", args.webhook_secret_file)
     elif read_secret:
         secret = os.environ.get(WEBHOOK_SECRET_ENV) or None
+    batch = {}
+    size, wait_s = getattr(args, "webhook_batch", None), getattr(args, "webhook_batch_s", None)
+    if size is not None:
+        if not 1 <= size <= MAX_BATCH:
+            raise ConfigError(f"--webhook-batch must be in 1..{MAX_BATCH}, got {size}")
+        batch["batch_size"] = size
+    if wait_s is not None:
+        if not 0 <= wait_s <= 3600:
+            raise ConfigError(f"--webhook-batch-s must be in 0..3600 seconds, got {wait_s}")
+        batch["batch_wait_s"] = wait_s
     try:
-        return WebhookOptions(args.webhook, secret=secret.encode() if secret else None)
+        return WebhookOptions(args.webhook, secret=secret.encode() if secret else None, **batch)
     except ConfigError as error:
         raise ConfigError(f"--webhook: {error}") from error
 
@@ -171,8 +197,11 @@ def check_arguments(args: argparse.Namespace) -> None:
         for name in _MQTT_ONLY:
             if getattr(args, name):
                 raise ConfigError(f"--{name.replace('_', '-')} needs --mqtt URL")
-    if args.webhook_secret_file and not args.webhook:
-        raise ConfigError("--webhook-secret-file needs --webhook URL")
+    for name in ("webhook_secret_file", "webhook_batch", "webhook_batch_s"):
+        if getattr(args, name, None) is not None and not args.webhook:
+            raise ConfigError(f"--{name.replace('_', '-')} needs --webhook URL")
+    if getattr(args, "webhook_batch_s", None) is not None and not (args.webhook_batch or 1) > 1:
+        raise ConfigError("--webhook-batch-s needs --webhook-batch N (N > 1)")
     if args.outbox and not (args.mqtt or args.webhook):
         raise ConfigError("--outbox needs --mqtt or --webhook")
     if args.mqtt:

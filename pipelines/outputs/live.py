@@ -45,14 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--clip-pre",
         type=float,
-        default=5.0,
+        default=None,
         metavar="S",
         help="seconds of video before the event in a clip (default: 5)",
     )
     parser.add_argument(
         "--clip-post",
         type=float,
-        default=5.0,
+        default=None,
         metavar="S",
         help="seconds of video after the event in a clip (default: 5)",
     )
@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--clip-kinds",
-        default=",".join(DEFAULT_CLIP_KINDS),
+        default=None,
         metavar="K,K",
         help="event kinds that get a clip, comma-separated, * as a wildcard "
         f"(default: {','.join(DEFAULT_CLIP_KINDS)})",
@@ -103,10 +103,16 @@ def check_arguments(args: argparse.Namespace) -> None:
     elif token_file is not None:
         raise ConfigError("--token-file is for the live view: give --serve [HOST:]PORT too")
     for option in ("clip_pre", "clip_post"):
-        value = getattr(args, option, 5.0)
+        value = getattr(args, option, None)
+        value = 5.0 if value is None else value  # None: not given (an app's YAML may set it)
         if not 0.0 <= value <= 60.0:
             raise ConfigError(f"--{option.replace('_', '-')} must be between 0 and 60, got {value}")
-    kinds = [k.strip() for k in str(getattr(args, "clip_kinds", "")).split(",") if k.strip()]
+        setattr(args, option, value)
+    if getattr(args, "clip_kinds", None) is None:
+        from ubiq.pipelines.alerts import DEFAULT_CLIP_KINDS
+
+        args.clip_kinds = ",".join(DEFAULT_CLIP_KINDS)
+    kinds = [k.strip() for k in str(args.clip_kinds).split(",") if k.strip()]
     if not kinds:
         raise ConfigError(f"--clip-kinds must name at least one kind, got {args.clip_kinds!r}")
     args.clip_kind_list = kinds
@@ -185,6 +191,9 @@ def build_sinks(args: argparse.Namespace, source, position: int, count: int) -> 
             source=source,
             queues=queues,
             title=f"ubiq {getattr(args, 'command', None) or 'live'}: {source.source_id}",
+            clips_folder=(
+                _clips_folder(args, position, count) if getattr(args, "clips", None) else None
+            ),
         )
     except ConfigError as error:
         for sink in sinks:
@@ -194,12 +203,11 @@ def build_sinks(args: argparse.Namespace, source, position: int, count: int) -> 
     if getattr(args, "live_token_printed", True) is False:
         # The one time the token is shown: the address to open, with it.
         args.live_token_printed = True
-        print(
+        sys.stderr.write(
             f"ubiq {command}: live view at {live.url(with_token=True)} (token printed once; "
-            "use --token-file to choose it)",
-            file=sys.stderr,
+            "use --token-file to choose it)\n"
         )
     else:
-        print(f"ubiq {command}: live view at {live.url()}", file=sys.stderr)
+        sys.stderr.write(f"ubiq {command}: live view at {live.url()}\n")
     sinks.append(live)
     return sinks

@@ -1,6 +1,8 @@
-"""Outputs every video pipeline command shares beyond files: events that leave the machine
-(``--mqtt``, ``--webhook``: :mod:`ubiq.cli.outputs_events`) and the live view and alert
-clips (``--serve``, ``--token-file``, ``--clips``: :mod:`ubiq.cli.outputs_live`)."""
+"""Outputs every video pipeline shares beyond files, from command-line flags or an app's
+``outputs`` (the same names): events that leave the machine (``--mqtt``, ``--webhook``:
+:mod:`.events`) and the live view and alert clips (``--serve``, ``--token-file``,
+``--clips``: :mod:`.live`). The CLI and :class:`ubiq.apps.app.App` both check and build
+them here."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ubiq.cli import outputs_events, outputs_live
+    from ubiq.pipelines.outputs import events as outputs_events
+    from ubiq.pipelines.outputs import live as outputs_live
 
     outputs_events.add_arguments(parser)
     outputs_live.add_arguments(parser)
@@ -16,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Validates the flags before anything is opened (raises ``ConfigError``)."""
-    from ubiq.cli import outputs_events, outputs_live
+    from ubiq.pipelines.outputs import events as outputs_events
+    from ubiq.pipelines.outputs import live as outputs_live
 
     outputs_events.check_arguments(args)
     outputs_live.check_arguments(args)
@@ -24,7 +28,8 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 def build_sinks(args: argparse.Namespace, source, position: int, count: int) -> list:
     """The sinks these flags ask for, for source ``position`` of ``count``."""
-    from ubiq.cli import outputs_events, outputs_live
+    from ubiq.pipelines.outputs import events as outputs_events
+    from ubiq.pipelines.outputs import live as outputs_live
 
     sinks = outputs_events.build_sinks(args, source, position, count)
     try:
@@ -39,6 +44,6 @@ def build_sinks(args: argparse.Namespace, source, position: int, count: int) -> 
 def build_stages(args: argparse.Namespace, source, position: int, count: int) -> list:
     """Stages these flags ask for, to run after every other stage (the clip recorder, which
     names its files in the alert events before any sink writes them)."""
-    from ubiq.cli import outputs_live
+    from ubiq.pipelines.outputs import live as outputs_live
 
     return outputs_live.build_stages(args, source, position, count)
