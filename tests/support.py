@@ -40,3 +40,21 @@ def one_op_onnx(path: Path, op: str, input_shape: list[int], output_shape: list[
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def small_tmpfs(tmp_path: Path, size: str):
+    """Yields a folder that is a ``size`` tmpfs (a small disk to fill), unmounted after;
+    skips the test where mounting is not allowed (not root)."""
+    import pytest
+
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=False)

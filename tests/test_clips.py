@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from support import run_ubiq
+from support import run_ubiq, small_tmpfs
 
 from ubiq.pipelines.pipeline import Pipeline
 from ubiq.pipelines.sinks import JsonlSink
@@ -166,17 +166,7 @@ def test_option_errors_name_the_value(tmp_path):
 @pytest.fixture
 def full_disk(tmp_path):
     """A 200 KB tmpfs: room for a snapshot or two, never for a clip."""
-    folder = tmp_path / "small"
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(folder)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=False)
+    yield from small_tmpfs(tmp_path, "200k")
 
 
 def test_a_full_disk_is_one_line_and_the_pipeline_goes_on(tmp_path, full_disk, caplog, ubiq_home):

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 from mqtt_support import Receiver, free_port
-from support import run_ubiq
+from support import run_ubiq, small_tmpfs
 
 from ubiq.errors import ConfigError
 from ubiq.pipelines.sinks.webhook import WebhookOptions, WebhookSink, sign
@@ -409,19 +409,7 @@ def test_a_full_outbox_database_is_one_line_naming_the_file(tmp_path):
 @pytest.fixture
 def full_disk(tmp_path):
     """A 1 MB tmpfs, filled up after the test's outbox is open (``fill()``)."""
-    import subprocess
-
-    folder = tmp_path / "small"
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=False)
+    yield from small_tmpfs(tmp_path, "1m")
 
 
 def fill(folder) -> None:
