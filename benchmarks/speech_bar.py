@@ -21,6 +21,8 @@ pipeline (Silero VAD, then the command engine) in 32 ms chunks, and prints:
 
     python benchmarks/speech_bar.py --model runs/commands/model.onnx
     python benchmarks/speech_bar.py --engine pocketsphinx
+    python benchmarks/speech_bar.py --commands benchmarks/commands-home.txt \
+        --near-miss-file benchmarks/near-misses-home.txt --model runs/home/model.onnx
 """
 
 from __future__ import annotations
@@ -119,6 +121,10 @@ def main() -> int:
         help="also play phrases one or two words away from a command (reported on their own)",
     )
     parser.add_argument(
+        "--near-miss-file",
+        help="near misses of your own commands, one per line (implies --near-misses)",
+    )
+    parser.add_argument(
         "--sweep",
         help="thresholds, e.g. 0.3,0.4,0.5,0.6: command accuracy and non-commands accepted "
         "per SNR at each, from the same clips (pick one on validation voices, not test ones)",
@@ -137,8 +143,12 @@ def main() -> int:
     snrs = [None if s == "clean" else float(s) for s in args.snrs.split(",")]
     rng = np.random.default_rng(args.seed)
     items = [(t, "command") for t in commands.texts] + [(t, "other") for t in NON_COMMANDS]
-    if args.near_misses:
-        items += [(t, "near") for t in NEAR_MISSES if t not in commands.texts]
+    near_misses = NEAR_MISSES
+    if args.near_miss_file:
+        lines = Path(args.near_miss_file).read_text(encoding="utf-8").splitlines()
+        near_misses = tuple(" ".join(line.lower().split()) for line in lines if line.strip())
+    if args.near_misses or args.near_miss_file:
+        items += [(t, "near") for t in near_misses if t not in commands.texts]
     if commands.wake:
         items.append((commands.wake, "wake"))
     print(

@@ -194,6 +194,35 @@ def test_trained_command_model_drives_ubiq_listen(command_model, tmp_path):
             assert record["confidence"] >= recognizer.threshold
 
 
+def test_training_chooses_the_threshold_and_the_manifest_carries_it(command_model):
+    """The exported manifest holds the threshold training chose, the rule and the table it
+    was chosen from, and the threshold is the one the rule picks from that table."""
+    from ubiq.manifest import ModelManifest, manifest_path_for
+    from ubiq.models.toolchain.train.kws_calibrate import (
+        MAX_FALSE_ACCEPT,
+        THRESHOLD_GRID,
+        THRESHOLD_RULE,
+    )
+    from ubiq.pipelines.speech.commands import load_commands
+    from ubiq.pipelines.speech.recognize import ModelCommandRecognizer
+
+    commands, model = command_model
+    params = ModelManifest.load(manifest_path_for(model)).decoder.params
+    assert params["threshold"] in THRESHOLD_GRID
+    assert params["threshold_chosen"].startswith(THRESHOLD_RULE)
+    table = params["calibration"]
+    assert set(table) == {"clean", "20 dB", "10 dB"}
+    worst = [max(table[c][k][2] for c in table) for k in range(len(THRESHOLD_GRID))]
+    met = [t for t, w in zip(THRESHOLD_GRID, worst) if w <= MAX_FALSE_ACCEPT]
+    expected = met[0] if met else THRESHOLD_GRID[worst.index(min(worst))]
+    assert params["threshold"] == expected, table
+    # accepting fewer negatives never comes with a lower threshold: the table is monotone
+    for rows in table.values():
+        assert all(a[2] >= b[2] and a[1] >= b[1] for a, b in zip(rows, rows[1:]))
+    recognizer = ModelCommandRecognizer(model, load_commands(commands))
+    assert recognizer.threshold == params["threshold"]
+
+
 @needs_espeak
 def test_ubiq_listen_hears_the_shipped_command_model_s_words(ubiq_home, tmp_path):
     """The same kind of file through `ubiq listen` with ubiq-commands-demo, a model trained

@@ -109,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
     result = train(options, resume=args.resume)
     metrics = "  ".join(f"{k} {v:.3f}" for k, v in result.metrics.items())
     print(f"trained {result.epochs} epochs in {result.seconds / 60:.1f} min; best: {metrics}")
+    if "threshold" in result.extra:
+        chosen = result.extra["threshold_chosen"]
+        print(f"threshold: {result.extra['threshold']:.2f}, chosen as the {chosen}")
     print(f"weights: {result.best}")
     print(f"curves:  {Path(result.out) / 'results.png'}")
     print(f"export:  ubiq export {result.best} --format onnx")

@@ -85,7 +85,7 @@ def manifest_for(config: ModelConfig, name: str, source: str) -> ModelManifest:
         "detect": DecoderSpec("yolo", {"num_classes": config.num_classes, "normalized": True}),
         "classify": DecoderSpec("softmax", {}),
         "segment": DecoderSpec("mask", {"background": 0}),
-        "kws": DecoderSpec("softmax", {"features": dict(config.extra.get("features", {}))}),
+        "kws": DecoderSpec("softmax", _kws_params(config)),
     }
     return ModelManifest(
         name=name,
@@ -100,6 +100,16 @@ def manifest_for(config: ModelConfig, name: str, source: str) -> ModelManifest:
         license="Apache-2.0",
         source=source,
     )
+
+
+def _kws_params(config: ModelConfig) -> dict:
+    """A keyword model's decoder params: its feature settings and, when training chose one,
+    its threshold with the rule and the table it came from."""
+    params = {"features": dict(config.extra.get("features", {}))}
+    for key in ("threshold", "threshold_chosen", "calibration"):
+        if key in config.extra:
+            params[key] = config.extra[key]
+    return params
 
 
 def write_manifest(path: Path, manifest: ModelManifest) -> Path:

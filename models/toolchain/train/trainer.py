@@ -123,6 +123,8 @@ class TrainResult:
     metrics: dict[str, float]
     history: list[dict[str, float]]
     seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+    """The best weights' config extras (a command model's ``threshold`` and rule)."""
 
 
 def _schedule(total_steps: int, warmup_steps: int):
@@ -241,6 +243,8 @@ def train(
             ) from interrupt
     elapsed = run.elapsed
     final = torch.load(weights / "best.pt", map_location="cpu", weights_only=False)
+    if hasattr(task, "finish") and "finished" not in final:
+        final = _finish(task, final, model, weights / "best.pt", options.batch * 2)
     return TrainResult(
         out=out,
         best=weights / "best.pt",
@@ -249,6 +253,7 @@ def train(
         metrics=dict(final["metrics"]),
         history=history,
         seconds=elapsed,
+        extra=dict(final["config"].get("extra") or {}),
     )
 
 
@@ -342,6 +347,21 @@ class _Run:
             summary,
             self.elapsed,
         )
+
+
+def _finish(task: Any, best: dict[str, Any], model: torch.nn.Module, path: Path, batch: int):
+    """Lets the task add config entries computed from the best weights (a command model's
+    threshold) and saves them into ``best.pt``, once."""
+    module = best.get("module", model)
+    module.load_state_dict(best["model"])
+    extra = task.finish(module.eval(), batch)
+    best = dict(best, finished=True)
+    if extra:
+        config = dict(best["config"])
+        config["extra"] = {**dict(config.get("extra") or {}), **extra}
+        best["config"] = config
+    _atomic_save(best, path)
+    return best
 
 
 def _atomic_save(state: dict[str, Any], path: Path) -> None:
