@@ -30,7 +30,7 @@ def _probs(top: list[int], score: list[float]) -> np.ndarray:
 
 def test_the_lowest_threshold_that_keeps_negatives_out_in_every_condition_wins():
     # 100 negatives (label 1) and 4 commands; in noise, 3 negatives pass as "lights on"
-    # with 0.62, 0.64 and 0.71: at most 1 of 100 may pass, so 0.65 (one left, at 0.71)
+    # with 0.62, 0.64 and 0.71: at most 2 of 100 may pass, so 0.65 (one left, at 0.71)
     labels = np.array([1] * 100 + [2, 2, 3, 3])
     clean = _probs([1] * 100 + [2, 2, 3, 3], [0.9] * 100 + [0.95, 0.6, 0.9, 0.8])
     noisy_top = [2, 2, 2] + [1] * 97 + [2, 3, 3, 1]

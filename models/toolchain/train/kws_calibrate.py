@@ -10,8 +10,10 @@ the command list itself (:func:`~ubiq.models.datasets.command_training.unknown_p
 
 :data:`THRESHOLD_RULE`: the lowest threshold of :data:`THRESHOLD_GRID` at which at most
 :data:`MAX_FALSE_ACCEPT` of the negatives are accepted in *each* condition; the lowest,
-because every step up costs commands. When no threshold meets it, the one with the fewest
-negatives accepted in the worst condition (the rule text then says so). The threshold, the
+because every step up costs commands. 2% is the speech bar for everyday sentences; the
+negatives here are mostly harder than that (near misses), whose bar is 10%. When no
+threshold meets it, the one with the fewest negatives accepted in the worst condition (the
+rule text then says so). The threshold, the
 rule and the table it was chosen from go into the checkpoint's config and from there into
 the exported model's manifest, where :class:`~ubiq.pipelines.speech.recognize.
 ModelCommandRecognizer` reads them.
@@ -35,9 +37,9 @@ __all__ = [
 
 THRESHOLD_GRID = tuple(round(0.30 + 0.05 * i, 2) for i in range(14))  # 0.30 ... 0.95
 CALIBRATION_SNRS: tuple[float | None, ...] = (None, 20.0, 10.0)
-MAX_FALSE_ACCEPT = 0.01
+MAX_FALSE_ACCEPT = 0.02
 THRESHOLD_RULE = (
-    "lowest of 0.30-0.95 (steps of 0.05) with at most 1% of the validation voices' "
+    "lowest of 0.30-0.95 (steps of 0.05) with at most 2% of the validation voices' "
     "_unknown_ clips (sentences, command parts, word swaps, sound-alikes, shuffles) "
     "accepted as a command, clean and in white noise at 20 and 10 dB SNR each"
 )
