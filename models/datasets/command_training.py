@@ -129,62 +129,16 @@ _FILLER_WORDS = (
 )  # fmt: skip
 
 
-def _pronunciations() -> dict[str, tuple[str, ...]]:
-    """PocketSphinx's CMU dictionary as word -> phones (stress-free ARPAbet), or ``{}``
-    without pocketsphinx; the first pronunciation of each word."""
-    try:
-        from pocketsphinx import get_model_path
-    except ImportError:
-        return {}
-    path = Path(get_model_path("en-us/cmudict-en-us.dict"))
-    if not path.is_file():
-        return {}
-    words: dict[str, tuple[str, ...]] = {}
-    with path.open(encoding="utf-8", errors="replace") as lines:
-        for line in lines:
-            word, _, phones = line.strip().partition(" ")
-            if word and phones and "(" not in word and word.isalpha():
-                words.setdefault(word, tuple(phones.split()))
-    return words
-
-
-def sound_alikes(words: Sequence[str], per_word: int, rng: np.random.Generator) -> dict:
-    """Up to ``per_word`` dictionary words that sound like each of ``words``: the same
-    phones but one (a substitution: "light" -> "night", "lied", "late"), never a homophone.
-    Words outside the dictionary (or no pocketsphinx) get none."""
-    dictionary = _pronunciations()
-    by_length: dict[int, list[tuple[str, tuple[str, ...]]]] = {}
-    for word, phones in dictionary.items():
-        by_length.setdefault(len(phones), []).append((word, phones))
-    out: dict[str, list[str]] = {}
-    for word in words:
-        phones = dictionary.get(word)
-        if phones is None or len(phones) < 2:
-            continue
-        near = [
-            other
-            for other, candidate in by_length.get(len(phones), [])
-            if sum(a != b for a, b in zip(candidate, phones)) == 1
-        ]
-        if near:
-            picks = rng.choice(len(near), size=min(per_word, len(near)), replace=False)
-            out[word] = sorted(near[int(i)] for i in picks)
-    return out
-
-
 def unknown_phrases(
     phrases: Sequence[str], count: int, rng: np.random.Generator, sentences: Sequence[str]
 ) -> list[str]:
-    """Texts for the ``_unknown_`` class: sentences, command parts, swaps (a word of a
-    command replaced by an unrelated word or by one that sounds alike, :func:`sound_alikes`)
-    and shuffles.
+    """Texts for the ``_unknown_`` class: sentences, command parts, swaps and shuffles.
 
     Never returns one of ``phrases``. A quarter of ``count`` comes from each kind (fewer
     where a kind has fewer distinct texts; the sentences fill the rest).
     """
     allowed = {p.lower() for p in phrases}
     words = sorted({w for p in phrases for w in p.split()})
-    alike = sound_alikes(words, 3, rng)
     parts, swaps, shuffles = set(), set(), set()
     for phrase in phrases:
         tokens = phrase.split()
@@ -198,7 +152,7 @@ def unknown_phrases(
                 if j - i < len(tokens):
                     parts.add(" ".join(tokens[i:j]))
         for i in range(len(tokens)):
-            for filler in (*_FILLER_WORDS, *alike.get(tokens[i], ())):
+            for filler in _FILLER_WORDS:
                 swaps.add(" ".join([*tokens[:i], filler, *tokens[i + 1 :]]))
     for _ in range(4 * count):
         size = int(rng.integers(2, 6))
@@ -327,8 +281,7 @@ def make_command_training_set(
         "held_out_voices": [v for v in HELD_OUT_VOICES if v not in (*voices, *val_voices)],
         "speeds_wpm": [int(s) for s in speeds],
         "pitches": [int(p) for p in pitches],
-        "unknown": "everyday sentences, parts of commands, one-word swaps (unrelated and "
-        "sound-alike words), shuffled command words",
+        "unknown": "everyday sentences, parts of commands, one-word swaps, shuffled command words",
         "silence": "white, pink or brown noise, RMS -70 to -20 dBFS",
         "generator": _espeak_version(),
         "seed": int(seed),

@@ -212,9 +212,9 @@ def test_training_chooses_the_threshold_and_the_manifest_carries_it(command_mode
     assert params["threshold_chosen"].startswith(THRESHOLD_RULE)
     table = params["calibration"]
     assert set(table) == {"clean", "20 dB", "10 dB"}
-    worst = [max(table[c][k][2] for c in table) for k in range(len(THRESHOLD_GRID))]
-    met = [t for t, w in zip(THRESHOLD_GRID, worst) if w <= MAX_FALSE_ACCEPT]
-    expected = met[0] if met else THRESHOLD_GRID[worst.index(min(worst))]
+    pooled = [sum(table[c][k][2] for c in table) / 3 for k in range(len(THRESHOLD_GRID))]
+    met = [t for t, p in zip(THRESHOLD_GRID, pooled) if p <= MAX_FALSE_ACCEPT + 1e-9]
+    expected = met[0] if met else THRESHOLD_GRID[pooled.index(min(pooled))]
     assert params["threshold"] == expected, table
     # accepting fewer negatives never comes with a lower threshold: the table is monotone
     for rows in table.values():

@@ -1,5 +1,4 @@
-"""A command model's threshold is chosen by training (rule, table, manifest), and the
-training augmentation's room reverberation and speech-relative noise do what they say."""
+"""A command model's threshold is chosen by training: the rule, its table, its fallback."""
 
 from __future__ import annotations
 
@@ -28,18 +27,20 @@ def _probs(top: list[int], score: list[float]) -> np.ndarray:
     return out
 
 
-def test_the_lowest_threshold_that_keeps_negatives_out_in_every_condition_wins():
-    # 100 negatives (label 1) and 4 commands; in noise, 3 negatives pass as "lights on"
-    # with 0.62, 0.64 and 0.71: at most 2 of 100 may pass, so 0.65 (one left, at 0.71)
-    labels = np.array([1] * 100 + [2, 2, 3, 3])
-    clean = _probs([1] * 100 + [2, 2, 3, 3], [0.9] * 100 + [0.95, 0.6, 0.9, 0.8])
-    noisy_top = [2, 2, 2] + [1] * 97 + [2, 3, 3, 1]
-    noisy = _probs(noisy_top, [0.62, 0.64, 0.71] + [0.8] * 97 + [0.9, 0.66, 0.5, 0.9])
-    chosen = choose_threshold({"clean": clean, "10 dB": noisy}, labels, NAMES)
+def test_the_lowest_threshold_that_keeps_negatives_out_on_average_wins():
+    # 20 negatives (label 1) and 4 commands; in noise, 9 negatives pass as "lights on"
+    # with 0.62 (5), 0.64 (2) and 0.71 (2), none clean: on average over the two
+    # conditions at most 10% may pass: 0.6 lets 9/20 / 2 = 22.5% through, 0.65 lets
+    # 2/20 / 2 = 5%, so 0.65
+    labels = np.array([1] * 20 + [2, 2, 3, 3])
+    clean = _probs([1] * 20 + [2, 2, 3, 3], [0.9] * 20 + [0.95, 0.6, 0.9, 0.8])
+    noisy_top = [2] * 9 + [1] * 11 + [2, 3, 3, 1]
+    scores = [0.62] * 5 + [0.64] * 2 + [0.71] * 2 + [0.8] * 11 + [0.9, 0.66, 0.5, 0.9]
+    chosen = choose_threshold({"clean": clean, "10 dB": _probs(noisy_top, scores)}, labels, NAMES)
     assert chosen["threshold"] == 0.65
     assert chosen["threshold_chosen"].startswith(THRESHOLD_RULE)
     rows = {row[0]: row for row in chosen["calibration"]["10 dB"]}
-    assert rows[0.6][2] == 0.03 and rows[0.65][2] == 0.01 and rows[0.75][2] == 0.0
+    assert rows[0.6][2] == 0.45 and rows[0.65][2] == 0.1 and rows[0.75][2] == 0.0
     # commands right and accepted at 0.65 in noise: only the first "lights on" (0.9); the
     # second was heard as "what time is it", the next is below (0.5), the last _unknown_
     assert rows[0.65][1] == 0.25 and rows[0.3][1] == 0.5
@@ -71,40 +72,3 @@ def test_noise_is_relative_to_the_speech_not_to_the_padding():
     snr = 10 * np.log10(np.mean(clip[0, 12000:20000] ** 2) / np.mean(noise**2))
     assert abs(snr - 10.0) < 0.3
     assert with_white_noise(clip, None, rng) is clip
-
-
-def test_room_response_decays_60_db_in_its_reverberation_time():
-    from ubiq.models.toolchain.train.kws import RT60_S, reverberate, room_response
-
-    rng = np.random.default_rng(3)
-    for _ in range(5):
-        response = room_response(rng, 16000)
-        rt60 = len(response) / 16000
-        assert RT60_S[0] <= rt60 <= RT60_S[1] and response[0] == 1.0
-        # energy in the first and last tenth of the tail: about 60 dB * 0.8 apart
-        tail = response[len(response) // 20 :] ** 2
-        tenth = len(tail) // 10
-        drop = 10 * np.log10(tail[:tenth].mean() / tail[-tenth:].mean())
-        assert 35 < drop < 60, drop
-    clip = np.zeros(32000, np.float32)
-    clip[8000:16000] = 0.2 * np.sign(np.sin(np.arange(8000) * 0.03))
-    wet = reverberate(clip, room_response(np.random.default_rng(1), 16000))
-    assert wet.shape == clip.shape and wet.dtype == np.float32
-    assert np.abs(wet[16500:20000]).max() > 0.01  # rings on after the speech
-    loud = np.flatnonzero(np.abs(wet) > 1e-4)
-    rms = np.sqrt(np.mean(wet[loud[0] : loud[-1] + 1] ** 2))
-    assert rms == pytest.approx(0.2 * np.sqrt(8000 / (loud[-1] + 1 - loud[0])) * 1, rel=0.5)
-
-
-def test_sound_alike_swaps_are_one_phone_away_and_never_homophones():
-    pytest.importorskip("pocketsphinx")
-    from ubiq.models.datasets.command_training import _pronunciations, sound_alikes
-
-    dictionary = _pronunciations()
-    alike = sound_alikes(["light", "kitchen", "zzzqx"], 3, np.random.default_rng(0))
-    assert set(alike) == {"light", "kitchen"}  # a word outside the dictionary gets none
-    for word, others in alike.items():
-        assert len(others) == 3
-        for other in others:
-            a, b = dictionary[word], dictionary[other]
-            assert len(a) == len(b) and sum(x != y for x, y in zip(a, b)) == 1, (word, other)

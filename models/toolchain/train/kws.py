@@ -14,9 +14,8 @@ the log; the model's first batch norm takes care of scale. The settings are stor
 model config under ``extra["features"]`` for the export manifest.
 
 Training augments the waveform (playback speed 0.85-1.15x, which moves tempo and pitch
-together like another speaker, time shift up to +-100 ms, a room's reverberation with
-probability 0.3, gain -20 to +4 dB, background noise at 5-30 dB SNR relative to the speech
-with probability 0.8), then the features (SpecAugment: two time masks
+together like another speaker, time shift up to +-100 ms, gain -20 to +4 dB, background
+noise at 5-30 dB SNR with probability 0.8), then the features (SpecAugment: two time masks
 of up to 8 frames and two frequency masks of up to 4 bands, filled with the clip's mean).
 Validation features are computed once, without augmentation.
 """
@@ -48,9 +47,6 @@ SHIFT_SECONDS = 0.1
 GAIN_DB = (-20.0, 4.0)
 NOISE_PROBABILITY = 0.8
 SNR_DB = (5.0, 30.0)
-REVERB_PROBABILITY = 0.3
-RT60_S = (0.2, 0.8)
-DIRECT_TO_REVERB_DB = (-3.0, 12.0)
 TIME_MASKS, TIME_MASK_FRAMES = 2, 8
 FREQUENCY_MASKS, FREQUENCY_MASK_BANDS = 2, 4
 
@@ -125,10 +121,8 @@ def augment_waveforms(
     sample_rate: int,
     *,
     speed: tuple[float, float] | None = None,
-    reverb: bool = False,
 ) -> np.ndarray:
-    """Random speed, time shift, reverberation, gain and background noise (see the module
-    docstring).
+    """Random speed, time shift, gain and background noise (see the module docstring).
 
     Args:
         samples: ``(B, L)`` float32 clips (not modified).
@@ -137,8 +131,6 @@ def augment_waveforms(
         sample_rate: Samples per second.
         speed: Range of playback-speed factors (tempo and pitch change together, a cheap
             stand-in for other speakers), or ``None`` to keep the speed.
-        reverb: Convolve :data:`REVERB_PROBABILITY` of the clips with a simulated room
-            (:func:`room_response`).
 
     Returns:
         ``(B, L)`` float32 clips, clipped to ``[-1, 1]``.
@@ -152,52 +144,13 @@ def augment_waveforms(
         if speed is not None:
             clip = _change_speed(clip, float(rng.uniform(*speed)))
         out[row] = fixed_length(clip, sample_rate, length / sample_rate, offset)
-    if reverb:
-        for row in np.flatnonzero(rng.random(batch) < REVERB_PROBABILITY):
-            out[row] = reverberate(out[row], room_response(rng, sample_rate))
     out *= (10 ** (rng.uniform(*GAIN_DB, size=(batch, 1)) / 20)).astype(np.float32)
     for row in np.flatnonzero(rng.random(batch) < NOISE_PROBABILITY):
         noise = np.roll(noise_bank[rng.integers(len(noise_bank))], int(rng.integers(length)))
-        signal_rms = max(_speech_rms(out[row]), 1e-5)
+        signal_rms = max(float(np.sqrt(np.mean(out[row] ** 2))), 1e-5)
         noise_rms = signal_rms / 10 ** (rng.uniform(*SNR_DB) / 20)
         out[row] += noise * np.float32(noise_rms)
     return np.clip(out, -1.0, 1.0)
-
-
-def _speech_rms(clip: np.ndarray) -> float:
-    """RMS over the span from the first to the last sample above -80 dBFS (the clips are
-    speech centred in zeros: the padding must not lower the SNR)."""
-    loud = np.flatnonzero(np.abs(clip) > 1e-4)
-    if len(loud) == 0:
-        return 0.0
-    return float(np.sqrt(np.mean(clip[loud[0] : loud[-1] + 1].astype(np.float64) ** 2)))
-
-
-def room_response(rng: np.random.Generator, sample_rate: int) -> np.ndarray:
-    """A simulated room impulse response: the direct sound, then exponentially decaying
-    noise (diffuse reverberation) whose energy falls 60 dB in a reverberation time drawn
-    from :data:`RT60_S`, at a direct-to-reverberant ratio from :data:`DIRECT_TO_REVERB_DB`;
-    the first reflections arrive 2-10 ms after the direct sound."""
-    rt60 = float(rng.uniform(*RT60_S))
-    length = int(rt60 * sample_rate)
-    delay = int(rng.uniform(0.002, 0.010) * sample_rate)
-    t = np.arange(length - delay) / sample_rate
-    tail = rng.standard_normal(len(t)) * np.exp(-6.908 * t / rt60)  # 6.908 = ln(1000)
-    tail *= 10 ** (-float(rng.uniform(*DIRECT_TO_REVERB_DB)) / 20) / np.sqrt(np.sum(tail**2))
-    response = np.zeros(length)
-    response[0] = 1.0
-    response[delay:] += tail
-    return response
-
-
-def reverberate(clip: np.ndarray, response: np.ndarray) -> np.ndarray:
-    """``clip`` convolved with ``response`` (same length, same speech energy)."""
-    size = 1 << int(np.ceil(np.log2(len(clip) + len(response))))
-    wet = np.fft.irfft(np.fft.rfft(clip, size) * np.fft.rfft(response, size), size)[: len(clip)]
-    before, after = _speech_rms(clip), _speech_rms(wet)
-    if after > 0:
-        wet *= before / after
-    return np.clip(wet, -1.0, 1.0).astype(np.float32)
 
 
 def spec_augment(features: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -307,7 +260,6 @@ class KwsTask:
             self.noise_bank,
             self.features.sample_rate,
             speed=SPEED_RANGE,
-            reverb=True,
         )
         return spec_augment(self.features(waveforms), rng)
 

@@ -5,18 +5,18 @@ trained on) clean and with white noise at 20 and 10 dB SNR (the noise power rela
 speech, not to the clip's padding). A clip is *accepted* at threshold ``t`` when its top
 class is a phrase (not ``_unknown_`` or ``_silence_``) with probability ``>= t``. The
 ``_unknown_`` clips are the negatives: everyday sentences, parts of commands, one-word
-swaps (including words that sound alike) and shuffled command words, all generated from
+swaps and shuffled command words, all generated from
 the command list itself (:func:`~ubiq.models.datasets.command_training.unknown_phrases`).
 
 :data:`THRESHOLD_RULE`: the lowest threshold of :data:`THRESHOLD_GRID` at which at most
-:data:`MAX_FALSE_ACCEPT` of the negatives are accepted in *each* condition; the lowest,
-because every step up costs commands. 2% is the speech bar for everyday sentences; the
-negatives here are mostly harder than that (near misses), whose bar is 10%. When no
-threshold meets it, the one with the fewest negatives accepted in the worst condition (the
-rule text then says so). The threshold, the
-rule and the table it was chosen from go into the checkpoint's config and from there into
-the exported model's manifest, where :class:`~ubiq.pipelines.speech.recognize.
-ModelCommandRecognizer` reads them.
+:data:`MAX_FALSE_ACCEPT` of the negatives are accepted on average over the conditions; the
+lowest, because every step up costs commands. The negatives are mostly near misses (three
+quarters are parts, swaps and shuffles of the commands), so the limit is the speech bar
+for near misses, 10%. When no threshold meets it, the one with the fewest negatives
+accepted on average (the rule text then says so). The threshold, the rule and the table it
+was chosen from go into the checkpoint's config and from there into the exported model's
+manifest, where :class:`~ubiq.pipelines.speech.recognize.ModelCommandRecognizer` reads
+them.
 """
 
 from __future__ import annotations
@@ -37,11 +37,11 @@ __all__ = [
 
 THRESHOLD_GRID = tuple(round(0.30 + 0.05 * i, 2) for i in range(14))  # 0.30 ... 0.95
 CALIBRATION_SNRS: tuple[float | None, ...] = (None, 20.0, 10.0)
-MAX_FALSE_ACCEPT = 0.02
+MAX_FALSE_ACCEPT = 0.10
 THRESHOLD_RULE = (
-    "lowest of 0.30-0.95 (steps of 0.05) with at most 2% of the validation voices' "
-    "_unknown_ clips (sentences, command parts, word swaps, sound-alikes, shuffles) "
-    "accepted as a command, clean and in white noise at 20 and 10 dB SNR each"
+    "lowest of 0.30-0.95 (steps of 0.05) with at most 10% of the validation voices' "
+    "_unknown_ clips (sentences, command parts, word swaps, shuffles) accepted as a "
+    "command, on average over clean and white noise at 20 and 10 dB SNR"
 )
 SPECIAL = ("_unknown_", "_silence_")
 
@@ -97,7 +97,7 @@ def choose_threshold(
     if not negatives.any() or not commands.any():
         raise ValueError("the validation set needs _unknown_ clips and phrase clips")
     table: dict[str, list[list[float]]] = {}
-    worst = np.zeros(len(THRESHOLD_GRID))
+    pooled = np.zeros(len(THRESHOLD_GRID))
     for condition, probs in probabilities.items():
         top = probs.argmax(axis=1)
         score = probs[np.arange(len(probs)), top]
@@ -106,18 +106,18 @@ def choose_threshold(
             accepted = phrase[top] & (score >= t)
             right = float(np.mean(accepted[commands] & (top[commands] == labels[commands])))
             false = float(np.mean(accepted[negatives]))
-            worst[k] = max(worst[k], false)
+            pooled[k] += false / len(probabilities)
             rows.append([t, round(right, 4), round(false, 4)])
         table[condition] = rows
-    met = np.flatnonzero(worst <= MAX_FALSE_ACCEPT + 1e-12)
+    met = np.flatnonzero(pooled <= MAX_FALSE_ACCEPT + 1e-12)
     if len(met):
         index = int(met[0])
         rule = THRESHOLD_RULE
     else:
-        index = int(np.argmin(worst))  # the first of equals: the lowest threshold
+        index = int(np.argmin(pooled))  # the first of equals: the lowest threshold
         rule = (
-            f"{THRESHOLD_RULE}; no threshold met it, so the one with the fewest accepted in "
-            f"the worst condition ({worst[index]:.1%})"
+            f"{THRESHOLD_RULE}; no threshold met it, so the one with the fewest accepted on "
+            f"average ({pooled[index]:.1%})"
         )
     threshold = THRESHOLD_GRID[index]
     summary = ", ".join(
