@@ -39,12 +39,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from speech_bar import run_clip  # noqa: E402  (benchmarks/ is sys.path[0])
+
 from ubiq.models.runtime.audio_features import read_wav  # noqa: E402
 from ubiq.pipelines.speech.commands import CommandSet, load_commands  # noqa: E402
 from ubiq.pipelines.speech.listen import SpeechPipeline  # noqa: E402
 from ubiq.pipelines.speech.recognize import open_recognizer  # noqa: E402
-from ubiq.pipelines.speech.vad import FRAME_SAMPLES, SileroVad, VadOptions, VadSegmenter  # noqa: E402
-from ubiq.types import AudioChunk  # noqa: E402
+from ubiq.pipelines.speech.vad import SileroVad, VadOptions, VadSegmenter  # noqa: E402
 
 VARIANTS = {
     "defaults": {},
@@ -73,16 +74,6 @@ def load(path: Path) -> np.ndarray:
     return samples
 
 
-def stream(consumer, samples: np.ndarray) -> list:
-    events = []
-    for first in range(0, len(samples), FRAME_SAMPLES):
-        block = np.zeros(FRAME_SAMPLES, np.float32)
-        part = samples[first : first + FRAME_SAMPLES]
-        block[: len(part)] = part
-        events += consumer.feed(AudioChunk(block, 16000, first * 1_000_000_000 // 16000))
-    return events + consumer.flush()
-
-
 def vad_check(data: Path, vad: SileroVad) -> None:
     clips = sorted((data / "librivox").glob("*.wav"))
     print(f"VAD on {len(clips)} LibriVox sentences (errors in ms: + late, - early)")
@@ -96,7 +87,9 @@ def vad_check(data: Path, vad: SileroVad) -> None:
             first, last = spoken[0]["b"], spoken[-1]["b"] + spoken[-1]["d"]
             segmenter = VadSegmenter(VadOptions(**change), vad=vad)
             bounds = [
-                (e.t_start, e.t_end) for e in stream(segmenter, load(wav)) if e.kind == "speech.end"
+                (e.t_start, e.t_end)
+                for e in run_clip(segmenter, load(wav))
+                if e.kind == "speech.end"
             ]
             counts.append(len(bounds))
             if bounds:
@@ -111,7 +104,7 @@ def vad_check(data: Path, vad: SileroVad) -> None:
 def heard(recognizer, vad: SileroVad, samples: np.ndarray) -> list[str]:
     pipeline = SpeechPipeline(VadSegmenter(vad=vad), recognizer, wake_gate=False)
     kinds = ("speech.command", "speech.wake")
-    return [e.payload["text"] for e in stream(pipeline, samples) if e.kind in kinds]
+    return [e.payload["text"] for e in run_clip(pipeline, samples) if e.kind in kinds]
 
 
 def others(data: Path) -> list[Path]:
