@@ -3,13 +3,16 @@
 On the 640x480 demo source (150 frames), per round and per model:
 
 1. inference alone: the model's ``infer`` back to back on tensors prepared up front from
-   the demo frames (no preprocessing, no decoding);
+   the demo frames (no preprocessing, no decoding), one frame at a time with the runtime's
+   default threads (the inference-only FPS of the bar); and the way ``ubiq segment`` runs a
+   file, ``--streams`` frames at once (default one per core), from as many threads;
 2. end to end: ``Pipeline([Segment(model)])`` over the demo source, as ``ubiq segment``
-   runs it (capture, preprocessing on the prefetch thread, inference, decoding and the mask
-   mapped to frame size);
+   runs it (capture, preprocessing on the prefetch thread, inference of ``--streams``
+   frames at once, decoding and the mask mapped to frame size), and the same one frame at
+   a time;
 3. with ``--blur background`` (``Pipeline([Segment(model), Blur("background")])``).
 
-Prints FPS of each and the ratio end-to-end / inference-only; the median round is shown
+Prints FPS of each and the ratios end-to-end / inference-only; the median round is shown
 (the machine may be shared: rerun when the numbers look odd). Also the main thread's CPU
 time per frame in both (``time.thread_time``, which other processes on a shared machine do
 not inflate the way they inflate wall time): what the pipeline adds to inference on the
@@ -35,6 +38,18 @@ def _demo_frames(count: int) -> list:
 
     with open_source("demo") as source:
         return [frame for _, frame in zip(range(count), source)]
+
+
+def _streams_fps(model, frames) -> float:
+    """FPS of ``infer`` alone with ``model.backend.streams`` calls in flight."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tensors = [model.prepare(frame.image)[0] for frame in frames]
+    with ThreadPoolExecutor(model.backend.streams) as pool:
+        list(pool.map(model.infer, tensors[:10]))
+        started = time.perf_counter()
+        list(pool.map(model.infer, tensors))
+        return len(tensors) / (time.perf_counter() - started)
 
 
 def _inference_fps(model, frames) -> tuple[float, float]:
@@ -92,24 +107,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds (median shown)")
     parser.add_argument("--threads", type=int, default=None, help="inference threads")
     parser.add_argument("--pictures", default=None, help="write an overlay and a blur here")
+    parser.add_argument(
+        "--streams", type=int, default=None, help="frames at once (default: as ubiq segment)"
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error(f"--rounds must be >= 1, got {args.rounds}")
+    from ubiq.models.runtime.backend import choose_streams
+
     cv2.setNumThreads(1)  # as ubiq segment does
     model = Segmenter.load(args.model, num_threads=args.threads)
+    streams = choose_streams(True, args.threads, args.streams)  # what ubiq segment picks
+    many = Segmenter.load(args.model, num_threads=args.threads, streams=streams)
     frames = _demo_frames(150)
     rounds, cpu = [], []
     for _ in range(args.rounds):
         inference, inference_cpu_ms = _inference_fps(model, frames)
-        end_to_end, end_to_end_cpu_ms, decode_ms = _pipeline_fps([Segment(model)])
-        blur = _pipeline_fps([Segment(model), Blur("background")])[0]
-        rounds.append((end_to_end / inference, inference, end_to_end, blur))
+        at_once = _streams_fps(many, frames)
+        one_at_a_time, end_to_end_cpu_ms, decode_ms = _pipeline_fps([Segment(model)])
+        end_to_end = _pipeline_fps([Segment(many)])[0]
+        blur = _pipeline_fps([Segment(many), Blur("background")])[0]
+        rounds.append((end_to_end / inference, inference, end_to_end, blur, at_once, one_at_a_time))
         cpu.append((inference_cpu_ms, end_to_end_cpu_ms, decode_ms))
-    ratio, inference, end_to_end, blur = sorted(rounds)[len(rounds) // 2]
+    ratio, inference, end_to_end, blur, at_once, one_at_a_time = sorted(rounds)[len(rounds) // 2]
     print(
-        f"{model.manifest.name} ({model.decoder}, {model.backend.name}) on demo 640x480, "
-        f"median of {args.rounds}: inference-only {inference:.1f} FPS, end to end "
-        f"{end_to_end:.1f} FPS (ratio {ratio:.2f}), with --blur background {blur:.1f} FPS"
+        f"{model.manifest.name} ({model.decoder}, {model.backend.name}, "
+        f"{many.backend.streams} frames at once) on demo 640x480, median of {args.rounds}: "
+        f"inference-only {inference:.1f} FPS one frame at a time, {at_once:.1f} FPS "
+        f"{many.backend.streams} at once; end to end {end_to_end:.1f} FPS (ratio {ratio:.2f} "
+        f"to one at a time, {end_to_end / at_once:.2f} to {many.backend.streams} at once), "
+        f"with --blur background {blur:.1f} FPS"
+    )
+    print(
+        f"  one frame at a time end to end: {one_at_a_time:.1f} FPS "
+        f"(ratio {one_at_a_time / inference:.2f})"
     )
     print(f"  ratios per round: {', '.join(f'{r[0]:.2f}' for r in rounds)}")
     print(f"  blur FPS per round: {', '.join(f'{r[3]:.1f}' for r in rounds)}")
@@ -119,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  main-thread CPU per frame (median): inference-only {inference_cpu_ms:.2f} ms, "
         f"end to end {end_to_end_cpu_ms:.2f} ms (+{end_to_end_cpu_ms - inference_cpu_ms:.2f} "
-        f"ms, of which decode {decode_ms:.2f} ms wall): CPU-bound ratio "
+        f"ms, of which decode {decode_ms:.2f} ms wall; one frame at a time): CPU-bound ratio "
         f"{inference_cpu_ms / end_to_end_cpu_ms:.2f}"
     )
     if args.pictures:

@@ -180,7 +180,10 @@ class Runner:
                     times[f"{name}.prepare"] = (time.perf_counter() - began) * 1e3
                 yield frame, prepared, times
 
-        prefetcher = Prefetcher(produce, maxsize=2, name="ubiq-prefetch").start()
+        # A stage that infers several frames at once needs that many prepared ahead.
+        flights = [getattr(stage, "in_flight", 1) for _, stage in self.stages]
+        depth = max([2, *(n for n in flights if isinstance(n, int))])
+        prefetcher = Prefetcher(produce, maxsize=depth, name="ubiq-prefetch").start()
         try:
             for item in prefetcher:
                 if self._stop.is_set():

@@ -9,7 +9,15 @@ A stage is any callable ``stage(result) -> result``. It may also have:
   runner calls it one frame ahead on a thread of its own for files, and puts what it
   returns in ``result.prepared[name]``; a stage must also work when it is absent (live
   sources prepare in the loop, so a frame never waits in a queue behind a newer one);
+- ``in_flight``: how many frames the stage can work on at once (the runner then
+  prepares that many ahead);
 - ``close()``: release what the stage holds (called once when the run ends).
+
+A model stage whose backend takes several frames at once (``backend.streams`` > 1, see
+:func:`~ubiq.models.runtime.backend.choose_streams`) starts each frame's inference in
+``prepare`` on a small pool of threads, and waits for it in order in the loop: the frames
+of a file are then inferred side by side, one per core, while the loop decodes and writes
+the ones before.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, runtime_checkable
 
 from ubiq.errors import ConfigError
@@ -63,20 +72,55 @@ def named_stages(stages: Sequence[Any]) -> list[tuple[str, Any]]:
 
 
 _LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_POOLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
+
+
+def _streams(model: Any) -> int:
+    streams = getattr(getattr(model, "backend", None), "streams", 1)
+    return streams if isinstance(streams, int) and streams > 1 else 1
 
 
 def _model_lock(model: Any) -> threading.Lock | None:
     """A lock per model backend for backends whose sessions are not thread-safe (LiteRT's
-    interpreter); ``None`` for onnxruntime, whose ``run`` may be called concurrently."""
+    interpreter, one OpenVINO request); ``None`` for onnxruntime, whose ``run`` may be
+    called concurrently, and for a backend opened with several streams."""
     backend = getattr(model, "backend", None)
     if backend is None or getattr(backend, "name", "onnxruntime") == "onnxruntime":
+        return None
+    if _streams(model) > 1:
         return None
     with _LOCKS_GUARD:
         lock = _LOCKS.get(backend)
         if lock is None:
             lock = _LOCKS[backend] = threading.Lock()
         return lock
+
+
+def _stream_pool(model: Any) -> ThreadPoolExecutor | None:
+    """One pool of ``backend.streams`` threads per backend (shared by the pipelines of
+    several sources), or ``None`` for a backend that runs one frame at a time."""
+    streams = _streams(model)
+    if streams == 1:
+        return None
+    with _LOCKS_GUARD:
+        pool = _POOLS.get(model.backend)
+        if pool is None:
+            pool = _POOLS[model.backend] = ThreadPoolExecutor(
+                streams, thread_name_prefix="ubiq-infer"
+            )
+        return pool
+
+
+class InFlight:
+    """A frame whose inference was started in ``prepare``: the future of ``(outputs,
+    inference ms)`` and the transform back to the frame."""
+
+    __slots__ = ("future", "transform")
+
+    def __init__(self, future: Future, transform: Any) -> None:
+        self.future = future
+        self.transform = transform
 
 
 class ModelStage:
@@ -105,14 +149,34 @@ class ModelStage:
         self.model = model
         self.name = name
         self._lock = _model_lock(model)
+        self._pool = _stream_pool(model)
+        self.in_flight = _streams(model)
 
-    def prepare(self, frame: Frame) -> tuple:
-        """Resizes and normalises the frame into the model's input tensor."""
-        return self.model.prepare(frame.image)
+    def prepare(self, frame: Frame) -> tuple | InFlight:
+        """Resizes and normalises the frame into the model's input tensor; with several
+        streams, also starts its inference on the stage's pool."""
+        tensor, transform = self.model.prepare(frame.image)
+        if self._pool is not None:
+            return InFlight(self._pool.submit(self._timed_infer, tensor), transform)
+        return tensor, transform
+
+    def _timed_infer(self, tensor: Any) -> tuple[Any, float]:
+        began = time.perf_counter()
+        outputs = self.model.infer(tensor)
+        return outputs, (time.perf_counter() - began) * 1e3
 
     def run_model(self, result: FrameResult) -> Any:
         """The model's decoded output for this frame, with its timings recorded."""
         prepared = result.prepared.pop(self.name, None)
+        if isinstance(prepared, InFlight):
+            began = time.perf_counter()
+            outputs, inference_ms = prepared.future.result()
+            waited = time.perf_counter()
+            decoded = self.model.decode(outputs, prepared.transform)
+            result.timings_ms[f"{self.name}.inference"] = inference_ms
+            result.timings_ms[f"{self.name}.wait"] = (waited - began) * 1e3
+            result.timings_ms[f"{self.name}.decode"] = (time.perf_counter() - waited) * 1e3
+            return decoded
         if prepared is None:
             began = time.perf_counter()
             prepared = self.model.prepare(result.frame.image)

@@ -76,12 +76,16 @@ class LiteRTBackend:
             :class:`~ubiq.hardware.accelerators.DeviceSpec`. ``auto`` uses an Edge TPU for
             ``_edgetpu.tflite`` files when one answers, else the CPU.
         delegate_loader: ``load_delegate(library, options)``; ``None`` uses the runtime's.
+        streams: Frames the caller will run at once from as many threads (files): on the
+            CPU, that many interpreters (one thread each unless ``num_threads`` says
+            otherwise), each used by one call at a time; with an Edge TPU or delegates, 1.
 
     Attributes:
         device: ``"coral"`` or ``"cpu"``.
         device_reason: One line on why ``auto`` chose it (empty for an explicit device).
         ops_on_cpu: ``(ops left on the CPU, all ops)`` with an Edge TPU, ``None`` when
             unknown.
+        streams: How many ``run`` calls may be in flight at once (interpreters).
 
     Raises:
         BackendUnavailable: If no LiteRT runtime is installed, or ``coral`` was asked for and
@@ -92,6 +96,7 @@ class LiteRTBackend:
     """
 
     name = "litert"
+    supports_streams = True
 
     def __init__(
         self,
@@ -101,7 +106,10 @@ class LiteRTBackend:
         experimental_delegates: list | None = None,
         device: str | DeviceSpec = "cpu",
         delegate_loader: Callable[..., Any] | None = None,
+        streams: int = 1,
     ) -> None:
+        import queue
+
         interpreter_class = import_interpreter()
         self.path = Path(path)
         spec = parse_device(device)
@@ -126,15 +134,22 @@ class LiteRTBackend:
                 "device auto: cpu (a TFLite model; the Edge TPU runs _edgetpu.tflite files)"
             )
             logger.info("%s", self.device_reason)
+        self.streams = 1 if delegates or self.device != "cpu" else max(1, int(streams))
+        if self.streams > 1 and num_threads is None:
+            num_threads = 1  # one core per frame in flight
         native_lines: list[str] = []
         try:
             with native_stderr_captured(native_lines):
-                self.interpreter = interpreter_class(
-                    model_path=str(path),
-                    num_threads=num_threads,
-                    experimental_delegates=delegates or None,
-                )
-                self.interpreter.allocate_tensors()
+                interpreters = []
+                for _ in range(self.streams):
+                    interpreter = interpreter_class(
+                        model_path=str(path),
+                        num_threads=num_threads,
+                        experimental_delegates=delegates or None,
+                    )
+                    interpreter.allocate_tensors()
+                    interpreters.append(interpreter)
+                self.interpreter = interpreters[0]
         except (ValueError, RuntimeError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
             if edgetpu_file and self.device == "cpu":
@@ -172,6 +187,9 @@ class LiteRTBackend:
             if np.dtype(d["dtype"]).kind in "iu" and d.get("quantization", (0.0, 0))[0]
         }
         self.metadata: dict[str, str] = {}
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        for interpreter in interpreters:
+            self._free.put(interpreter)
 
     def _edgetpu_delegate(
         self, interpreter_class: Any, spec: DeviceSpec, loader: Callable[..., Any] | None
@@ -221,19 +239,25 @@ class LiteRTBackend:
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Sets the inputs, invokes the interpreter and returns copies of the outputs.
 
-        Integer outputs with quantization parameters come back dequantized to float32.
+        Integer outputs with quantization parameters come back dequantized to float32. With
+        several streams, each call takes a free interpreter, so up to ``streams`` threads
+        may call this at once.
         """
+        interpreter = self._free.get()
         try:
-            for name, value in feeds.items():
-                self.interpreter.set_tensor(self._input_index[name], value)
-            self.interpreter.invoke()
-        except (ValueError, RuntimeError) as error:
-            raise ModelError(f"{self.path.name} failed to run: {error}") from error
-        outputs = {}
-        for name, index in self._output_index:
-            value = self.interpreter.get_tensor(index)
-            if name in self._output_dequantize:
-                scale, zero_point = self._output_dequantize[name]
-                value = (value.astype(np.float32) - zero_point) * scale
-            outputs[name] = value
-        return outputs
+            try:
+                for name, value in feeds.items():
+                    interpreter.set_tensor(self._input_index[name], value)
+                interpreter.invoke()
+            except (ValueError, RuntimeError) as error:
+                raise ModelError(f"{self.path.name} failed to run: {error}") from error
+            outputs = {}
+            for name, index in self._output_index:
+                value = interpreter.get_tensor(index)
+                if name in self._output_dequantize:
+                    scale, zero_point = self._output_dequantize[name]
+                    value = (value.astype(np.float32) - zero_point) * scale
+                outputs[name] = value
+            return outputs
+        finally:
+            self._free.put(interpreter)

@@ -134,6 +134,7 @@ def open_task_model(
     backend: str | None = None,
     num_threads: int | None = None,
     device: str | DeviceSpec = "auto",
+    streams: int = 1,
 ) -> tuple[Path, Backend, ModelManifest]:
     """Opens a model file of ``task`` (a manifest task: ``detect``, ``classify``, ``kws``,
     ``segment``).
@@ -144,6 +145,8 @@ def open_task_model(
         backend: ``onnxruntime`` or ``litert``; ``None`` picks by file suffix.
         num_threads: Inference threads; ``None`` lets the runtime decide.
         device: As for :func:`~ubiq.models.runtime.backend.load_backend`.
+        streams: Frames run at once, as for
+            :func:`~ubiq.models.runtime.backend.load_backend`.
 
     Returns:
         ``(path, backend, manifest)``: the model file, its opened backend and its manifest.
@@ -154,7 +157,7 @@ def open_task_model(
         BackendUnavailable: If the backend's library or the device is missing.
     """
     path = resolve_model_path(name_or_path)
-    runtime = load_backend(path, backend, num_threads=num_threads, device=device)
+    runtime = load_backend(path, backend, num_threads=num_threads, device=device, streams=streams)
     manifest = find_manifest(path, runtime)
     if manifest.task != task:
         article = "an" if manifest.task[0] in "aeiou" else "a"
@@ -243,12 +246,15 @@ class DetectionModel:
         classes: Sequence[str | int] | None = None,
         imgsz: int | None = None,
         max_detections: int = 300,
+        streams: int = 1,
     ) -> DetectionModel:
         """Opens a model by zoo name or path.
 
         ``device`` is ``auto``, ``cpu``, ``cuda``, ``tensorrt``, ``openvino`` or
         ``coral[:usb|usb:N|pci|pci:N]``; ``model.backend.device_reason`` says what ``auto``
-        chose.
+        chose. ``streams`` > 1 lets a pipeline run that many frames at once from threads
+        (for files; see :func:`~ubiq.models.runtime.backend.choose_streams`);
+        ``model.backend.streams`` says what the backend took.
 
         Raises:
             ConfigError: If a threshold, class name or image size is invalid.
@@ -262,7 +268,12 @@ class DetectionModel:
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be between 0 and 1, got {value}")
         path, runtime, manifest = open_task_model(
-            name_or_path, "detect", backend=backend, num_threads=num_threads, device=device
+            name_or_path,
+            "detect",
+            backend=backend,
+            num_threads=num_threads,
+            device=device,
+            streams=streams,
         )
         get_decoder(manifest.decoder.name)  # fail early on an unknown decoder name
         model_width, model_height = _input_size(manifest.input)

@@ -69,11 +69,16 @@ class OnnxRuntimeBackend:
         options: Session options; explicit ``providers`` there override ``device``.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"tensorrt"``, ``"openvino"`` or a
             :class:`~ubiq.hardware.accelerators.DeviceSpec`.
+        streams: Frames the caller will run at once from as many threads (files, where the
+            next frames are known ahead). On the CPU the session then gets one intra-op
+            thread unless ``num_threads`` says otherwise, so each call keeps a core to
+            itself; elsewhere (CUDA, TensorRT) it stays 1.
 
     Attributes:
         device: The device that was resolved (``"cpu"`` when ``auto`` found nothing else).
         device_reason: One line on why ``auto`` chose it (empty for an explicit device).
         fallback_reason: Set when onnxruntime silently fell back (``auto`` only).
+        streams: How many ``run`` calls may usefully be in flight at once (1: one at a time).
 
     Raises:
         BackendUnavailable: If onnxruntime is not installed, the device's execution provider
@@ -82,6 +87,7 @@ class OnnxRuntimeBackend:
     """
 
     name = "onnxruntime"
+    supports_streams = True
 
     def __init__(
         self,
@@ -90,6 +96,7 @@ class OnnxRuntimeBackend:
         num_threads: int | None = None,
         options: OnnxRuntimeOptions | None = None,
         device: str | DeviceSpec = "cpu",
+        streams: int = 1,
     ) -> None:
         try:
             import onnxruntime as ort
@@ -130,6 +137,12 @@ class OnnxRuntimeBackend:
                 providers = onnxruntime_providers(spec, self.path)
                 _make_engine_cache(providers)
         self.device = spec.kind
+        self.streams = 1
+        if streams > 1 and self.device == "cpu" and not options.providers:
+            self.streams = int(streams)
+            # One core per frame in flight: calls then never wait on each other's workers.
+            session_options.intra_op_num_threads = threads or 1
+            session_options.inter_op_num_threads = 1
         if spec.kind != "cpu" and logger.isEnabledFor(logging.INFO):
             session_options.log_severity_level = 2  # -v: show why a provider did not load
         try:

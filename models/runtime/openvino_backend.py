@@ -115,6 +115,9 @@ class OpenVinoBackend:
             ``"openvino:TARGET[:PRECISION]"`` (``CPU``, ``GPU``, ``GPU.N``, ``NPU``, ``AUTO``),
             or a :class:`~ubiq.hardware.accelerators.DeviceSpec`.
         options: Compile options.
+        streams: Frames the caller will run at once from as many threads (files, where the
+            next frames are known ahead): more than 1 compiles with the ``THROUGHPUT`` hint
+            and keeps a pool of infer requests, so ``run`` may be called concurrently.
 
     Attributes:
         device: The device and precision that run the model, e.g. ``"CPU bf16"``.
@@ -123,6 +126,8 @@ class OpenVinoBackend:
         precision: The inference precision in use (``"bf16"``, ``"f16"``, ``"f32"``), or
             ``"default"`` when the device does not report it.
         compile_ms: Milliseconds to compile (or import from the cache) the model.
+        streams: How many ``run`` calls may be in flight at once (the number of infer
+            requests: OpenVINO's optimal number for the hint, at most ``streams``).
 
     Raises:
         BackendUnavailable: If openvino is not installed, or the device is not on this machine
@@ -133,6 +138,7 @@ class OpenVinoBackend:
     """
 
     name = "openvino"
+    supports_streams = True
 
     def __init__(
         self,
@@ -141,7 +147,9 @@ class OpenVinoBackend:
         num_threads: int | None = None,
         device: str | DeviceSpec = "auto",
         options: OpenVinoOptions | None = None,
+        streams: int = 1,
     ) -> None:
+        import queue
         import time
 
         options = options or OpenVinoOptions()
@@ -164,7 +172,10 @@ class OpenVinoBackend:
         self.version = openvino.__version__.split("-")[0]
         self.target = spec.target or "CPU"
         self._check_target(core, spec)
-        config = {"PERFORMANCE_HINT": options.performance_hint}
+        hint = "THROUGHPUT" if streams > 1 else options.performance_hint
+        config = {"PERFORMANCE_HINT": hint}
+        if streams > 1:
+            config["PERFORMANCE_HINT_NUM_REQUESTS"] = int(streams)
         if spec.precision is not None:
             config["INFERENCE_PRECISION_HINT"] = spec.precision
         if num_threads is not None and self.target == "CPU":
@@ -185,14 +196,23 @@ class OpenVinoBackend:
                 f"{_first_error_line(error)}"
             ) from error
         self.compile_ms = (time.perf_counter() - started) * 1e3
-        self._request = self.compiled.create_infer_request()
+        self.streams = 1
+        if streams > 1:
+            try:
+                optimal = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            except RuntimeError:
+                optimal = streams
+            self.streams = max(1, min(int(streams), optimal))
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(self.streams):
+            self._requests.put(self.compiled.create_infer_request())
         self.inputs = [_tensor_info(port) for port in self.compiled.inputs]
         self.outputs = [_tensor_info(port) for port in self.compiled.outputs]
         self._output_ports = list(self.compiled.outputs)
         self.precision = self._read_precision()
         self.device = f"{self._execution_devices()} {self.precision}"
         chosen = "requested" if spec.precision else "OpenVINO's default here"
-        why = f"{self.device} ({chosen}, {options.performance_hint} hint)"
+        why = f"{self.device} ({chosen}, {hint} hint)"
         self.device_reason = f"device auto: {why}" if spec.kind == "auto" else why
         self.fallback_reason: str | None = None
 
@@ -275,17 +295,21 @@ class OpenVinoBackend:
         return text if self.target != "AUTO" else f"AUTO({text})"
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Runs one inference request; returns outputs by name.
+        """Runs one inference request (a free one of the pool, so up to ``streams`` threads
+        may call this at once); returns outputs by name.
 
         Raises:
             ModelError: If OpenVINO rejects the inputs or fails inside the graph.
         """
+        request = self._requests.get()
         try:
-            results = self._request.infer(feeds, share_inputs=True, share_outputs=False)
+            results = request.infer(feeds, share_inputs=True, share_outputs=False)
         except (RuntimeError, TypeError, ValueError) as error:
             raise ModelError(
                 f"{self.path.name} failed to run on OpenVINO: {_first_error_line(error)}"
             ) from error
+        finally:
+            self._requests.put(request)
         return {
             info.name: results[port]
             for info, port in zip(self.outputs, self._output_ports, strict=True)

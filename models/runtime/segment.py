@@ -313,8 +313,10 @@ class Segmenter:
         confidence_threshold: float = 0.25,
         iou_threshold: float = 0.45,
         max_detections: int = 100,
+        streams: int = 1,
     ) -> Segmenter:
-        """Opens a segmentation model by path or zoo name.
+        """Opens a segmentation model by path or zoo name (``streams`` as for
+        :meth:`~ubiq.models.runtime.model.DetectionModel.load`).
 
         Raises:
             ConfigError: If ``interpolation`` is not one of :data:`INTERPOLATIONS` or a
@@ -336,7 +338,12 @@ class Segmenter:
         if max_detections < 1:
             raise ConfigError(f"max_detections must be >= 1, got {max_detections}")
         path, runtime, manifest = open_task_model(
-            name_or_path, "segment", backend=backend, num_threads=num_threads, device=device
+            name_or_path,
+            "segment",
+            backend=backend,
+            num_threads=num_threads,
+            device=device,
+            streams=streams,
         )
         decoder = _decoder_for(path, runtime, manifest)
         params = dict(manifest.decoder.params)

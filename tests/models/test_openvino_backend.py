@@ -233,13 +233,24 @@ def test_importing_ubiq_does_not_import_openvino():
 
 def test_cli_detect_shows_the_backend_device_and_precision(mnv2):
     result = run_ubiq(
-        "detect", "--model", str(mnv2), "--device", "openvino:CPU:f32", "--max-frames", "3"
-    )
+        "detect", "--model", str(mnv2), "--device", "openvino:CPU:f32", "--max-frames", "3",
+        "--streams", "1",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     summary = _lines(result.stderr)[-1]
     assert summary.startswith(
         "ubiq detect: ubiq-det-mnv2 (openvino, CPU f32 (requested, LATENCY hint)) on demo: 3"
     ), summary
+    # A file by default: frames in flight, compiled for throughput (one stream per core).
+    result = run_ubiq(
+        "detect", "--model", str(mnv2), "--device", "openvino:CPU:f32", "--max-frames", "3"
+    )
+    assert result.returncode == 0, result.stderr
+    summary = _lines(result.stderr)[-1]
+    streams = DetectionModel.load(mnv2, device="openvino:CPU:f32", streams=4).backend.streams
+    if streams > 1:
+        assert "(openvino, CPU f32 (requested, THROUGHPUT hint), " in summary, summary
+        assert " frames at once) on demo: 3 frames" in summary, summary
 
 
 def test_plain_openvino_device_still_means_the_onnxruntime_provider(mnv2):
@@ -262,3 +273,23 @@ def test_doctor_lists_openvino_devices():
     assert [d["name"] for d in devices] == openvino.Core().available_devices
     line = next(x for x in format_report(report).splitlines() if x.strip().startswith("openvino"))
     assert openvino.__version__.split("-")[0] in line and "CPU: " in line
+
+
+def test_streams_compile_for_throughput_and_run_concurrently(mnv2: Path):
+    """With streams, OpenVINO compiles for THROUGHPUT and keeps a pool of requests, so
+    threads may call ``run`` at once; each call gets its own input's answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    one = load_backend(mnv2, "openvino", device="openvino:CPU:f32")
+    many = load_backend(mnv2, "openvino", device="openvino:CPU:f32", streams=2)
+    assert one.streams == 1 and "LATENCY hint" in one.device_reason
+    assert 1 <= many.streams <= 2 and "THROUGHPUT hint" in many.device_reason
+    base = _feed(mnv2)
+    name = next(iter(base))
+    feeds = [{name: np.ascontiguousarray(base[name] * scale)} for scale in (0.2, 0.6, 1.0, 1.4)]
+    expected = [one.run(feed) for feed in feeds]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(many.run, feeds * 3))
+    for index, outputs in enumerate(got):
+        for key, value in expected[index % 4].items():
+            np.testing.assert_allclose(outputs[key], value, rtol=1e-4, atol=1e-4)

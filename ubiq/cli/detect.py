@@ -68,6 +68,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, *, conf: float = 0.2
         "what it chose and why)",
     )
     parser.add_argument("--threads", type=int, default=None, help="inference threads")
+    add_streams_argument(parser)
     parser.add_argument("--save", default=None, help="write annotated video here (.mp4, .avi)")
     parser.add_argument(
         "--save-images",
@@ -83,6 +84,37 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser, *, conf: float = 0.2
         help="show a live window (needs a display)",
     )
     add_run_arguments(parser)
+
+
+def add_streams_argument(parser: argparse.ArgumentParser) -> None:
+    """``--streams N``: frames inferred at once (the commands that load one model)."""
+    parser.add_argument(
+        "--streams",
+        type=int,
+        default=None,
+        metavar="N",
+        help="frames inferred at once, each on its own thread (default: for files and "
+        "folders without --threads, one per core up to 4, each with one thread; for cameras "
+        "and streams 1, so a frame never waits behind older ones)",
+    )
+
+
+def choose_streams(args: argparse.Namespace, specs: list[str]) -> int:
+    """The ``streams`` to load the model with: ``--streams``, else one per core when every
+    source is a file or folder and ``--threads`` is not given, else 1."""
+    from ubiq.errors import UbiqError
+    from ubiq.hardware.sources import open_source
+    from ubiq.models.runtime.backend import choose_streams as choose
+
+    if args.streams is not None:
+        return args.streams
+    try:  # unopened sources only say what they are; opening them comes later
+        all_files = not any(
+            open_source(spec, vid_stride=args.vid_stride).is_live for spec in specs
+        )
+    except UbiqError:  # the real open reports it, before any output is written
+        all_files = False
+    return choose(all_files, args.threads, None)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -148,6 +180,8 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
             raise ConfigError(f"--{name} must be between 0 and 1, got {value}")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    if getattr(args, "streams", None) is not None and args.streams < 1:
+        raise ConfigError(f"--streams must be >= 1, got {args.streams}")
     if args.imgsz is not None and args.imgsz < 1:
         raise ConfigError(
             f"--imgsz must be a positive multiple of the model's stride, got {args.imgsz}"
@@ -195,7 +229,9 @@ def check_arguments(args: argparse.Namespace) -> list[str]:
 def _device_text(backend) -> str:
     """``litert, cpu`` or, after ``--device auto``, ``onnxruntime, device auto: cpu (...)``."""
     reason = getattr(backend, "fallback_reason", None) or getattr(backend, "device_reason", "")
-    return f"{backend.name}, {reason or getattr(backend, 'device', 'cpu')}"
+    streams = getattr(backend, "streams", 1)
+    many = f", {streams} frames at once" if isinstance(streams, int) and streams > 1 else ""
+    return f"{backend.name}, {reason or getattr(backend, 'device', 'cpu')}{many}"
 
 
 def _open_interruptibly(source) -> bool:
@@ -330,6 +366,7 @@ def run(args: argparse.Namespace, command: str = "detect", stages=lambda model: 
         iou_threshold=args.iou,
         classes=classes,
         imgsz=args.imgsz,
+        streams=choose_streams(args, specs),
     )
     return run_pipeline(
         args,

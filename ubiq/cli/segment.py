@@ -64,6 +64,9 @@ def add_parser(subparsers) -> None:
         ".tflite models) (default: auto)",
     )
     parser.add_argument("--threads", type=int, default=None, help="inference threads")
+    from ubiq.cli.detect import add_run_arguments, add_streams_argument
+
+    add_streams_argument(parser)
     parser.add_argument(
         "--save", default=None, help="write the colour overlay (or blurred) video here (.mp4)"
     )
@@ -85,8 +88,6 @@ def add_parser(subparsers) -> None:
         default=False,
         help="show a live window (needs a display)",
     )
-    from ubiq.cli.detect import add_run_arguments
-
     add_run_arguments(parser)
     # What ``ubiq detect``'s shared checks read and this command does not set.
     parser.set_defaults(handler=run, imgsz=None, classes=None, save_images=None)
@@ -210,7 +211,7 @@ def _blur_stage(args: argparse.Namespace, model):
 def run(args: argparse.Namespace) -> int:
     import cv2
 
-    from ubiq.cli.detect import _device_text, run_pipeline
+    from ubiq.cli.detect import _device_text, choose_streams, run_pipeline
     from ubiq.hardware.accelerators import parse_device
     from ubiq.models.runtime.segment import Segmenter
     from ubiq.pipelines.segment import Segment
@@ -225,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
         interpolation=args.interpolation,
         confidence_threshold=args.conf,
         iou_threshold=args.iou,
+        streams=choose_streams(args, specs),
     )
     blur = _blur_stage(args, model)
     return run_pipeline(
