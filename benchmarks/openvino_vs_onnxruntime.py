@@ -5,16 +5,20 @@ exported by Ultralytics offline, random weights; reused from ``--workdir`` or
 ``/tmp/budget/yolov8n`` when already there), prints:
 
 1. end to end: whole ``ubiq detect`` commands on a 640x480 clip, onnxruntime CPU, OpenVINO
-   at its default precision and OpenVINO f32 in turn, round after round; the FPS of each
-   command's summary and the median of the per-round ratios to onnxruntime;
+   at its default precision and OpenVINO f32 in turn, one frame at a time with
+   ``--threads``, then both runtimes as ``ubiq detect`` runs a file by default (frames in
+   flight, one per core; OpenVINO with the THROUGHPUT hint), round after round; the FPS of
+   each command's summary and the median of the per-round ratios to onnxruntime (one
+   frame at a time);
 2. inference alone, in one process, interleaved: p50 ms of onnxruntime fp32, OpenVINO
    default (bf16 on AVX-512 BF16 / AMX CPUs), OpenVINO f32, and the int8 QDQ model that
    ``ubiq compress`` makes (``quantize_static``) on both runtimes;
 3. agreement with onnxruntime fp32: mAP50 of each one's detections on clip frames with
    onnxruntime's as ground truth (YOLOv8n has random weights: its confidence threshold is
    lowered until onnxruntime finds boxes, and the threshold is printed);
-4. the OpenVINO model cache: load + first frame of a fresh process with an empty cache, then
-   again with the cache filled (and the whole ``ubiq detect --max-frames 1`` wall time).
+4. the OpenVINO model cache: model load + first inference in a fresh process (after its
+   imports) with an empty cache, then again with the cache filled; and the whole
+   ``ubiq detect --max-frames 1`` wall time, interpreter and imports included, both ways.
 
 ``--isa avx2`` runs the OpenVINO side with ``ONEDNN_MAX_CPU_ISA=AVX2`` (OpenVINO's CPU
 plugin then uses AVX2 kernels; bf16 is not available there, so its default falls to f32).
@@ -44,6 +48,11 @@ CONFIGS = (
     ("onnxruntime fp32", ["--backend", "onnxruntime", "--device", "cpu"]),
     ("openvino default", ["--backend", "openvino"]),
     ("openvino f32", ["--device", "openvino:CPU:f32"]),
+)
+# ubiq detect's default for a file: frames in flight, one per core (no --threads).
+STREAM_CONFIGS = (
+    ("onnxruntime fp32, frames at once", ["--backend", "onnxruntime", "--device", "cpu"]),
+    ("openvino default, THROUGHPUT", ["--backend", "openvino"]),
 )
 
 
@@ -85,10 +94,11 @@ def clip_for(workdir: Path, frames: int) -> Path:
 
 def end_to_end(model: Path, clip: Path, rounds: int, threads: int, env: dict, ov_env: dict):
     """FPS of whole commands, configs interleaved per round; ratios per round."""
-    fps: dict[str, list[float]] = {name: [] for name, _ in CONFIGS}
+    configs = [(n, ["--threads", str(threads), *f]) for n, f in CONFIGS] + list(STREAM_CONFIGS)
+    fps: dict[str, list[float]] = {name: [] for name, _ in configs}
     summary = Path(env["UBIQ_HOME"]) / "summary.json"
     for _ in range(rounds):
-        for name, flags in CONFIGS:
+        for name, flags in configs:
             command = [
                 sys.executable,
                 "-m",
@@ -98,8 +108,6 @@ def end_to_end(model: Path, clip: Path, rounds: int, threads: int, env: dict, ov
                 str(clip),
                 "--model",
                 str(model),
-                "--threads",
-                str(threads),
                 "--summary-json",
                 str(summary),
                 "--no-stages",
@@ -159,9 +167,10 @@ print("RESULT" + json.dumps(out))
 
 FIRST_FRAME = r"""
 import sys, time
-started = time.perf_counter()
 from ubiq.models.runtime.model import DetectionModel
-model = DetectionModel.load(sys.argv[1], backend=sys.argv[2])
+import openvino, numpy, cv2
+started = time.perf_counter()
+model = DetectionModel.load(sys.argv[1], backend=sys.argv[2])  # compile + a first inference
 print("FIRST", (time.perf_counter() - started) * 1e3, model.backend.device)
 """
 
@@ -280,11 +289,17 @@ def main() -> None:
             f"({probe['boxes']} reference boxes)"
         )
         print(
-            f"model cache: load + first frame {cache['first']:.0f} ms -> {cache['second']:.0f} ms "
+            f"model cache: load + first inference {cache['first']:.0f} ms -> "
+            f"{cache['second']:.0f} ms "
             f"({cache['first'] / cache['second']:.2f}x); whole `ubiq detect --max-frames 1` "
             f"{cache['first_wall']:.0f} ms -> {cache['second_wall']:.0f} ms "
             f"({cache['first_wall'] / cache['second_wall']:.2f}x)"
         )
+        for label, _ in STREAM_CONFIGS:
+            print(
+                f"{label:34} end to end {statistics.median(fps[label]):8.1f} FPS "
+                f"{ratios[label]:8.2f}x"
+            )
         print("FPS per round: " + "; ".join(f"{k} {v}" for k, v in fps.items()))
 
 

@@ -124,8 +124,13 @@ def test_recipe_run_writes_every_artifact_the_report_and_a_result_detect_runs(
     for row in report["artifacts"]:
         assert row["latency_p50_ms"] > 0 and row["peak_rss_mb"] > 0 and row["size_bytes"] > 0
         assert row["metric_name"] == "mAP50"
+        # OpenVINO's column: every artifact, the int8 QDQ one included, runs on it.
+        assert row["openvino_p50_ms"] > 0, report.get("openvino")
     assert report["machine"]["versions"]["onnxruntime"]
-    assert (out / "report.md").read_text().startswith("# ubiq compress report")
+    assert report["machine"]["versions"]["openvino"]
+    markdown = (out / "report.md").read_text()
+    assert markdown.startswith("# ubiq compress report")
+    assert "| p50 ms | p90 ms | OpenVINO p50 ms |" in markdown
     assert (out / "report.png").stat().st_size > 1000
     final = Path(report["result"])
     assert final.parent == out and final.name.startswith("model.") and final.is_file()

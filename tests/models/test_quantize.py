@@ -265,6 +265,18 @@ def test_measure_latency_times_every_model(tmp_path):
         q.measure_latency(models, threads=0)
 
 
+def test_measure_runtimes_times_each_model_on_each_runtime(tmp_path):
+    pytest.importorskip("openvino", reason="openvino is not installed (ubiq[openvino])")
+    from ubiq.models.toolchain.compress.latency import measure_runtimes
+
+    models = [_sigmoid_model(tmp_path / "a.onnx", 64), _sigmoid_model(tmp_path / "b.onnx", 32)]
+    stats = measure_runtimes(models, ("onnxruntime", "openvino"), threads=1, warmup=2, runs=5)
+    assert set(stats) == {(r, m) for r in ("onnxruntime", "openvino") for m in models}
+    assert all(0 < s.p50_ms <= s.p90_ms for s in stats.values())
+    with pytest.raises(ConfigError, match="runtimes must be among onnxruntime, openvino"):
+        measure_runtimes(models, ("tensorrt",))
+
+
 def test_auto_quantize_keeps_fp32_when_int8_is_slower(tmp_path, images):
     model = _sigmoid_model(tmp_path / "sigmoid.onnx")
     report = q.auto_quantize(model, tmp_path / "out", images[:2], threads=1, progress=False)

@@ -1,4 +1,5 @@
-"""Timing ONNX models against each other on the onnxruntime CPU backend."""
+"""Timing ONNX models against each other on the CPU: onnxruntime, and OpenVINO where it is
+installed (the compress report's second latency column)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import numpy as np
 
 from ubiq.errors import ConfigError, ModelError
 
-__all__ = ["LatencyStats", "measure_latency"]
+__all__ = ["LatencyStats", "RUNTIMES", "measure_latency", "measure_runtimes", "openvino_available"]
+
+# Runtime name -> how the CPU backend is opened (``--device`` form).
+RUNTIMES = {"onnxruntime": "cpu", "openvino": "openvino:CPU"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,13 @@ def _random_feeds(path: Path, backend: Any) -> dict[str, np.ndarray]:
     return feeds
 
 
+def openvino_available() -> bool:
+    """True when OpenVINO is installed (``ubiq[openvino]``); imports nothing heavy."""
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
 def measure_latency(
     paths: Sequence[str | Path], *, threads: int = 2, warmup: int = 10, runs: int = 50
 ) -> dict[Path, LatencyStats]:
@@ -77,24 +88,56 @@ def measure_latency(
         ConfigError: If ``paths`` is empty, ``threads`` or ``runs`` < 1 or ``warmup`` < 0.
         ModelError: If a model cannot be loaded or run.
     """
-    from ubiq.models.runtime.onnxruntime_backend import OnnxRuntimeBackend
+    timed = measure_runtimes(paths, ("onnxruntime",), threads=threads, warmup=warmup, runs=runs)
+    return {path: stats for (_, path), stats in timed.items()}
+
+
+def measure_runtimes(
+    paths: Sequence[str | Path],
+    runtimes: Sequence[str],
+    *,
+    threads: int = 2,
+    warmup: int = 10,
+    runs: int = 50,
+) -> dict[tuple[str, Path], LatencyStats]:
+    """Times every model on every runtime of :data:`RUNTIMES`, all in the same interleaved
+    rounds (as :func:`measure_latency`), one frame at a time with ``threads`` threads.
+
+    OpenVINO runs at its default precision for this CPU (bf16 where the CPU has it, int8
+    kernels for the QDQ models ``ubiq compress`` writes).
+
+    Returns:
+        Latency keyed by ``(runtime, path)``.
+
+    Raises:
+        ConfigError: If an argument is out of range or a runtime is unknown.
+        ModelError: If a model cannot be loaded or run.
+        BackendUnavailable: If a runtime's package is not installed.
+    """
+    from ubiq.models.runtime.backend import load_backend
 
     if not paths or threads < 1 or runs < 1 or warmup < 0:
         raise ConfigError(
             f"measure_latency needs paths, threads >= 1, runs >= 1 and warmup >= 0, got "
             f"{len(paths)} paths, threads={threads}, runs={runs}, warmup={warmup}"
         )
+    unknown = [name for name in runtimes if name not in RUNTIMES]
+    if unknown or not runtimes:
+        raise ConfigError(f"runtimes must be among {', '.join(RUNTIMES)}, got {list(runtimes)}")
     import time
 
-    models = [Path(p) for p in paths]
-    backends = {p: OnnxRuntimeBackend(p, num_threads=threads, device="cpu") for p in models}
-    feeds = {p: _random_feeds(p, backend) for p, backend in backends.items()}
-    times: dict[Path, list[float]] = {p: [] for p in models}
+    keys = [(runtime, Path(p)) for runtime in runtimes for p in paths]
+    backends = {
+        key: load_backend(key[1], key[0], num_threads=threads, device=RUNTIMES[key[0]])
+        for key in keys
+    }
+    feeds = {key: _random_feeds(key[1], backend) for key, backend in backends.items()}
+    times: dict[tuple[str, Path], list[float]] = {key: [] for key in keys}
     for round_index in range(warmup + runs):
-        shift = round_index % len(models)
-        for model in models[shift:] + models[:shift]:
+        shift = round_index % len(keys)
+        for key in keys[shift:] + keys[:shift]:
             start = time.perf_counter()
-            backends[model].run(feeds[model])
+            backends[key].run(feeds[key])
             if round_index >= warmup:
-                times[model].append((time.perf_counter() - start) * 1e3)
-    return {model: LatencyStats.from_times(times[model]) for model in models}
+                times[key].append((time.perf_counter() - start) * 1e3)
+    return {key: LatencyStats.from_times(times[key]) for key in keys}

@@ -86,6 +86,7 @@ class _Runner:
         self.artifacts: list[_Artifact] = []
         self.rejected: set[str] = set()
         self.metrics: dict[str, float | None] = {}
+        self.openvino_note: str | None = None
         self.task = "detect"
         self.val = Path(recipe.data.val) if recipe.data.val else None
         if self.val is not None and not self.val.exists():
@@ -325,11 +326,12 @@ class _Runner:
         self._gate(artifact)
 
     def rows(self, final: bool) -> list[ArtifactRow]:
-        from ubiq.models.toolchain.compress.quantize import fidelity, measure_latency
+        from ubiq.models.toolchain.compress.quantize import fidelity
         from ubiq.models.toolchain.compress.report import detection_agreement, peak_rss_mb
 
         paths = [a.onnx for a in self.artifacts]
-        timings = measure_latency(paths, threads=self.recipe.threads, runs=50 if final else 20)
+        runs = 50 if final else 20
+        timings, openvino = self._timings(paths, runs)
         reference = self.artifacts[0]
         base_metric = self.metrics.get("fp32")
         images = self._val_images()
@@ -345,6 +347,7 @@ class _Runner:
                 macs=artifact.macs,
                 latency_p50_ms=timings[artifact.onnx].p50_ms,
                 latency_p90_ms=timings[artifact.onnx].p90_ms,
+                openvino_p50_ms=openvino.get(artifact.onnx),
                 peak_rss_mb=peak_rss_mb(artifact.onnx, self.recipe.threads) if final else None,
                 metric_name=self.metric_name if metric is not None else None,
                 metric=metric,
@@ -365,6 +368,30 @@ class _Runner:
                     )
             rows.append(row)
         return rows
+
+    def _timings(self, paths: list[Path], runs: int) -> tuple[dict, dict[Path, float]]:
+        """onnxruntime latency of every artifact and, where OpenVINO is installed, OpenVINO's
+        p50 at its default precision, all in the same interleaved rounds (the report's
+        OpenVINO column, so a user sees which runtime and precision win on their box)."""
+        from ubiq.errors import BackendUnavailable, ModelError
+        from ubiq.models.toolchain.compress.latency import measure_runtimes, openvino_available
+        from ubiq.models.toolchain.compress.quantize import measure_latency
+
+        threads = self.recipe.threads
+        if openvino_available():
+            try:
+                both = measure_runtimes(
+                    paths, ("onnxruntime", "openvino"), threads=threads, runs=runs
+                )
+            except (BackendUnavailable, ModelError) as error:
+                self.openvino_note = f"OpenVINO column left empty: {error}"
+                log.warning("%s", self.openvino_note)
+            else:
+                return (
+                    {path: both[("onnxruntime", path)] for path in paths},
+                    {path: both[("openvino", path)].p50_ms for path in paths},
+                )
+        return measure_latency(paths, threads=threads, runs=runs), {}
 
     def _val_images(self) -> list[Path]:
         if self.val is None or self.task == "kws":  # fidelity runs on images only
@@ -414,7 +441,7 @@ def compress(
             fingerprint=fingerprint,
             result=str(runner.current.onnx),
             gates=runner.gates,
-            extra={"quantize": runner.quantize_report},
+            extra={"quantize": runner.quantize_report, "openvino": runner.openvino_note},
         )
     result = _copy_with_manifest(runner.current.onnx, out / f"model.{runner.current.name}.onnx")
     rows = runner.rows(final=True)
@@ -424,6 +451,6 @@ def compress(
         fingerprint=fingerprint,
         result=str(result),
         gates=runner.gates,
-        extra={"quantize": runner.quantize_report},
+        extra={"quantize": runner.quantize_report, "openvino": runner.openvino_note},
     )
     return CompressResult(result=result, report=paths, rows=rows, gates=runner.gates)

@@ -1,13 +1,15 @@
 """The report every ``ubiq compress`` step writes: one row per artifact, measured here.
 
 Per artifact: file size, parameters and MACs (from the torch side when known), latency
-p50 and p90 with fixed threads after warm-up (all artifacts timed in interleaved rounds,
-so a shared machine's load falls on all alike), peak RSS (each artifact in a fresh
-process, through :func:`~ubiq.models.runtime.isolated.bench_in_child`), the task metric
-and its change from the fp32 model, and fidelity to the fp32 model: for detectors the
-mAP50 of the artifact's detections scored against the fp32 model's detections on the
-validation images. Written as ``report.json``, ``report.md`` and ``report.png`` (metric
-against latency for every artifact so far).
+p50 and p90 on onnxruntime with fixed threads after warm-up and, where OpenVINO is
+installed, its p50 on OpenVINO at the CPU's default precision (all artifacts and runtimes
+timed in interleaved rounds, so a shared machine's load falls on all alike), peak RSS
+(each artifact in a fresh process, through
+:func:`~ubiq.models.runtime.isolated.bench_in_child`), the task metric and its change from
+the fp32 model, and fidelity to the fp32 model: for detectors the mAP50 of the artifact's
+detections scored against the fp32 model's detections on the validation images. Written
+as ``report.json``, ``report.md`` and ``report.png`` (metric against latency for every
+artifact so far).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class ArtifactRow:
     macs: int | None = None
     latency_p50_ms: float | None = None
     latency_p90_ms: float | None = None
+    openvino_p50_ms: float | None = None
     peak_rss_mb: float | None = None
     metric_name: str | None = None
     metric: float | None = None
@@ -59,7 +62,7 @@ def machine_fingerprint(threads: int) -> dict[str, Any]:
         pass
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
     versions = {}
-    for package in ("onnxruntime", "ai_edge_litert", "torch", "numpy"):
+    for package in ("onnxruntime", "openvino", "ai_edge_litert", "torch", "numpy"):
         try:
             module = __import__(package)
             versions[package] = getattr(module, "__version__", "?")
@@ -164,9 +167,9 @@ def _markdown(
         "",
         f"Result: `{result}`",
         "",
-        f"| artifact | step | size MB | params | MMACs | p50 ms | p90 ms | peak RSS MB "
-        f"| {metric_name} | change | fidelity | accepted | notes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| artifact | step | size MB | params | MMACs | p50 ms | p90 ms | OpenVINO p50 ms "
+        f"| peak RSS MB | {metric_name} | change | fidelity | accepted | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         fidelity = ", ".join(f"{k} {v:.3f}" for k, v in row.fidelity.items()) or "-"
@@ -176,7 +179,8 @@ def _markdown(
             f"| {'-' if row.params is None else f'{row.params / 1e6:.2f}M'} "
             f"| {'-' if row.macs is None else f'{row.macs / 1e6:.1f}'} "
             f"| {_fmt(row.latency_p50_ms)} | {_fmt(row.latency_p90_ms)} "
-            f"| {_fmt(row.peak_rss_mb, 0)} | {_fmt(row.metric)} | {change} | {fidelity} "
+            f"| {_fmt(row.openvino_p50_ms)} | {_fmt(row.peak_rss_mb, 0)} | {_fmt(row.metric)} "
+            f"| {change} | {fidelity} "
             f"| {'yes' if row.accepted else 'no'} | {'; '.join(row.notes)} |"
         )
     lines += ["", "## Gates", ""]
