@@ -41,6 +41,19 @@ def run_block(commands: list[list[str]], cwd, **env: str) -> list[subprocess.Com
     return results
 
 
+def test_the_frames_at_once_block(tmp_path, ubiq_home):
+    commands = block_after("**Frames at once**")
+    assert [c[:2] for c in commands] == [["ubiq", "detect"], ["ubiq", "detect"]]
+    results = run_block(commands, tmp_path)
+    at_once = (tmp_path / "runs" / "at-once.jsonl").read_bytes()
+    assert at_once == (tmp_path / "runs" / "one-by-one.jsonl").read_bytes()
+    assert at_once.count(b"\n") == 150
+    streams = min(os.cpu_count() or 1, 4)
+    if streams > 1:
+        assert f"{streams} frames at once" in results[0].stderr
+    assert "frames at once" not in results[1].stderr
+
+
 def test_the_track_block(tmp_path, ubiq_home):
     pytest.importorskip("trackers")
     commands = block_after("## Track:")

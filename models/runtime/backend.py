@@ -164,17 +164,21 @@ def _open(
     return runtime
 
 
-def choose_streams(all_files: bool, num_threads: int | None, requested: int | None) -> int:
-    """How many frames to run at once: ``requested`` when given; else, for sources that are
-    all files (their next frames are known ahead) and no ``num_threads``, one per core (at
-    most 4), because one frame per core beats one frame on all cores when the same cores
-    also decode (measured on YOLOv8n-320, 2 cores: 1.13x alone, 1.5x beside a decoder);
-    else 1 (a camera's frame must not wait behind older ones)."""
+def choose_streams(
+    all_files: bool, num_threads: int | None, requested: int | None, sources: int = 1
+) -> int:
+    """How many frames to run at once: ``requested`` when given; else, without
+    ``num_threads``, one per core (at most 4) when every source is a file (its next frames
+    are known ahead) and one per source (at most one per core) for several cameras, because
+    one frame per core beats one frame on all cores when the same cores also decode
+    (measured on YOLOv8n-320, 2 cores: 1.13x alone, 1.5x beside a decoder); else 1 (one
+    camera's frame must not wait behind older ones)."""
     if requested is not None:
         return requested
-    if not all_files or num_threads is not None:
+    if num_threads is not None:
         return 1
-    return max(1, min(os.cpu_count() or 1, 4))
+    cores = max(1, min(os.cpu_count() or 1, 4))
+    return cores if all_files else max(1, min(sources, cores))
 
 
 def _open_recorded(

@@ -18,7 +18,8 @@ def load_model(name_or_path: str | Path, *, task: str | None = None, **options: 
         task: ``"detect"``, ``"segment"``, ``"classify"``, ``"embed"`` or ``"kws"``;
             ``None`` takes the task the model's manifest names.
         **options: Passed to the task's loader, e.g. ``device="auto"``, ``num_threads=2``;
-            detection also takes ``confidence_threshold``, ``iou_threshold``, ``classes``.
+            detection also takes ``confidence_threshold``, ``iou_threshold``, ``classes``;
+            detection and segmentation take ``streams`` (frames inferred at once).
 
     Returns:
         A ``DetectionModel``, ``Segmenter``, ``Classifier`` (an imprinted one for a

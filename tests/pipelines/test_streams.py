@@ -122,6 +122,8 @@ def test_choose_streams():
     cores = __import__("os").cpu_count() or 1
     assert choose_streams(True, None, None) == max(1, min(cores, 4))
     assert choose_streams(False, None, None) == 1  # a camera: no frame waits behind another
+    # Several cameras: one frame per camera, each on a core of its own.
+    assert choose_streams(False, None, None, sources=3) == max(1, min(3, cores, 4))
     assert choose_streams(True, 2, None) == 1  # --threads: the user's threads, one frame
     assert choose_streams(False, None, 3) == 3  # --streams wins
     with pytest.raises(ConfigError, match="streams must be an integer >= 1, got 0"):
@@ -186,3 +188,16 @@ def test_litert_with_streams_keeps_one_interpreter_per_call(blazeface_path):
     for index, outputs in enumerate(got):
         for key, value in expected[index % 4].items():
             np.testing.assert_allclose(outputs[key], value, rtol=1e-4, atol=1e-4)
+
+
+def test_the_python_api_takes_streams_and_the_pipeline_uses_them():
+    import ubiq
+
+    model = ubiq.load_model("ubiq-det-mnv2", streams=2)
+    assert model.backend.streams == 2 and ubiq.Detect(model).in_flight == 2
+    single = ubiq.load_model("ubiq-det-mnv2", streams=1)
+    results = [
+        [r.detections.to_records() for r in ubiq.Pipeline([ubiq.Detect(m)]).stream("demo")]
+        for m in (model, single)
+    ]
+    assert results[0] == results[1] and len(results[0]) == 150

@@ -100,8 +100,9 @@ def add_streams_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def choose_streams(args: argparse.Namespace, specs: list[str]) -> int:
-    """The ``streams`` to load the model with: ``--streams``, else one per core when every
-    source is a file or folder and ``--threads`` is not given, else 1."""
+    """The ``streams`` to load the model with: ``--streams``; else, without ``--threads``,
+    one per core when every source is a file or folder, one per camera for several cameras
+    (each pipeline's thread then runs its own frame on its own core); else 1."""
     from ubiq.errors import UbiqError
     from ubiq.hardware.sources import open_source
     from ubiq.models.runtime.backend import choose_streams as choose
@@ -109,12 +110,10 @@ def choose_streams(args: argparse.Namespace, specs: list[str]) -> int:
     if args.streams is not None:
         return args.streams
     try:  # unopened sources only say what they are; opening them comes later
-        all_files = not any(
-            open_source(spec, vid_stride=args.vid_stride).is_live for spec in specs
-        )
+        all_files = not any(open_source(spec, vid_stride=args.vid_stride).is_live for spec in specs)
     except UbiqError:  # the real open reports it, before any output is written
         all_files = False
-    return choose(all_files, args.threads, None)
+    return choose(all_files, args.threads, None, sources=len(specs))
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
