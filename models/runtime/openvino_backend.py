@@ -186,15 +186,7 @@ class OpenVinoBackend:
         config.update(dict(options.extra_config))
         started = time.perf_counter()
         self.metadata = self._metadata(core)
-        native_lines: list[str] = []
-        try:
-            with native_stderr_captured(native_lines):
-                self.compiled = core.compile_model(str(self.path), self.target, config)
-        except RuntimeError as error:
-            raise ModelError(
-                f"cannot load {self.path} with OpenVINO {self.version} on {self.target}: "
-                f"{_first_error_line(error)}"
-            ) from error
+        self.compiled, fell_back = self._compile(core, config, spec)
         self.compile_ms = (time.perf_counter() - started) * 1e3
         self.streams = 1
         if streams > 1:
@@ -212,9 +204,42 @@ class OpenVinoBackend:
         self.precision = self._read_precision()
         self.device = f"{self._execution_devices()} {self.precision}"
         chosen = "requested" if spec.precision else "OpenVINO's default here"
+        if fell_back:
+            chosen = f"OpenVINO's default failed to compile here ({fell_back}), so f32"
         why = f"{self.device} ({chosen}, {hint} hint)"
         self.device_reason = f"device auto: {why}" if spec.kind == "auto" else why
         self.fallback_reason: str | None = None
+
+    def _compile(self, core: Any, config: dict, spec: DeviceSpec) -> tuple[Any, str]:
+        """Compiles the model; returns it and, when OpenVINO's default precision failed to
+        compile on the CPU and f32 was used instead, why (else ``""``).
+
+        The CPU plugin picks bf16 from the CPU's flags; with oneDNN's ISA limited below
+        them (``ONEDNN_MAX_CPU_ISA=AVX2``, a profile of an AVX2-only machine) that choice
+        cannot compile, while f32 can.
+        """
+        native_lines: list[str] = []
+        try:
+            with native_stderr_captured(native_lines):
+                return core.compile_model(str(self.path), self.target, config), ""
+        except RuntimeError as error:
+            failure = _first_error_line(error)
+            if spec.precision is None and self.target == "CPU":
+                retry = {**config, "INFERENCE_PRECISION_HINT": "f32"}
+                try:
+                    with native_stderr_captured(native_lines):
+                        compiled = core.compile_model(str(self.path), self.target, retry)
+                except RuntimeError:
+                    pass
+                else:
+                    logger.warning(
+                        "OpenVINO's default precision failed to compile (%s); using f32", failure
+                    )
+                    return compiled, failure
+            raise ModelError(
+                f"cannot load {self.path} with OpenVINO {self.version} on {self.target}: "
+                f"{failure}"
+            ) from error
 
     def _check_file(self) -> None:
         suffix = self.path.suffix.lower()

@@ -293,3 +293,20 @@ def test_streams_compile_for_throughput_and_run_concurrently(mnv2: Path):
     for index, outputs in enumerate(got):
         for key, value in expected[index % 4].items():
             np.testing.assert_allclose(outputs[key], value, rtol=1e-4, atol=1e-4)
+
+
+def test_an_avx2_profile_runs_f32_when_the_default_cannot_compile(mnv2):
+    """With oneDNN limited to AVX2 (an AVX2-only machine's profile) the CPU's bf16 default
+    cannot compile; the backend says so and runs f32 instead of failing."""
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("ONEDNN_MAX_CPU_ISA=AVX2 is an x86 profile")
+    result = run_ubiq(
+        "detect", "--model", str(mnv2), "--backend", "openvino", "--max-frames", "3",
+        env={"ONEDNN_MAX_CPU_ISA": "AVX2"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = _lines(result.stderr)[-1]
+    assert "(openvino, device auto: CPU f32 (" in summary, summary
+    assert "on demo: 3 frames" in summary
