@@ -58,3 +58,48 @@ def small_tmpfs(tmp_path: Path, size: str):
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
     yield folder
     subprocess.run(["umount", str(folder)], check=False)
+
+
+class CountingSource:
+    """A finite file-like (not live) source of ``count`` small frames whose pixels hold
+    their index (mod 256), with the Source interface the runner reads."""
+
+    is_live = False
+    fps = 10.0
+    frame_size = (8, 8)
+    dropped_frames = 0
+    reconnects = 0
+    source_id = "counting"
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def __iter__(self):
+        import numpy as np
+
+        from ubiq.types import Frame
+
+        for index in range(self.count):
+            image = np.full((8, 8, 3), index % 256, np.uint8)
+            yield Frame(image, index, int(index * 1e8), self.source_id)
+
+
+def assert_concurrent_runs_match(one, many, feeds: list[dict], repeats: int = 3) -> None:
+    """Runs ``feeds`` (repeated) on backend ``many`` from 4 threads at once and checks each
+    answer against backend ``one``'s answer to the same feed, run alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    expected = [one.run(feed) for feed in feeds]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(many.run, feeds * repeats))
+    for index, outputs in enumerate(got):
+        for key, value in expected[index % len(feeds)].items():
+            np.testing.assert_allclose(outputs[key], value, rtol=1e-4, atol=1e-4)

@@ -2,8 +2,8 @@
 
 import subprocess
 
-import numpy as np
 import pytest
+from support import CountingSource
 
 from ubiq.hardware.health import (
     Health,
@@ -15,7 +15,7 @@ from ubiq.hardware.health import (
 )
 from ubiq.pipelines.runner import Runner
 from ubiq.pipelines.stage import Function
-from ubiq.types import Detections, Frame
+from ubiq.types import Detections
 
 NOTHING = {
     "under_voltage": False,
@@ -152,24 +152,6 @@ def test_monitor_rejects_bad_interval():
         HealthMonitor(interval_s=0)
 
 
-class FrameSource:
-    is_live = False
-    dropped_frames = reconnects = 0
-
-    def __init__(self, count):
-        self.count = count
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    def __iter__(self):
-        for index in range(self.count):
-            yield Frame(np.zeros((8, 8, 3), np.uint8), index, index * 1000, "fake")
-
-
 class CountingMonitor(HealthMonitor):
     def __init__(self, interval_s, values):
         super().__init__(interval_s=interval_s, reader=scripted_reader(values))
@@ -188,7 +170,7 @@ def test_runner_samples_health_and_reports_events(caplog):
     monitor = CountingMonitor(1e-9, [(60.0, 0x0), (82.0, 0x4), (79.0, 0x0)])
     events = []
     summary = Runner(
-        FrameSource(3), [Function(no_detections)], health=monitor, on_event=events.append
+        CountingSource(3), [Function(no_detections)], health=monitor, on_event=events.append
     ).run()
     assert monitor.samples == 3
     assert [event.kind for event in events] == ["health.throttled", "health.recovered"]
@@ -201,13 +183,13 @@ def test_runner_samples_health_and_reports_events(caplog):
 
 def test_runner_respects_the_interval():
     monitor = CountingMonitor(3600.0, [(55.0, 0x0)] * 10)
-    summary = Runner(FrameSource(10), [Function(no_detections)], health=monitor).run()
+    summary = Runner(CountingSource(10), [Function(no_detections)], health=monitor).run()
     assert monitor.samples == 1  # the first frame only; the next is an hour away
     assert summary.frames == 10 and summary.throttle_events == 0
 
 
 def test_runner_without_monitor_has_no_health_fields():
-    summary = Runner(FrameSource(2), [Function(no_detections)]).run()
+    summary = Runner(CountingSource(2), [Function(no_detections)]).run()
     data = summary.to_dict()
     assert "max_temperature_c" not in data and "throttle_events" not in data
     assert "throttle" not in summary.line()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import run_ubiq
+from support import assert_concurrent_runs_match, run_ubiq
 
 from ubiq.errors import BackendUnavailable, ConfigError, ModelError
 from ubiq.hardware.accelerators import DeviceSpec, onnxruntime_providers, parse_device
@@ -278,8 +278,6 @@ def test_doctor_lists_openvino_devices():
 def test_streams_compile_for_throughput_and_run_concurrently(mnv2: Path):
     """With streams, OpenVINO compiles for THROUGHPUT and keeps a pool of requests, so
     threads may call ``run`` at once; each call gets its own input's answer."""
-    from concurrent.futures import ThreadPoolExecutor
-
     one = load_backend(mnv2, "openvino", device="openvino:CPU:f32")
     many = load_backend(mnv2, "openvino", device="openvino:CPU:f32", streams=2)
     assert one.streams == 1 and "LATENCY hint" in one.device_reason
@@ -287,12 +285,7 @@ def test_streams_compile_for_throughput_and_run_concurrently(mnv2: Path):
     base = _feed(mnv2)
     name = next(iter(base))
     feeds = [{name: np.ascontiguousarray(base[name] * scale)} for scale in (0.2, 0.6, 1.0, 1.4)]
-    expected = [one.run(feed) for feed in feeds]
-    with ThreadPoolExecutor(4) as pool:
-        got = list(pool.map(many.run, feeds * 3))
-    for index, outputs in enumerate(got):
-        for key, value in expected[index % 4].items():
-            np.testing.assert_allclose(outputs[key], value, rtol=1e-4, atol=1e-4)
+    assert_concurrent_runs_match(one, many, feeds)
 
 
 def test_an_avx2_profile_runs_f32_when_the_default_cannot_compile(mnv2):

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import run_ubiq
+from support import CountingSource, assert_concurrent_runs_match, run_ubiq
 
 from ubiq.errors import ConfigError
 from ubiq.models.runtime.backend import choose_streams, load_backend
 from ubiq.models.runtime.model import DetectionModel
 from ubiq.pipelines.pipeline import Pipeline
 from ubiq.pipelines.stage import Detect
-from ubiq.types import Detections, Frame
+from ubiq.types import Detections
 
 
 def one_error_line(result) -> str:
@@ -27,30 +27,6 @@ def one_error_line(result) -> str:
 
 
 MNV2 = Path(__file__).resolve().parents[2] / "ubiq" / "data" / "models" / "ubiq-det-mnv2.onnx"
-
-
-class ListSource:
-    """A file-like (not live) source of ``count`` frames whose pixels hold their index."""
-
-    is_live = False
-    fps = 10.0
-    frame_size = (8, 8)
-    dropped_frames = 0
-    reconnects = 0
-    source_id = "list"
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    def __iter__(self):
-        for index in range(self.count):
-            yield Frame(np.full((8, 8, 3), index, np.uint8), index, int(index * 1e8), "list")
 
 
 class SlowBackend:
@@ -94,7 +70,7 @@ def test_frames_in_flight_come_back_in_order_with_their_own_results(streams):
     model = SlowModel(streams)
     stage = Detect(model)
     assert stage.in_flight == streams
-    results = list(Pipeline([stage]).stream(ListSource(40)))
+    results = list(Pipeline([stage]).stream(CountingSource(40)))
     assert [r.index for r in results] == list(range(40))
     assert [float(r.detections.xyxy[0, 0]) for r in results] == [float(i) for i in range(40)]
     if streams == 1:
@@ -115,7 +91,7 @@ def test_an_error_inside_a_frame_in_flight_reaches_the_loop():
             return [value]
 
     with pytest.raises(ConfigError, match="frame 7 is bad"):
-        list(Pipeline([Detect(Failing(2))]).stream(ListSource(20)))
+        list(Pipeline([Detect(Failing(2))]).stream(CountingSource(20)))
 
 
 def test_choose_streams():
@@ -174,20 +150,13 @@ def test_bad_streams_is_one_line_and_touches_no_output(tmp_path):
 
 
 def test_litert_with_streams_keeps_one_interpreter_per_call(blazeface_path):
-    from concurrent.futures import ThreadPoolExecutor
-
     one = load_backend(blazeface_path, device="cpu")
     many = load_backend(blazeface_path, device="cpu", streams=2)
     assert (one.streams, many.streams) == (1, 2)
     spec = one.inputs[0]
     rng = np.random.default_rng(0)
     feeds = [{spec.name: rng.random(spec.shape, dtype=np.float32) * 2 - 1} for _ in range(4)]
-    expected = [one.run(feed) for feed in feeds]
-    with ThreadPoolExecutor(4) as pool:
-        got = list(pool.map(many.run, feeds * 4))
-    for index, outputs in enumerate(got):
-        for key, value in expected[index % 4].items():
-            np.testing.assert_allclose(outputs[key], value, rtol=1e-4, atol=1e-4)
+    assert_concurrent_runs_match(one, many, feeds, repeats=4)
 
 
 def test_the_python_api_takes_streams_and_the_pipeline_uses_them():
