@@ -3,9 +3,10 @@
 Capture runs in the source's own thread; for files, the stages' ``prepare`` (resize,
 normalise, and for a model with several streams the start of its inference) runs ahead on
 a prefetch thread, as many frames as the stages have in flight (at least two); the loop
-runs the stages in order and hands each finished :class:`~ubiq.types.FrameResult` to every sink. Ctrl-C and SIGTERM
-stop the loop cleanly: the source is stopped, and every sink is closed (the video file
-finalised, the JSONL flushed). :func:`run_many` runs one runner per source side by side.
+runs the stages in order and hands each finished :class:`~ubiq.types.FrameResult` to
+every sink. Ctrl-C and SIGTERM stop the loop cleanly: the source is stopped, and every
+sink is closed (the video file finalised, the JSONL flushed). :func:`run_many` runs one
+runner per source side by side.
 """
 
 from __future__ import annotations

@@ -48,6 +48,20 @@ class WrongBackend(OnnxRuntimeBackend):
         return {t.name: generator.random(t.shape).astype(t.dtype) for t in self.outputs}
 
 
+class ShyBackend(OnnxRuntimeBackend):
+    """onnxruntime with every class score 10% lower, as a lower precision may shift them:
+    the same boxes in the same order, some of them now under the threshold."""
+
+    name = "fake-shy"
+
+    def run(self, feeds):
+        outputs = dict(super().run(feeds))
+        scores = outputs["output0"].copy()
+        scores[:, 4:, :] *= 0.9
+        outputs["output0"] = scores
+        return outputs
+
+
 class FastBackend(OnnxRuntimeBackend):
     """onnxruntime that remembers its answer per input: the same outputs, faster."""
 
@@ -73,7 +87,7 @@ def _ubiq_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def fakes(monkeypatch):
-    for name in ("SlowBackend", "WrongBackend", "FastBackend"):
+    for name in ("SlowBackend", "WrongBackend", "FastBackend", "ShyBackend"):
         cls = globals()[name]
         monkeypatch.setitem(backend_module.BACKENDS, cls.name, f"{__name__}:{name}")
 
@@ -89,6 +103,22 @@ CANDIDATES = [
     Candidate("fake-wrong", "cpu"),
     Candidate("fake-fast", "cpu"),
 ]
+
+
+def test_agreement_ranks_the_candidates_boxes_as_map_does(fakes, mnv2):
+    """Scores shifted down a little (boxes and order the same) still agree: mAP50 ranks the
+    candidate's boxes below the threshold too, as mAP is computed; cut at the threshold,
+    the same detections would count as misses."""
+    from ubiq.models.runtime.device_sweep import agreement_images, map50_against
+
+    candidates = [Candidate("onnxruntime", "cpu"), Candidate("fake-shy", "cpu")]
+    sweep = bench_devices(mnv2, candidates=candidates, runs=2, warmup=1, rounds=1, record=False)
+    shy = sweep.results[1]
+    assert shy.agrees and shy.map50 == pytest.approx(1.0) and shy.cosine > 0.99
+    reference = DetectionModel.load(mnv2, backend="onnxruntime", device="cpu")
+    cut = DetectionModel.load(mnv2, backend="fake-shy", device="cpu")
+    images = agreement_images()
+    assert map50_against([reference(i) for i in images], [cut(i) for i in images]) < 0.98
 
 
 def test_auto_picks_the_fastest_agreeing_backend(fakes, mnv2):

@@ -237,8 +237,7 @@ class OpenVinoBackend:
                     )
                     return compiled, failure
             raise ModelError(
-                f"cannot load {self.path} with OpenVINO {self.version} on {self.target}: "
-                f"{failure}"
+                f"cannot load {self.path} with OpenVINO {self.version} on {self.target}: {failure}"
             ) from error
 
     def _check_file(self) -> None:
