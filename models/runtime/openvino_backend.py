@@ -63,6 +63,18 @@ def _metadata_cache_path(path: Path) -> Path:
     return ubiq_home() / "openvino" / "metadata" / f"{hashlib.sha1(key.encode()).hexdigest()}.json"
 
 
+# oneDNN ISA limits with no bf16 compute (``ONEDNN_MAX_CPU_ISA``), such as an AVX2 profile.
+_NO_BF16_ISAS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
+def _isa_without_bf16() -> str:
+    """The ``ONEDNN_MAX_CPU_ISA`` value when it rules out bf16 kernels, else ``""``."""
+    import os
+
+    value = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    return value if value in _NO_BF16_ISAS else ""
+
+
 def _first_error_line(error: Exception) -> str:
     """The line of an OpenVINO exception that says what went wrong (not ``Exception from``)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -176,8 +188,11 @@ class OpenVinoBackend:
         config = {"PERFORMANCE_HINT": hint}
         if streams > 1:
             config["PERFORMANCE_HINT_NUM_REQUESTS"] = int(streams)
+        limited = _isa_without_bf16() if spec.precision is None and self.target == "CPU" else ""
         if spec.precision is not None:
             config["INFERENCE_PRECISION_HINT"] = spec.precision
+        elif limited:  # the CPU plugin would still pick bf16 from the CPU's flags
+            config["INFERENCE_PRECISION_HINT"] = "f32"
         if num_threads is not None and self.target == "CPU":
             config["INFERENCE_NUM_THREADS"] = int(num_threads)
         if options.cache:
@@ -204,6 +219,8 @@ class OpenVinoBackend:
         self.precision = self._read_precision()
         self.device = f"{self._execution_devices()} {self.precision}"
         chosen = "requested" if spec.precision else "OpenVINO's default here"
+        if limited:
+            chosen = f"ONEDNN_MAX_CPU_ISA={limited} leaves no bf16 kernels, so f32"
         if fell_back:
             chosen = f"OpenVINO's default failed to compile here ({fell_back}), so f32"
         why = f"{self.device} ({chosen}, {hint} hint)"

@@ -3,6 +3,7 @@ cache, devices that are missing, corrupt IR, and OpenVINO itself missing."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -288,9 +289,10 @@ def test_streams_compile_for_throughput_and_run_concurrently(mnv2: Path):
     assert_concurrent_runs_match(one, many, feeds)
 
 
-def test_an_avx2_profile_runs_f32_when_the_default_cannot_compile(mnv2):
+def test_an_avx2_profile_runs_f32_when_the_default_cannot_compile(mnv2, tmp_path):
     """With oneDNN limited to AVX2 (an AVX2-only machine's profile) the CPU's bf16 default
-    cannot compile; the backend says so and runs f32 instead of failing."""
+    cannot compile; the backend asks for f32 and says why, and a default that fails to
+    compile for another reason falls back to f32 too."""
     import platform
 
     if platform.machine() not in ("x86_64", "AMD64"):
@@ -301,5 +303,21 @@ def test_an_avx2_profile_runs_f32_when_the_default_cannot_compile(mnv2):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     summary = _lines(result.stderr)[-1]
-    assert "(openvino, device auto: CPU f32 (" in summary, summary
+    assert "(openvino, device auto: CPU f32 (ONEDNN_MAX_CPU_ISA=AVX2 leaves no bf16" in summary
     assert "on demo: 3 frames" in summary
+    # Not knowing the limit, the default is tried first; where it fails, f32 runs.
+    code = (
+        "import sys; from ubiq.models.runtime import openvino_backend as ov;"
+        "ov._NO_BF16_ISAS = ();"
+        "b = ov.OpenVinoBackend(sys.argv[1]); print(b.device, '|', b.device_reason)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(mnv2)],
+        capture_output=True, text=True, check=False,
+        env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "UBIQ_HOME": str(tmp_path / "h")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("CPU f32 | device auto: CPU f32 ("), done.stdout
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    if "avx512_bf16" in flags or "amx_bf16" in flags:  # OpenVINO's default here is bf16
+        assert "OpenVINO's default failed to compile here" in done.stdout, done.stdout
