@@ -42,7 +42,7 @@ def run_block(commands: list[list[str]], cwd, **env: str) -> list[subprocess.Com
 
 
 def test_the_frames_at_once_block(tmp_path, ubiq_home):
-    commands = block_after("**Frames at once**")
+    commands = block_after("**Frames at once** (`--streams N`)")
     assert [c[:2] for c in commands] == [["ubiq", "detect"], ["ubiq", "detect"]]
     results = run_block(commands, tmp_path)
     at_once = (tmp_path / "runs" / "at-once.jsonl").read_bytes()
