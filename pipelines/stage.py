@@ -14,10 +14,10 @@ A stage is any callable ``stage(result) -> result``. It may also have:
 - ``close()``: release what the stage holds (called once when the run ends).
 
 A model stage whose backend takes several frames at once (``backend.streams`` > 1, see
-:func:`~ubiq.models.runtime.backend.choose_streams`) starts each frame's inference in
-``prepare`` on a small pool of threads, and waits for it in order in the loop: the frames
-of a file are then inferred side by side, one per core, while the loop decodes and writes
-the ones before.
+:func:`~ubiq.models.runtime.backend.choose_streams`) starts each frame's inference and
+decoding in ``prepare`` on a small pool of threads, and takes the results in order in the
+loop: the frames of a file are then inferred and decoded side by side, one per core, while
+the loop tracks, draws and writes the ones before.
 """
 
 from __future__ import annotations
@@ -113,14 +113,13 @@ def _stream_pool(model: Any) -> ThreadPoolExecutor | None:
 
 
 class InFlight:
-    """A frame whose inference was started in ``prepare``: the future of ``(outputs,
-    inference ms)`` and the transform back to the frame."""
+    """A frame whose inference and decoding were started in ``prepare``: the future of
+    ``(decoded, inference ms, decode ms)``."""
 
-    __slots__ = ("future", "transform")
+    __slots__ = ("future",)
 
-    def __init__(self, future: Future, transform: Any) -> None:
+    def __init__(self, future: Future) -> None:
         self.future = future
-        self.transform = transform
 
 
 class ModelStage:
@@ -154,28 +153,29 @@ class ModelStage:
 
     def prepare(self, frame: Frame) -> tuple | InFlight:
         """Resizes and normalises the frame into the model's input tensor; with several
-        streams, also starts its inference on the stage's pool."""
+        streams, also starts its inference and decoding on the stage's pool."""
         tensor, transform = self.model.prepare(frame.image)
         if self._pool is not None:
-            return InFlight(self._pool.submit(self._timed_infer, tensor), transform)
+            return InFlight(self._pool.submit(self._infer_and_decode, tensor, transform))
         return tensor, transform
 
-    def _timed_infer(self, tensor: Any) -> tuple[Any, float]:
+    def _infer_and_decode(self, tensor: Any, transform: Any) -> tuple[Any, float, float]:
         began = time.perf_counter()
         outputs = self.model.infer(tensor)
-        return outputs, (time.perf_counter() - began) * 1e3
+        inferred = time.perf_counter()
+        decoded = self.model.decode(outputs, transform)
+        done = time.perf_counter()
+        return decoded, (inferred - began) * 1e3, (done - inferred) * 1e3
 
     def run_model(self, result: FrameResult) -> Any:
         """The model's decoded output for this frame, with its timings recorded."""
         prepared = result.prepared.pop(self.name, None)
         if isinstance(prepared, InFlight):
             began = time.perf_counter()
-            outputs, inference_ms = prepared.future.result()
-            waited = time.perf_counter()
-            decoded = self.model.decode(outputs, prepared.transform)
+            decoded, inference_ms, decode_ms = prepared.future.result()
             result.timings_ms[f"{self.name}.inference"] = inference_ms
-            result.timings_ms[f"{self.name}.wait"] = (waited - began) * 1e3
-            result.timings_ms[f"{self.name}.decode"] = (time.perf_counter() - waited) * 1e3
+            result.timings_ms[f"{self.name}.decode"] = decode_ms
+            result.timings_ms[f"{self.name}.wait"] = (time.perf_counter() - began) * 1e3
             return decoded
         if prepared is None:
             began = time.perf_counter()
