@@ -124,8 +124,10 @@ class VoiceConfig(_Strict):
     commands: str | None = Field(
         None, description="commands file (.txt or .yaml); null: the app's own phrases"
     )
-    engine: Literal["auto", "model", "pocketsphinx"] = Field(
-        "auto", description="auto: the model if one is named, else PocketSphinx"
+    engine: Literal["auto", "model", "phones", "pocketsphinx"] = Field(
+        "auto",
+        description="auto: the model if one is named, else phones (the shipped phone "
+        "recogniser, no training)",
     )
     model: str | None = Field(None, description="command classifier (zoo name or file)")
     threshold: float | None = Field(None, ge=0, le=1, description="lowest confidence accepted")

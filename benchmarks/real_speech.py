@@ -18,12 +18,12 @@ Three checks:
   echo test (``echo_rho=0``), the dynamic-range floor (``dynamic_range_db=200``), buried
   speech after the last level (``tail_ms_per_db=0``) and the energy refinement itself
   (``energy=False``: Silero's own frames).
-- **Commands heard, no training** (``ubiq listen --commands`` with no model: PocketSphinx
-  with a grammar): phrases that real people say in the recordings are the command list
-  ("go forward ten meters" in ``goforward.raw``; "ten of clubs", "seven of clubs", "five
-  five" in ``cards/``), each must be heard as exactly itself; the same list must accept
-  nothing in the LibriVox sentences, the other card recordings, ``numbers.raw`` and
-  ``something.raw`` (other words by real people).
+- **Commands heard, no training** (``ubiq listen --commands`` with no model: the shipped
+  phone recogniser, and PocketSphinx with a grammar): phrases that real people say in the
+  recordings are the command list ("go forward ten meters" in ``goforward.raw``; "ten of
+  clubs", "seven of clubs", "five five" in ``cards/``), each must be heard as exactly
+  itself; the same list must accept nothing in the LibriVox sentences, the other card
+  recordings, ``numbers.raw`` and ``something.raw`` (other words by real people).
 - With ``--model`` (a model trained by ``ubiq train --task kws --commands``), the same
   real recordings must give none of its commands (false accepts on real speech).
 """
@@ -113,9 +113,10 @@ def others(data: Path) -> list[Path]:
     return paths + [data / name for name, text in SAID.items() if text not in COMMANDS]
 
 
-def command_check(data: Path, vad: SileroVad) -> None:
-    recognizer = open_recognizer(CommandSet.from_phrases(COMMANDS), engine="pocketsphinx")
-    print(f"\nno training (PocketSphinx grammar), commands {list(COMMANDS)}")
+def command_check(data: Path, vad: SileroVad, engine: str) -> None:
+    recognizer = open_recognizer(CommandSet.from_phrases(COMMANDS), engine=engine)
+    threshold = f", threshold {recognizer.threshold:.2f}" if engine == "phones" else ""
+    print(f"\nno training ({engine}{threshold}), commands {list(COMMANDS)}")
     right = 0
     for name, text in SAID.items():
         if text in COMMANDS:
@@ -143,13 +144,17 @@ def main() -> int:
     parser.add_argument("--data", required=True, help="pocketsphinx-5.1.1/test/data")
     parser.add_argument("--model", help="also count a trained command model's false accepts")
     parser.add_argument("--commands", help="the commands file that model was trained for")
+    parser.add_argument(
+        "--engines", default="phones,pocketsphinx", help="no-training engines to check"
+    )
     args = parser.parse_args()
     data = Path(args.data)
     if not (data / "librivox").is_dir() or not (data / "goforward.raw").is_file():
         parser.error(f"{data} is not pocketsphinx's test/data folder (see the docstring)")
     vad = SileroVad(threads=1)
     vad_check(data, vad)
-    command_check(data, vad)
+    for engine in args.engines.split(","):
+        command_check(data, vad, engine)
     if args.model:
         if not args.commands:
             parser.error("--model needs --commands")

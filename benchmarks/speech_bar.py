@@ -108,7 +108,7 @@ def main() -> int:
             Path(__file__).resolve().parents[1] / "ubiq/data/models/ubiq-commands-demo.yaml"
         ),
     )
-    parser.add_argument("--engine", choices=("model", "pocketsphinx"), default="model")
+    parser.add_argument("--engine", choices=("model", "phones", "pocketsphinx"), default="model")
     parser.add_argument("--model", help="command model (ubiq train --task kws --commands ...)")
     parser.add_argument("--threshold", type=float)
     parser.add_argument("--voices", default=",".join(HELD_OUT_VOICES))
@@ -134,9 +134,21 @@ def main() -> int:
         parser.error("--engine model needs --model")
 
     commands = load_commands(args.commands)
+    opened = time.perf_counter()
     recognizer = open_recognizer(
         commands, engine=args.engine, model=args.model, threshold=args.threshold
     )
+    print(f"recogniser ready in {time.perf_counter() - opened:.1f} s", end="")
+    calibration = getattr(recognizer, "calibration", None)
+    if calibration is not None:
+        print(
+            f" (threshold {calibration.threshold:.2f} calibrated in {calibration.seconds:.1f} s "
+            f"on {calibration.clips} clips: commands {calibration.commands_accepted:.1%}, near "
+            f"misses {calibration.near_misses_accepted:.1%}, sentences "
+            f"{calibration.sentences_accepted:.1%}; {calibration.rule})",
+            end="",
+        )
+    print()
     vad = SileroVad(threads=1)
     voices = args.voices.split(",")
     speeds = [int(s) for s in args.speeds.split(",")]

@@ -117,3 +117,24 @@ def test_the_learn_block(tmp_path, ubiq_home):
     assert "pictures in folders named after a class" in results[2].stdout
     share = float(results[2].stdout.split("(")[-1].split("%")[0])
     assert share > 35, results[2].stdout
+
+
+def test_the_no_training_listen_block(tmp_path, ubiq_home):
+    """Your own command list, heard at once: the block runs on a recording of one of them."""
+    import json
+
+    import numpy as np
+
+    from ubiq.models.datasets.commands import make_clip
+    from ubiq.models.runtime.audio_features import write_wav
+
+    commands = block_after("**No training wait**")
+    assert [c[:2] for c in commands] == [["ubiq", "listen"]]
+    (tmp_path / "my-commands.txt").write_text("open the garage\ntake a photo\ngood night\n")
+    rng = np.random.default_rng(0)
+    parts = [make_clip(t, "en-us-nyc", 150, 50, snr_db=20, rng=rng).samples
+             for t in ("take a photo", "good morning")]  # fmt: skip
+    write_wav(tmp_path / "talk.wav", np.concatenate(parts), 16000)
+    run_block(commands, tmp_path)
+    records = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in records if r["kind"] == "speech.command"] == ["take a photo"]

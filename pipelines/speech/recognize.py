@@ -1,6 +1,11 @@
 """Command recognisers: one utterance in, a command phrase (or nothing) out.
 
-Two engines sit behind :class:`CommandRecognizer`:
+Three engines sit behind :class:`CommandRecognizer`:
+
+* :class:`~ubiq.pipelines.speech.phone_commands.PhoneCommandRecognizer` (``phones``, the
+  default without a model) scores each phrase's phones, spelled by espeak-ng, on the
+  posteriors of the phone recogniser ubiq ships: any command list, no training, a threshold
+  calibrated for the list at first start.
 
 * :class:`ModelCommandRecognizer` runs a command classifier trained by ``ubiq train --task
   kws --commands FILE`` (classes: the phrases, the wake phrase, ``_unknown_`` and
@@ -45,6 +50,8 @@ logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 UNKNOWN = "_unknown_"
 SILENCE = "_silence_"
+ENGINES = ("auto", "model", "phones", "pocketsphinx")
+"""Command engines :func:`open_recognizer` knows."""
 DEFAULT_THRESHOLD = 0.6
 """Lowest confidence a command model accepts when neither the caller nor its manifest says."""
 
@@ -300,23 +307,31 @@ def open_recognizer(
     model: str | Path | None = None,
     threshold: float | None = None,
     threads: int | None = 1,
+    progress: bool = True,
 ) -> CommandRecognizer:
-    """The command recogniser for ``engine``: ``model`` (needs ``model``), ``pocketsphinx``,
-    or ``auto`` (the model when one is given, else PocketSphinx).
+    """The command recogniser for ``engine``: ``model`` (a trained command model, needs
+    ``model``), ``phones`` (the shipped phone recogniser, no training; ``model`` may name
+    another phone model), ``pocketsphinx``, or ``auto`` (the command model when one is
+    given, else ``phones``).
 
     Raises:
         ConfigError: For an unknown engine, or ``engine="model"`` without a model.
     """
-    if engine not in ("auto", "model", "pocketsphinx"):
-        raise ConfigError(f"engine must be auto, model or pocketsphinx, got {engine!r}")
+    if engine not in ENGINES:
+        raise ConfigError(f"engine must be {', '.join(ENGINES)}, got {engine!r}")
     if engine == "model" and model is None:
         raise ConfigError(
             "--engine model needs --model (train one with `ubiq train --task kws --commands FILE`)"
         )
-    if model is not None and engine != "pocketsphinx":
-        kwargs = {} if threshold is None else {"threshold": threshold}
+    kwargs = {} if threshold is None else {"threshold": threshold}
+    if engine == "phones" or (engine == "auto" and model is None):
+        from ubiq.pipelines.speech.phone_commands import PhoneCommandRecognizer
+
+        logger.info("commands: the phone recogniser (no training)")
+        if model is not None:
+            kwargs["model"] = model
+        return PhoneCommandRecognizer(commands, threads=threads, progress=progress, **kwargs)
+    if engine in ("auto", "model"):
         return ModelCommandRecognizer(model, commands, threads=threads, **kwargs)
-    logger.info("commands: PocketSphinx grammar (no --model given)")
-    return SphinxCommandRecognizer(
-        commands, **({} if threshold is None else {"threshold": threshold})
-    )
+    logger.info("commands: PocketSphinx grammar")
+    return SphinxCommandRecognizer(commands, **kwargs)

@@ -184,6 +184,7 @@ def test_a_wake_name_outside_the_dictionary_is_heard(tmp_path):
         ("bad_rate", "sample rate", 3),
         ("empty_commands", "has no commands", 2),
         ("oov", "outside the pronunciation dictionary: blorp, and espeak-ng is not", 2),
+        ("no_espeak", "cannot spell 'turn on the light' in phones: espeak-ng is not installed", 2),
         ("model_without_commands", "need --commands", 2),
         ("engine_model_without_model", "needs --model", 2),
         ("missing_model", "not found", 4),
@@ -214,6 +215,12 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, monkeypatch, setup,
 
         g2p.espeak_phonemes.cache_clear()
         monkeypatch.setattr(g2p.shutil, "which", lambda name: None)
+        args += ["--engine", "pocketsphinx"]
+    elif setup == "no_espeak":  # the phone recogniser spells every phrase with espeak-ng
+        from ubiq.pipelines.speech import phones
+
+        phones.phrase_phones.cache_clear()
+        monkeypatch.setattr(phones.shutil, "which", lambda name: None)
     elif setup == "model_without_commands":
         args = ["listen", "--source", str(good_wav), "--model", "x.onnx"]
     elif setup == "engine_model_without_model":

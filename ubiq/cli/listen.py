@@ -44,9 +44,11 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--engine",
-        choices=("auto", "model", "pocketsphinx"),
+        choices=("auto", "model", "phones", "pocketsphinx"),
         default="auto",
-        help="command engine (auto: the model if given, else PocketSphinx)",
+        help="command engine (auto: the command model if given, else phones: the shipped "
+        "phone recogniser, no training; its threshold is calibrated for the list at first "
+        "start, about 30 s, then cached)",
     )
     parser.add_argument("--threshold", type=float, help="lowest command confidence accepted")
     parser.add_argument("--wake", metavar="PHRASE", help="accept commands only after this")
@@ -118,6 +120,7 @@ def build_pipeline(args: argparse.Namespace):
             model=args.model,
             threshold=args.threshold,
             threads=args.threads,
+            progress=not args.quiet,
         )
     elif args.model or args.wake:
         raise ConfigError("--model and --wake need --commands FILE")
