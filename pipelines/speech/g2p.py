@@ -38,7 +38,32 @@ ESPEAK_TO_ARPABET: dict[str, str] = {
 
 _DROPPED = set("',=_;%| \t\n")
 """Stress, length-free syllable and word marks that carry no phone."""
-_LONGEST = max(len(symbol) for symbol in ESPEAK_TO_ARPABET)
+
+
+def split_mnemonics(mnemonics: str, table: dict[str, str], *, strict: bool = True) -> list[str]:
+    """Phones of espeak-ng mnemonics through ``table``, longest symbol first. A symbol the
+    table lacks raises (``strict``) or is skipped; a stray length mark is always skipped.
+
+    Raises:
+        ConfigError: If ``strict`` and a symbol is not one the table knows, naming it.
+    """
+    text = "".join(ch for ch in mnemonics if ch not in _DROPPED)
+    longest = max(len(symbol) for symbol in table)
+    phones: list[str] = []
+    position = 0
+    while position < len(text):
+        for size in range(min(longest, len(text) - position), 0, -1):
+            symbol = text[position : position + size]
+            if symbol in table:
+                phones.extend(table[symbol].split())
+                position += size
+                break
+        else:
+            symbol = text[position]
+            if strict and symbol != ":":  # ":" is a length mark after a short vowel
+                raise ConfigError(f"no ARPAbet phone for espeak-ng's {symbol!r} in {mnemonics!r}")
+            position += 1
+    return phones
 
 
 def arpabet(mnemonics: str) -> str:
@@ -48,23 +73,7 @@ def arpabet(mnemonics: str) -> str:
     Raises:
         ConfigError: If a symbol is not one this table knows, naming it.
     """
-    text = "".join(ch for ch in mnemonics if ch not in _DROPPED)
-    phones: list[str] = []
-    position = 0
-    while position < len(text):
-        for size in range(min(_LONGEST, len(text) - position), 0, -1):
-            symbol = text[position : position + size]
-            if symbol in ESPEAK_TO_ARPABET:
-                phones.extend(ESPEAK_TO_ARPABET[symbol].split())
-                position += size
-                break
-        else:
-            if text[position] == ":":  # a length mark after a short vowel
-                position += 1
-                continue
-            symbol = text[position]
-            raise ConfigError(f"no ARPAbet phone for espeak-ng's {symbol!r} in {mnemonics!r}")
-    return " ".join(phones)
+    return " ".join(split_mnemonics(mnemonics, ESPEAK_TO_ARPABET))
 
 
 @functools.lru_cache(maxsize=512)

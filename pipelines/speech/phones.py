@@ -14,15 +14,13 @@ numpy and the stdlib only.
 from __future__ import annotations
 
 import functools
-import shutil
-import subprocess
 from collections.abc import Sequence
 
 import numpy as np
 
 from ubiq.errors import ConfigError
 from ubiq.models.runtime.audio_features import LogMelOptions
-from ubiq.pipelines.speech.g2p import _DROPPED, ESPEAK_TO_ARPABET
+from ubiq.pipelines.speech.g2p import ESPEAK_TO_ARPABET, espeak_phonemes, split_mnemonics
 
 __all__ = [
     "BLANK",
@@ -52,26 +50,13 @@ _EXTRA = {"R": "R", "2": "", "#": "", "[": "", "]": "", ":": ""}
 """Marks some English espeak-ng voices print that the PocketSphinx table lacks (Scottish
 ``R``, Caribbean ``[``); a mark with no phone maps to nothing."""
 _TABLE = {**_EXTRA, **ESPEAK_TO_ARPABET}
-_LONGEST = max(len(symbol) for symbol in _TABLE)
 _INDEX = {phone: i + 1 for i, phone in enumerate(PHONES)}
 
 
 def to_phones(mnemonics: str) -> list[str]:
     """ARPAbet phones of espeak-ng mnemonics, leniently: an unknown symbol is skipped (the
     phone model is trained on every English voice, which print a few marks of their own)."""
-    text = "".join(ch for ch in mnemonics if ch not in _DROPPED)
-    phones: list[str] = []
-    position = 0
-    while position < len(text):
-        for size in range(min(_LONGEST, len(text) - position), 0, -1):
-            symbol = text[position : position + size]
-            if symbol in _TABLE:
-                phones.extend(_TABLE[symbol].split())
-                position += size
-                break
-        else:
-            position += 1
-    return phones
+    return split_mnemonics(mnemonics, _TABLE, strict=False)
 
 
 def normalize_features(features: np.ndarray) -> np.ndarray:
@@ -101,22 +86,7 @@ def phrase_phones(text: str, voice: str = "en-us") -> tuple[str, ...]:
     Raises:
         ConfigError: If espeak-ng is missing, fails, or gives no phone.
     """
-    program = shutil.which("espeak-ng")
-    if program is None:
-        raise ConfigError("espeak-ng is not installed (sudo apt-get install espeak-ng)")
-    try:
-        done = subprocess.run(
-            [program, "-q", "-x", "-v", voice, "--", text],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise ConfigError(f"espeak-ng failed on {text!r}: {error}") from error
-    if done.returncode != 0:
-        raise ConfigError(f"espeak-ng failed on {text!r}: {done.stderr.strip()}")
-    phones = tuple(to_phones(done.stdout))
+    phones = tuple(to_phones(espeak_phonemes(text, voice)))
     if not phones:
         raise ConfigError(f"espeak-ng gives no phones for {text!r}")
     return phones

@@ -217,10 +217,11 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, capsys, monkeypatch, setup,
         monkeypatch.setattr(g2p.shutil, "which", lambda name: None)
         args += ["--engine", "pocketsphinx"]
     elif setup == "no_espeak":  # the phone recogniser spells every phrase with espeak-ng
-        from ubiq.pipelines.speech import phones
+        from ubiq.pipelines.speech import g2p, phones
 
         phones.phrase_phones.cache_clear()
-        monkeypatch.setattr(phones.shutil, "which", lambda name: None)
+        g2p.espeak_phonemes.cache_clear()
+        monkeypatch.setattr(g2p.shutil, "which", lambda name: None)
     elif setup == "model_without_commands":
         args = ["listen", "--source", str(good_wav), "--model", "x.onnx"]
     elif setup == "engine_model_without_model":
