@@ -1,9 +1,11 @@
 """Trains ``ubiq-phones``: the phone recogniser behind ``ubiq listen --commands`` with no model.
 
-One CTC model for any command list, trained once on espeak-ng speech of a broad vocabulary
+One CTC model for any command list, trained once on speech of a broad vocabulary
 (``scripts/phones-vocabulary.txt``, 4000 common English words, plus random words of
-PocketSphinx's CMU dictionary), in 6 English accents x 26 voice variants, at speeds and
-pitches drawn at random, through white, pink and brown noise (0-30 dB), simulated rooms,
+PocketSphinx's CMU dictionary): espeak-ng in 6 English accents x 26 voice variants, and
+flite's five voices built from real speakers (``--flite-clips``, labelled with the CMU
+dictionary; without them the model hears espeak-ng well and real people not at all), at
+speeds and pitches drawn at random, through white, pink and brown noise (0-30 dB), simulated rooms,
 speed changes and level changes. The voices of ``benchmarks/speech_bar.py``
 (``en-gb-scotland+m5``, ``en+f4``, ``en-us-nyc``) and the speeds it uses (130 and 170 wpm)
 are never used: the accents Scottish and New York and the variants f4 and m5 are left out
@@ -379,7 +381,6 @@ def main() -> int:
         model.train()
         # Similar lengths together: less padding, faster steps.
         shuffled = rng.permutation(train)
-        lengths = np.array([len(audio[i]) for i in shuffled])
         chunks = [
             shuffled[k : k + args.batch * 50] for k in range(0, len(shuffled), args.batch * 50)
         ]
@@ -387,7 +388,6 @@ def main() -> int:
         for chunk in chunks:
             chunk = chunk[np.argsort([len(audio[i]) for i in chunk])]
             batches += [chunk[k : k + args.batch] for k in range(0, len(chunk), args.batch)]
-        del lengths
         total = 0.0
         tick = time.time()
         for step, index in enumerate(rng.permutation(len(batches))[:steps_per_epoch]):
