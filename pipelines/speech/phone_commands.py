@@ -1,8 +1,8 @@
 """Commands with no training wait: a shipped phone recogniser scores each phrase's phones.
 
 :class:`PhoneCommandRecognizer` is what ``ubiq listen --commands FILE`` uses when no
-``--model`` is given. ``ubiq-phones`` (trained once on espeak-ng speech of a broad
-vocabulary, see ``scripts/make_ubiq_phones.py``) turns an utterance into per-frame phone
+``--model`` is given. ``ubiq-phones`` (trained once on espeak-ng and flite speech of a
+broad vocabulary, see ``scripts/make_ubiq_phones.py``) turns an utterance into per-frame phone
 posteriors; every phrase of the command list, and the wake phrase, is spelled in ARPAbet
 phones by espeak-ng (any word: names too) in a US and a British accent. The utterance is
 scored against each spelling by its CTC likelihood, and the best phrase's confidence is
@@ -17,10 +17,10 @@ than the phrase (a sentence that only contains a command).
 The threshold is chosen for each command list at first start, in seconds, and cached by
 the list's hash (:func:`calibrate`): the list's phrases are synthesised with
 :data:`CALIBRATION_VOICES` clean and at 10 dB, and so are negatives made from the list
-itself (one word swapped for another of similar length, a word left out, the words
-shuffled) and everyday sentences; the threshold is the lowest that lets at most
-:data:`MAX_NEAR_MISSES` of those near misses and :data:`MAX_SENTENCES` of the sentences
-through. None of the calibration voices is one that ``benchmarks/speech_bar.py`` tests on.
+itself (one word swapped for an everyday word, a word left out, the words shuffled) and
+everyday sentences; the threshold is the lowest that lets at most :data:`MAX_NEAR_MISSES`
+of those near misses and :data:`MAX_SENTENCES` of the sentences through. None of the
+calibration voices is one that ``benchmarks/speech_bar.py`` tests on.
 """
 
 from __future__ import annotations
@@ -69,7 +69,6 @@ MAX_NEAR_MISSES = 0.05
 """Share of the generated near misses the chosen threshold may accept."""
 MAX_SENTENCES = 0.01
 """Share of the everyday sentences the chosen threshold may accept."""
-FALLBACK_THRESHOLD = 0.5
 CALIBRATION_VERSION = 1
 _FILLERS = (
     "paper", "yellow", "basket", "river", "table", "seven", "doctor", "music", "pencil",
@@ -193,6 +192,7 @@ class PhoneCommandRecognizer:
                 self.spellings.append(phone_ids(spelling))
                 self.owner.append(k)
         self.owner_array = np.array(self.owner)
+        self.lengths = np.array([len(s) for s in self.spellings])
         self.calibration: Calibration | None = None
         if threshold is None:
             self.calibration = self._calibrated(cache_dir, progress)
@@ -222,8 +222,7 @@ class PhoneCommandRecognizer:
         log_probs = self.backend.run({self.input_name: features})[name][0]
         likelihood = ctc_log_likelihood(log_probs, self.spellings)
         best = best_path_log_likelihood(log_probs)
-        lengths = np.array([len(s) for s in self.spellings])
-        per_phone = np.minimum(likelihood - best, 0.0) / lengths
+        per_phone = np.minimum(likelihood - best, 0.0) / self.lengths
         confidence = np.exp(per_phone)
         out = np.zeros(len(self.phrases))
         np.maximum.at(out, self.owner_array, np.nan_to_num(confidence, nan=0.0))

@@ -2,7 +2,8 @@
 
 The zero-wait command path (:class:`~ubiq.pipelines.speech.phone_commands.PhoneCommandRecognizer`)
 stands on a phone recogniser ubiq ships (``ubiq-phones``, trained once by
-``scripts/make_ubiq_phones.py`` with a CTC loss on espeak-ng speech of a broad vocabulary).
+``scripts/make_ubiq_phones.py`` with a CTC loss on espeak-ng and flite speech of a broad
+vocabulary).
 A command list then needs no training: each phrase is spelled out in phones by espeak-ng
 (:func:`phrase_phones`, any word, names included), and an utterance is scored against each
 phrase by the CTC likelihood of its phone sequence (:func:`ctc_log_likelihood`), relative
