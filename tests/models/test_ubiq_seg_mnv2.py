@@ -129,3 +129,10 @@ def test_best_class_is_the_argmax_over_classes_first_on_ties():
         assert found.dtype == np.int32 and found.shape == (33, 44)
         np.testing.assert_array_equal(found, maps[:, :, 3:].argmax(0))
         assert (found[:5] == 0).all() and (found[5:9] == classes - 1).all()
+    for maps in (  # what OpenCV cannot take goes to argmax: float64, over 255 classes
+        rng.standard_normal((4, 9, 11)),
+        rng.standard_normal((300, 9, 11)).astype(np.float32),
+    ):
+        found = best_class(maps)
+        assert found.dtype == np.int32
+        np.testing.assert_array_equal(found, maps.argmax(0))
