@@ -12,7 +12,10 @@ Three engines sit behind :class:`CommandRecognizer`:
   ``_silence_``) on any backend ubiq has (ONNX Runtime, LiteRT). It rejects speech that
   is not a command three ways: the ``_unknown_`` class (trained on everyday sentences, parts
   of commands and near-misses), a probability threshold, and a length check (an utterance
-  much longer than the model's clip is not one of its phrases). A model folder written by
+  much longer than the model's clip is not one of its phrases). Where training chose one
+  (``verify_threshold`` in its manifest), a command it accepts must also pass the phone
+  check: the shipped phone recogniser's score of that phrase's spelling, which a phrase one
+  word away fails (:mod:`~ubiq.models.toolchain.train.kws_calibrate`). A model folder written by
   ``ubiq learn --task kws`` also holds the user's enrolled voice templates: an utterance
   close enough to one is that phrase (:data:`~ubiq.models.runtime.kws_enroll.COMBINE_RULE`),
   anything else gets the model's own answer.
@@ -112,6 +115,8 @@ class ModelCommandRecognizer:
         threads: Inference threads.
         max_extra_s: An utterance longer than the model's clip by more than this is
             rejected without running the model.
+        verify: Apply the phone check when the manifest has a ``verify_threshold`` (without
+            espeak-ng it is skipped with a warning).
 
     Raises:
         ModelError: If the model is missing, corrupt, not a kws model or has no manifest.
@@ -129,6 +134,7 @@ class ModelCommandRecognizer:
         threshold: float | None = None,
         threads: int | None = 1,
         max_extra_s: float = 0.75,
+        verify: bool = True,
     ) -> None:
         from ubiq.manifest import MANIFEST_METADATA_KEY, ModelManifest, manifest_path_for
         from ubiq.models.runtime.audio_features import LogMelOptions
@@ -183,6 +189,22 @@ class ModelCommandRecognizer:
             if not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
                 raise ModelError(f"{path}: threshold in its manifest must be in (0, 1)")
         self.threshold = float(threshold)
+        self.verify_threshold = manifest.decoder.params.get("verify_threshold")
+        if self.verify_threshold is not None and (
+            not isinstance(self.verify_threshold, (int, float))
+            or not 0.0 <= self.verify_threshold < 1.0
+        ):
+            raise ModelError(f"{path}: verify_threshold in its manifest must be in [0, 1)")
+        self.checker = None
+        if verify and self.verify_threshold:
+            from ubiq.pipelines.speech.phone_commands import PhoneCommandRecognizer
+
+            try:
+                self.checker = PhoneCommandRecognizer(
+                    commands, threshold=float(self.verify_threshold), threads=threads
+                )
+            except (BackendUnavailable, ConfigError, ModelError) as error:
+                logger.warning("commands: no phone check (%s)", error)
         self.max_samples = int((self.features.clip_seconds + max_extra_s) * SAMPLE_RATE)
         self.input_name = self.backend.inputs[0].name
         self.path = path
@@ -216,7 +238,11 @@ class ModelCommandRecognizer:
         label, confidence = self.labels[best], float(probs[best])
         if label in (UNKNOWN, SILENCE):
             return Recognition("", None, False, confidence, label)
-        return _result(self.commands, label, confidence, confidence >= self.threshold)
+        accept = confidence >= self.threshold
+        if accept and self.checker is not None and label in self.checker.phrases:
+            check = self.checker.scores(samples)[self.checker.phrases.index(label)]
+            accept = bool(check >= self.checker.threshold)
+        return _result(self.commands, label, confidence, accept)
 
 
 class SphinxCommandRecognizer:

@@ -195,13 +195,15 @@ def test_trained_command_model_drives_ubiq_listen(command_model, tmp_path):
 
 
 def test_training_chooses_the_threshold_and_the_manifest_carries_it(command_model):
-    """The exported manifest holds the threshold training chose, the rule and the table it
-    was chosen from, and the threshold is the one the rule picks from that table."""
+    """The exported manifest holds the thresholds training chose (the model's and the phone
+    check's), the rule and the table it was chosen from, and the threshold is the one the
+    rule picks from that table."""
     from ubiq.manifest import ModelManifest, manifest_path_for
     from ubiq.models.toolchain.train.kws_calibrate import (
-        MAX_FALSE_ACCEPT,
+        MAX_FALSE_ACCEPT_VERIFIED,
         THRESHOLD_GRID,
-        THRESHOLD_RULE,
+        VERIFY_GRID,
+        VERIFY_RULE,
     )
     from ubiq.pipelines.speech.commands import load_commands
     from ubiq.pipelines.speech.recognize import ModelCommandRecognizer
@@ -209,18 +211,27 @@ def test_training_chooses_the_threshold_and_the_manifest_carries_it(command_mode
     commands, model = command_model
     params = ModelManifest.load(manifest_path_for(model)).decoder.params
     assert params["threshold"] in THRESHOLD_GRID
-    assert params["threshold_chosen"].startswith(THRESHOLD_RULE)
-    table = params["calibration"]
+    assert params["verify_threshold"] in VERIFY_GRID  # espeak-ng is there: the phone check
+    assert params["threshold_chosen"].startswith(VERIFY_RULE)
+    table = params["calibration"]  # at the chosen phone threshold
     assert set(table) == {"clean", "20 dB", "10 dB"}
-    pooled = [sum(table[c][k][2] for c in table) / 3 for k in range(len(THRESHOLD_GRID))]
-    met = [t for t, p in zip(THRESHOLD_GRID, pooled) if p <= MAX_FALSE_ACCEPT + 1e-9]
-    expected = met[0] if met else THRESHOLD_GRID[pooled.index(min(pooled))]
+    pooled = [
+        [sum(table[c][k][i] for c in table) / 3 for k in range(len(THRESHOLD_GRID))] for i in (1, 2)
+    ]
+    met = [k for k, p in enumerate(pooled[1]) if p <= MAX_FALSE_ACCEPT_VERIFIED + 1e-9]
+    if met:  # the most commands among those meeting the rule, the lowest on ties
+        best = max(pooled[0][k] for k in met)
+        expected = THRESHOLD_GRID[min(k for k in met if pooled[0][k] >= best - 1e-9)]
+    else:
+        expected = THRESHOLD_GRID[pooled[1].index(min(pooled[1]))]
     assert params["threshold"] == expected, table
     # accepting fewer negatives never comes with a lower threshold: the table is monotone
     for rows in table.values():
         assert all(a[2] >= b[2] and a[1] >= b[1] for a, b in zip(rows, rows[1:]))
     recognizer = ModelCommandRecognizer(model, load_commands(commands))
     assert recognizer.threshold == params["threshold"]
+    if params["verify_threshold"] > 0:
+        assert recognizer.checker.threshold == params["verify_threshold"]
 
 
 @needs_espeak

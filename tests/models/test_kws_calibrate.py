@@ -72,3 +72,29 @@ def test_noise_is_relative_to_the_speech_not_to_the_padding():
     snr = 10 * np.log10(np.mean(clip[0, 12000:20000] ** 2) / np.mean(noise**2))
     assert abs(snr - 10.0) < 0.3
     assert with_white_noise(clip, None, rng) is clip
+
+
+def test_with_the_phone_check_the_pair_accepting_most_commands_wins():
+    from ubiq.models.toolchain.train.kws_calibrate import VERIFY_GRID, VERIFY_RULE
+
+    # 20 negatives and 4 commands, every one top-scored 0.9 as a phrase by the model (the
+    # negatives are near misses it takes for "lights on"): no model threshold keeps them
+    # out, but their phone scores are 0.03, the commands' 0.5 (one command 0.09)
+    labels = np.array([1] * 20 + [2, 2, 3, 3])
+    probs = _probs([2] * 20 + [2, 2, 3, 3], [0.9] * 24)
+    phones = np.zeros((24, len(NAMES)))
+    phones[:20, 2] = 0.03
+    phones[20:, 2], phones[20:, 3] = 0.5, 0.5
+    phones[23, 3] = 0.09
+    chosen = choose_threshold({"clean": probs}, labels, NAMES, {"clean": phones})
+    # phone 0.04 keeps every negative out and every command in; 0.1 would lose one
+    assert chosen["verify_threshold"] == 0.04 and 0.04 in VERIFY_GRID
+    assert chosen["threshold"] == THRESHOLD_GRID[0]  # the lowest model threshold of equals
+    assert chosen["threshold_chosen"].startswith(VERIFY_RULE)
+    rows = {row[0]: row for row in chosen["calibration"]["clean"]}
+    assert rows[0.3][1:] == [1.0, 0.0]
+    # without the phone check only a threshold above every score keeps the negatives out,
+    # and it refuses every command too
+    plain = choose_threshold({"clean": probs}, labels, NAMES)
+    assert "verify_threshold" not in plain and plain["threshold"] == 0.95
+    assert plain["calibration"]["clean"][-1][1:] == [0.0, 0.0]

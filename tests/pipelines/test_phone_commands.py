@@ -126,3 +126,42 @@ def test_listen_with_no_model_uses_the_phone_recogniser(tmp_path, recognizer):
     records = [json.loads(line) for line in out.read_text().splitlines()]
     heard = [r["text"] for r in records if r["kind"] == "speech.command"]
     assert heard == ["good night", "take a photo"]
+
+
+def test_a_trained_model_s_commands_pass_the_phone_check_and_near_misses_do_not(tmp_path):
+    """A command model with a ``verify_threshold`` (as training writes it): what the model
+    accepts must also fit the phrase's phones. The shipped demo classifier takes "play some
+    videos" for "play some music" and "what day is it" for "what time is it"; the phone
+    check turns those away and keeps the commands."""
+    import shutil
+    from importlib.resources import files
+
+    from ubiq.pipelines.speech.commands import load_commands
+    from ubiq.pipelines.speech.recognize import ModelCommandRecognizer
+
+    source = files("ubiq.data") / "models"
+    model = tmp_path / "demo.onnx"
+    shutil.copy(source / "ubiq-commands-demo.onnx", model)
+    manifest = json.loads((source / "ubiq-commands-demo.json").read_text())
+    manifest["decoder"]["params"]["verify_threshold"] = 0.1
+    (tmp_path / "demo.json").write_text(json.dumps(manifest))
+    commands = load_commands(str(source / "ubiq-commands-demo.yaml"))
+    checked = ModelCommandRecognizer(model, commands)
+    plain = ModelCommandRecognizer(model, commands, verify=False)
+    assert checked.checker is not None and checked.checker.threshold == 0.1
+    assert plain.checker is None
+    for text, is_command in (
+        ("what time is it", True),
+        ("turn on the kitchen light", True),
+        ("play some videos", False),
+        ("what day is it", False),
+    ):
+        clip = make_clip(text, "en-us", 150, 50, snr_db=20, rng=np.random.default_rng(1))
+        alone, both = plain.recognize(clip.samples), checked.recognize(clip.samples)
+        assert alone.accepted, (text, alone)  # the classifier alone takes every one
+        assert both.accepted == is_command, (text, both)
+        assert both.best == alone.best and both.confidence == alone.confidence
+    manifest["decoder"]["params"]["verify_threshold"] = 1.5
+    (tmp_path / "demo.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match=r"verify_threshold in its manifest must be in \[0, 1\)"):
+        ModelCommandRecognizer(model, commands)

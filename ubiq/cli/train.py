@@ -111,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"trained {result.epochs} epochs in {result.seconds / 60:.1f} min; best: {metrics}")
     if "threshold" in result.extra:
         chosen = result.extra["threshold_chosen"]
-        print(f"threshold: {result.extra['threshold']:.2f}, chosen as the {chosen}")
+        check = result.extra.get("verify_threshold")
+        also = "" if check is None else f" with the phone check at {check:.2f}"
+        print(f"threshold: {result.extra['threshold']:.2f}{also}, chosen as the {chosen}")
     print(f"weights: {result.best}")
     print(f"curves:  {Path(result.out) / 'results.png'}")
     print(f"export:  ubiq export {result.best} --format onnx")

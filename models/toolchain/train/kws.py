@@ -37,6 +37,7 @@ from ubiq.models.runtime.audio_features import LogMelOptions, fixed_length, read
 from ubiq.models.toolchain.nets import ModelConfig
 
 UNKNOWN = "_unknown_"
+SILENCE = "_silence_"
 
 __all__ = ["KeywordClips", "KwsTask", "augment_waveforms", "spec_augment"]
 
@@ -285,6 +286,35 @@ class KwsTask:
     def fitness(metrics: dict[str, float]) -> float:
         return metrics["top1"]
 
+    def _phone_check(self):
+        """``(N, L)`` waveforms -> ``(N, classes)`` phone-check scores of each class's phrase
+        (the second stage of :mod:`~ubiq.models.toolchain.train.kws_calibrate`), or ``None``
+        where it cannot run (no espeak-ng, no phone model)."""
+        from ubiq.errors import BackendUnavailable, ModelError
+        from ubiq.pipelines.speech.commands import CommandSet
+        from ubiq.pipelines.speech.phone_commands import PhoneCommandRecognizer
+
+        phrases = [n for n in self.names if n not in (UNKNOWN, SILENCE)]
+        try:
+            checker = PhoneCommandRecognizer(
+                CommandSet.from_phrases(phrases, source="the model's classes"),
+                threshold=0.5,  # unused: only its scores are read
+                progress=False,
+            )
+        except (BackendUnavailable, ConfigError, ModelError) as error:
+            log.warning("kws: no phone check chosen: %s", error)
+            return None
+        columns = np.array([checker.phrases.index(n) if n in phrases else -1 for n in self.names])
+
+        def verify(waveforms: np.ndarray) -> np.ndarray:
+            out = np.zeros((len(waveforms), len(self.names)))
+            for row, clip in enumerate(waveforms):
+                scores = checker.scores(clip)
+                out[row] = np.where(columns >= 0, scores[columns], 0.0)
+            return out
+
+        return verify
+
     @torch.no_grad()
     def finish(self, model, batch: int) -> dict:
         """Config entries the best weights add after training: the acceptance threshold of
@@ -305,7 +335,9 @@ class KwsTask:
             return torch.softmax(torch.from_numpy(np.concatenate(logits)), dim=1).numpy()
 
         try:
-            return calibrate_threshold(self.val.samples, self.val.labels, self.names, predict)
+            return calibrate_threshold(
+                self.val.samples, self.val.labels, self.names, predict, verify=self._phone_check()
+            )
         except ValueError as error:  # no phrase or no _unknown_ clip in val
             log.warning("kws: no threshold chosen: %s", error)
             return {}
