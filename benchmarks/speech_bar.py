@@ -111,6 +111,11 @@ def main() -> int:
     parser.add_argument("--engine", choices=("model", "phones", "pocketsphinx"), default="model")
     parser.add_argument("--model", help="command model (ubiq train --task kws --commands ...)")
     parser.add_argument("--threshold", type=float)
+    parser.add_argument(
+        "--no-phone-check",
+        action="store_true",
+        help="--engine model: leave the phone check of the model's manifest off",
+    )
     parser.add_argument("--voices", default=",".join(HELD_OUT_VOICES))
     parser.add_argument("--speeds", default="130,170")
     parser.add_argument("--snrs", default="clean,20,10")
@@ -136,9 +141,16 @@ def main() -> int:
     commands = load_commands(args.commands)
     opened = time.perf_counter()
     recognizer = open_recognizer(
-        commands, engine=args.engine, model=args.model, threshold=args.threshold
+        commands,
+        engine=args.engine,
+        model=args.model,
+        threshold=args.threshold,
+        verify=not args.no_phone_check,
     )
     print(f"recogniser ready in {time.perf_counter() - opened:.1f} s", end="")
+    checker = getattr(recognizer, "checker", None)
+    if checker is not None:
+        print(f" (phone check at {checker.threshold:.2f})", end="")
     calibration = getattr(recognizer, "calibration", None)
     if calibration is not None:
         print(

@@ -334,11 +334,12 @@ def open_recognizer(
     threshold: float | None = None,
     threads: int | None = 1,
     progress: bool = True,
+    verify: bool = True,
 ) -> CommandRecognizer:
     """The command recogniser for ``engine``: ``model`` (a trained command model, needs
     ``model``), ``phones`` (the shipped phone recogniser, no training; ``model`` may name
     another phone model), ``pocketsphinx``, or ``auto`` (the command model when one is
-    given, else ``phones``).
+    given, else ``phones``). ``verify=False`` leaves a command model's phone check off.
 
     Raises:
         ConfigError: For an unknown engine, or ``engine="model"`` without a model.
@@ -358,6 +359,6 @@ def open_recognizer(
             kwargs["model"] = model
         return PhoneCommandRecognizer(commands, threads=threads, progress=progress, **kwargs)
     if engine in ("auto", "model"):
-        return ModelCommandRecognizer(model, commands, threads=threads, **kwargs)
+        return ModelCommandRecognizer(model, commands, threads=threads, verify=verify, **kwargs)
     logger.info("commands: PocketSphinx grammar")
     return SphinxCommandRecognizer(commands, **kwargs)

@@ -128,24 +128,31 @@ def test_listen_with_no_model_uses_the_phone_recogniser(tmp_path, recognizer):
     assert heard == ["good night", "take a photo"]
 
 
+def _checked_demo(folder, verify_threshold=0.1):
+    """The shipped demo command model copied with a ``verify_threshold`` in its manifest;
+    returns the model, its manifest (a dict) and the commands file."""
+    import shutil
+    from importlib.resources import files
+
+    source = files("ubiq.data") / "models"
+    model = folder / "demo.onnx"
+    shutil.copy(source / "ubiq-commands-demo.onnx", model)
+    manifest = json.loads((source / "ubiq-commands-demo.json").read_text())
+    manifest["decoder"]["params"]["verify_threshold"] = verify_threshold
+    (folder / "demo.json").write_text(json.dumps(manifest))
+    return model, manifest, str(source / "ubiq-commands-demo.yaml")
+
+
 def test_a_trained_model_s_commands_pass_the_phone_check_and_near_misses_do_not(tmp_path):
     """A command model with a ``verify_threshold`` (as training writes it): what the model
     accepts must also fit the phrase's phones. The shipped demo classifier takes "play some
     videos" for "play some music" and "what day is it" for "what time is it"; the phone
     check turns those away and keeps the commands."""
-    import shutil
-    from importlib.resources import files
-
     from ubiq.pipelines.speech.commands import load_commands
     from ubiq.pipelines.speech.recognize import ModelCommandRecognizer
 
-    source = files("ubiq.data") / "models"
-    model = tmp_path / "demo.onnx"
-    shutil.copy(source / "ubiq-commands-demo.onnx", model)
-    manifest = json.loads((source / "ubiq-commands-demo.json").read_text())
-    manifest["decoder"]["params"]["verify_threshold"] = 0.1
-    (tmp_path / "demo.json").write_text(json.dumps(manifest))
-    commands = load_commands(str(source / "ubiq-commands-demo.yaml"))
+    model, manifest, commands_file = _checked_demo(tmp_path)
+    commands = load_commands(commands_file)
     checked = ModelCommandRecognizer(model, commands)
     plain = ModelCommandRecognizer(model, commands, verify=False)
     assert checked.checker is not None and checked.checker.threshold == 0.1
@@ -165,3 +172,27 @@ def test_a_trained_model_s_commands_pass_the_phone_check_and_near_misses_do_not(
     (tmp_path / "demo.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match=r"verify_threshold in its manifest must be in \[0, 1\)"):
         ModelCommandRecognizer(model, commands)
+
+
+def test_the_speech_benchmark_runs_with_and_without_the_phone_check(tmp_path):
+    """`benchmarks/speech_bar.py` (README's commands, on one voice and speed here): with a
+    manifest's phone check it says so, and `--no-phone-check` leaves it off."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model, _, commands_file = _checked_demo(tmp_path)
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "speech_bar.py"
+    base = [sys.executable, str(script), "--model", str(model), "--commands", commands_file,
+            "--voices", "en+f4", "--speeds", "150", "--snrs", "clean"]  # fmt: skip
+    outputs = []
+    for extra in ([], ["--no-phone-check"]):
+        done = subprocess.run(base + extra, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs.append(done.stdout)
+    checked, plain = outputs
+    assert "(phone check at 0.10)" in checked and "phone check" not in plain
+    for text in outputs:
+        row = next(line for line in text.splitlines() if line.startswith("| SNR clean |"))
+        heard = int(row.split("|")[2].split("/")[0])
+        assert heard >= 12, row  # of the 15 demo commands

@@ -58,7 +58,7 @@ VERIFY_GRID = (0.0, 0.02, 0.04, 0.06, 0.08, 0.10, 0.12, 0.15, 0.20)
 """Phone thresholds tried with the phone check (0: the check passes everything)."""
 MAX_FALSE_ACCEPT_VERIFIED = 0.05
 VERIFY_RULE = (
-    "the pair of threshold (0.30-0.95) and phone threshold (0-0.20) that accepts the most "
+    "pair of threshold (0.30-0.95) and phone threshold (0-0.20) that accepts the most "
     "validation commands on average over clean and white noise at 20 and 10 dB SNR with at "
     "most 5% of the validation voices' _unknown_ clips (sentences, command parts, word "
     "swaps, shuffles) accepted, the lowest pair on ties"
