@@ -1,7 +1,7 @@
 """Trains ``ubiq-phones``: the phone recogniser behind ``ubiq listen --commands`` with no model.
 
 One CTC model for any command list, trained once on speech of a broad vocabulary
-(``scripts/phones-vocabulary.txt``, 4000 common English words, plus random words of
+(``ubiq/data/phones-vocabulary.txt``, 4000 common English words, plus random words of
 PocketSphinx's CMU dictionary): espeak-ng in 6 English accents x 26 voice variants, and
 flite's five voices built from real speakers (``--flite-clips``, labelled with the CMU
 dictionary; without them the model hears espeak-ng well and real people not at all), at
@@ -60,7 +60,9 @@ def _speed(rng: np.random.Generator) -> int:
 
 
 def _texts(count: int, seed: int) -> list[str]:
-    vocabulary = (Path(__file__).with_name("phones-vocabulary.txt")).read_text().split()
+    vocabulary = (
+        (Path(__file__).parents[1] / "ubiq" / "data" / "phones-vocabulary.txt").read_text().split()
+    )
     import pocketsphinx
 
     cmu = Path(pocketsphinx.__file__).parent / "model" / "en-us" / "cmudict-en-us.dict"

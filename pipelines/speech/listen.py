@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +177,15 @@ class SpeechPipeline:
     ) -> None:
         if wake_window_s <= 0:
             raise ConfigError(f"wake window must be > 0 seconds, got {wake_window_s}")
+        context_ms = float(getattr(recognizer, "context_ms", 0.0))
+        options = getattr(segmenter, "options", None)  # a VadSegmenter's (fakes have none)
+        if options is not None and context_ms > options.speech_pad_ms:
+            # A recogniser that reads phones at the edges of an utterance needs the audio
+            # around it (the VAD keeps it anyway; no wait is added): give it that much.
+            try:
+                segmenter.options = replace(options, speech_pad_ms=context_ms)
+            except ConfigError as error:
+                logger.warning("keeping the VAD's padding: %s", error)
         self.segmenter = segmenter
         self.recognizer = recognizer
         self.transcriber = transcriber

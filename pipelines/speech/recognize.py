@@ -15,7 +15,8 @@ Three engines sit behind :class:`CommandRecognizer`:
   much longer than the model's clip is not one of its phrases). Where training chose one
   (``verify_threshold`` in its manifest), a command it accepts must also pass the phone
   check: the shipped phone recogniser's score of that phrase's spelling, which a phrase one
-  word away fails (:mod:`~ubiq.models.toolchain.train.kws_calibrate`). A model folder written by
+  word away fails (:mod:`~ubiq.models.toolchain.train.kws_calibrate`; an enrolled voice's
+  match, below, is taken without it). A model folder written by
   ``ubiq learn --task kws`` also holds the user's enrolled voice templates: an utterance
   close enough to one is that phrase (:data:`~ubiq.models.runtime.kws_enroll.COMBINE_RULE`),
   anything else gets the model's own answer.

@@ -14,6 +14,7 @@ from ubiq.models.datasets.commands import make_clip
 from ubiq.models.runtime.audio_features import write_wav
 from ubiq.pipelines.speech.commands import CommandSet
 from ubiq.pipelines.speech.phone_commands import (
+    MAX_NEAR_MISSES,
     PhoneCommandRecognizer,
     shipped_phone_model,
 )
@@ -41,7 +42,8 @@ def _speech(text, voice, speed, snr=None, seed=0):
 def test_the_threshold_is_calibrated_for_the_list_and_recorded(recognizer):
     calibration = recognizer.calibration
     assert 0.05 <= recognizer.threshold == calibration.threshold <= 0.95
-    assert calibration.near_misses_accepted <= 0.05 and calibration.sentences_accepted <= 0.01
+    assert calibration.near_misses_accepted <= MAX_NEAR_MISSES <= 0.10
+    assert calibration.sentences_accepted <= 0.01
     assert calibration.commands_accepted >= 0.8
     assert "near-miss" in calibration.rule and calibration.seconds < 60
 
@@ -196,3 +198,66 @@ def test_the_speech_benchmark_runs_with_and_without_the_phone_check(tmp_path):
         row = next(line for line in text.splitlines() if line.startswith("| SNR clean |"))
         heard = int(row.split("|")[2].split("/")[0])
         assert heard >= 12, row  # of the 15 demo commands
+
+
+def test_near_misses_include_sound_alikes_and_never_a_command_or_a_test_phrase():
+    from pathlib import Path
+
+    from ubiq.pipelines.speech.phone_commands import near_miss_texts, sound_alikes
+
+    alike = sound_alikes("light")
+    assert {"like", "right", "late"} <= set(alike) and "light" not in alike
+    assert sound_alikes("mycroft") == [] and sound_alikes("a") == []  # unknown; one phone
+    root = Path(__file__).resolve().parents[2] / "benchmarks"
+    phrases = (root / "commands-home.txt").read_text().split("\n")
+    phrases = [p for p in phrases if p]
+    texts = near_miss_texts(phrases, np.random.default_rng(0))  # as the calibration draws
+    assert not set(texts) & set(phrases)
+    swapped = [
+        (t, p) for t in texts for p in phrases
+        if len(t.split()) == len(p.split())
+        and sum(a != b for a, b in zip(t.split(), p.split())) == 1
+    ]  # fmt: skip
+    assert any(
+        w in sound_alikes(v) for t, p in swapped for w, v in zip(t.split(), p.split()) if w != v
+    )
+    # the speech benchmark's near misses are never calibration material
+    tests = (root / "near-misses-home.txt").read_text().split("\n")
+    assert not set(texts) & {t for t in tests if t}
+
+
+def test_the_speech_pipeline_gives_the_phone_recogniser_audio_around_the_speech(recognizer):
+    """The VAD pads an utterance by 30 ms; the phone recogniser asks for 250 ms (its phones
+    at the edges need it), and gets it without a later event."""
+    from ubiq.pipelines.speech.listen import SpeechPipeline
+    from ubiq.pipelines.speech.vad import SileroVad, VadSegmenter
+    from ubiq.types import AudioChunk
+
+    heard = []
+
+    class Recording:
+        name, commands, context_ms = "recording", recognizer.commands, recognizer.context_ms
+
+        def recognize(self, samples):
+            heard.append(samples)
+            return recognizer.recognize(samples)
+
+    clip = make_clip("call my mother", "en-us-nyc", 170, 50, snr_db=None, lead_s=1.0, tail_s=1.0,
+                     rng=np.random.default_rng(0))  # fmt: skip
+    for recogniser, pad_ms in ((Recording(), 250.0), (None, 30.0)):
+        segmenter = VadSegmenter(vad=SileroVad(threads=1))
+        pipeline = SpeechPipeline(segmenter, recogniser, wake_gate=False)
+        assert segmenter.options.speech_pad_ms == pad_ms
+        events = []
+        for start in range(0, len(clip.samples), 512):
+            block = np.zeros(512, np.float32)
+            part = clip.samples[start : start + 512]
+            block[: len(part)] = part
+            events += pipeline.feed(AudioChunk(block, 16000, int(start * 1e9 / 16000)))
+        events += pipeline.flush()
+        if recogniser is not None:
+            (samples,) = heard
+            speech_s = clip.t_end - clip.t_start
+            assert len(samples) / 16000 >= speech_s + 0.35  # most of 2 x 250 ms around it
+            commands = [e for e in events if e.kind == "speech.command"]
+            assert [e.payload["text"] for e in commands] == ["call my mother"]

@@ -48,7 +48,7 @@ def add_parser(subparsers: Any) -> None:
         default="auto",
         help="command engine (auto: the command model if given, else phones: the shipped "
         "phone recogniser, no training; its threshold is calibrated for the list at first "
-        "start, about 20 s, then cached)",
+        "start, about 25 s, then cached)",
     )
     parser.add_argument("--threshold", type=float, help="lowest command confidence accepted")
     parser.add_argument("--wake", metavar="PHRASE", help="accept commands only after this")
