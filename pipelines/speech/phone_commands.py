@@ -20,8 +20,8 @@ the list's hash (:func:`calibrate`): the list's phrases are synthesised with
 itself (one word swapped for an everyday word or for one that sounds alike, a word left
 out, the words shuffled) and everyday sentences; the threshold is the lowest that lets at
 most :data:`MAX_NEAR_MISSES` of those near misses and :data:`MAX_SENTENCES` of the
-sentences through. None of the
-calibration voices is one that ``benchmarks/speech_bar.py`` tests on.
+sentences through. None of the calibration voices is one that ``benchmarks/speech_bar.py``
+tests on.
 """
 
 from __future__ import annotations
