@@ -21,7 +21,6 @@ and its manifest ``.json``. Synthesised speech is cached in ``--workdir``.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import re
@@ -60,17 +59,10 @@ def _speed(rng: np.random.Generator) -> int:
 
 
 def _texts(count: int, seed: int) -> list[str]:
-    vocabulary = (
-        (Path(__file__).parents[1] / "ubiq" / "data" / "phones-vocabulary.txt").read_text().split()
-    )
-    import pocketsphinx
+    from ubiq.pipelines.speech.phones import cmu_dictionary, everyday_words
 
-    cmu = Path(pocketsphinx.__file__).parent / "model" / "en-us" / "cmudict-en-us.dict"
-    rare = [
-        line.split()[0]
-        for line in cmu.read_text(errors="ignore").splitlines()
-        if re.match(r"^[a-z]{3,12} ", line)
-    ]
+    vocabulary = list(everyday_words())
+    rare = [word for word in cmu_dictionary() if re.fullmatch(r"[a-z]{3,12}", word)]
     rng = np.random.default_rng(seed)
     texts = []
     for _ in range(count):
@@ -86,28 +78,15 @@ FLITE_VOICES = ("slt", "rms", "awb", "kal16", "kal")
 """Flite's English voices, built from recordings of real speakers (kal is 8 kHz)."""
 
 
-@functools.lru_cache(maxsize=1)
-def _cmudict() -> dict[str, list[str]]:
-    import pocketsphinx
-
-    path = Path(pocketsphinx.__file__).parent / "model" / "en-us" / "cmudict-en-us.dict"
-    table: dict[str, list[str]] = {}
-    for line in path.read_text(errors="ignore").splitlines():
-        word, *phones = line.split()
-        if "(" not in word:
-            table[word] = [p.rstrip("012") for p in phones]
-    return table
-
-
 def _flite(job: tuple[str, str, float, float]) -> tuple[np.ndarray, list[str]] | None:
     """One clip by flite, labelled with the CMU dictionary's phones (flite's own lexicon)."""
     from ubiq.models.runtime.audio_features import read_wav, resample
-    from ubiq.pipelines.speech.phones import PHONES, to_phones
+    from ubiq.pipelines.speech.phones import PHONES, cmu_dictionary, to_phones
 
     text, voice, stretch, pitch = job
     phones: list[str] = []
     for word in text.split():
-        known = _cmudict().get(word)
+        known = cmu_dictionary().get(word)
         if known is None:
             done = subprocess.run(["espeak-ng", "-q", "-x", "-v", "en-us", "--", word],
                                   capture_output=True, text=True, check=False)  # fmt: skip

@@ -26,7 +26,6 @@ tests on.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -42,7 +41,9 @@ from ubiq.pipelines.speech.commands import CommandSet
 from ubiq.pipelines.speech.phones import (
     FEATURES,
     best_path_log_likelihood,
+    cmu_dictionary,
     ctc_log_likelihood,
+    everyday_words,
     normalize_features,
     phone_ids,
     phrase_phones,
@@ -92,46 +93,17 @@ def shipped_phone_model() -> Path:
     return Path(str(files("ubiq.data.models").joinpath(f"{DEFAULT_PHONE_MODEL}.onnx")))
 
 
-@functools.lru_cache(maxsize=1)
-def _dictionary() -> dict[str, tuple[str, ...]]:
-    """PocketSphinx's CMU dictionary as word -> its first pronunciation (stress-free
-    ARPAbet), or ``{}`` without pocketsphinx."""
-    try:
-        from pocketsphinx import get_model_path
-    except ImportError:
-        return {}
-    path = Path(get_model_path("en-us/cmudict-en-us.dict"))
-    if not path.is_file():
-        return {}
-    words: dict[str, tuple[str, ...]] = {}
-    with path.open(encoding="utf-8", errors="replace") as lines:
-        for line in lines:
-            word, _, phones = line.strip().partition(" ")
-            if word and phones and "(" not in word and word.isalpha():
-                words.setdefault(word, tuple(phones.split()))
-    return words
-
-
-@functools.lru_cache(maxsize=1)
-def _common_words() -> frozenset[str]:
-    """The 4000 everyday words ``ubiq-phones`` was trained on (``ubiq/data``)."""
-    from importlib.resources import files
-
-    text = files("ubiq.data").joinpath("phones-vocabulary.txt").read_text(encoding="utf-8")
-    return frozenset(text.split())
-
-
 def sound_alikes(word: str) -> list[str]:
     """Everyday words that sound like ``word``: the same phones in the CMU dictionary but
     one substituted ("light" -> "like", "late", "right"), never a homophone; none for a
     word outside the dictionary, of one phone, or without pocketsphinx."""
-    dictionary = _dictionary()
+    dictionary = cmu_dictionary()
     phones = dictionary.get(word)
     if phones is None or len(phones) < 2:
         return []
     return sorted(
         other
-        for other in _common_words()
+        for other in everyday_words()
         if len(candidate := dictionary.get(other, ())) == len(phones)
         and sum(a != b for a, b in zip(candidate, phones)) == 1
     )

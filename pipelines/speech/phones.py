@@ -28,7 +28,9 @@ __all__ = [
     "FEATURES",
     "PHONES",
     "best_path_log_likelihood",
+    "cmu_dictionary",
     "ctc_log_likelihood",
+    "everyday_words",
     "normalize_features",
     "phone_ids",
     "phrase_phones",
@@ -148,3 +150,34 @@ def best_path_log_likelihood(log_probs: np.ndarray) -> float:
     """Log-probability of the single best frame-by-frame path (any phones): the upper bound
     a phrase's own path is measured against."""
     return float(np.max(np.asarray(log_probs, np.float64), axis=1).sum())
+
+
+@functools.lru_cache(maxsize=1)
+def cmu_dictionary() -> dict[str, tuple[str, ...]]:
+    """PocketSphinx's CMU dictionary as word -> its first pronunciation (ARPAbet without
+    stress marks), in the file's order; ``{}`` without pocketsphinx."""
+    from pathlib import Path
+
+    try:
+        from pocketsphinx import get_model_path
+    except ImportError:
+        return {}
+    path = Path(get_model_path("en-us/cmudict-en-us.dict"))
+    if not path.is_file():
+        return {}
+    words: dict[str, tuple[str, ...]] = {}
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            word, *phones = line.split()
+            if phones and "(" not in word:
+                words.setdefault(word, tuple(p.rstrip("012") for p in phones))
+    return words
+
+
+@functools.lru_cache(maxsize=1)
+def everyday_words() -> tuple[str, ...]:
+    """The 4000 everyday words ``ubiq-phones`` was trained on (``ubiq/data``), sorted."""
+    from importlib.resources import files
+
+    text = files("ubiq.data").joinpath("phones-vocabulary.txt").read_text(encoding="utf-8")
+    return tuple(text.split())
