@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +190,7 @@ def make_command_training_set(
     unknown_factor: float = 3.0,
     seed: int = 0,
     progress: bool = True,
+    pronunciations: Mapping[str, str] | None = None,
 ) -> Path:
     """Writes a command-classifier training set (layout in the module docstring).
 
@@ -204,6 +205,9 @@ def make_command_training_set(
         unknown_factor: ``_unknown_`` gets this many times the clips of one phrase.
         seed: Seed of the negatives' texts and settings and of the noise.
         progress: Show a progress bar.
+        pronunciations: A commands file's own ``pronunciations:`` (word to ARPAbet
+            phones), recorded in ``dataset.yaml`` so that training's phone check spells
+            those words as ``ubiq listen`` will.
 
     Returns:
         ``out_dir``, resolved.
@@ -286,6 +290,8 @@ def make_command_training_set(
         "generator": _espeak_version(),
         "seed": int(seed),
     }
+    if pronunciations:
+        description["pronunciations"] = {str(k): str(v) for k, v in pronunciations.items()}
     text = yaml.safe_dump(description, sort_keys=False, allow_unicode=True)
     (out_dir / "dataset.yaml").write_text(text, encoding="utf-8")
     logger.info("wrote %d clips to %s (clip %.2f s)", len(jobs), out_dir, clip_seconds)

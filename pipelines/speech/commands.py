@@ -208,14 +208,21 @@ class CommandSet:
 
     @classmethod
     def from_phrases(
-        cls, phrases: Iterable[str], *, wake: str | None = None, source: str = "<commands>"
+        cls,
+        phrases: Iterable[str],
+        *,
+        wake: str | None = None,
+        pronunciations: Mapping[str, str] | None = None,
+        source: str = "<commands>",
     ) -> CommandSet:
-        """A set from plain phrases (or patterns), each its own intent."""
+        """A set from plain phrases (or patterns), each its own intent, with optional
+        ``pronunciations`` (word to ARPAbet phones) as a commands file gives them."""
         out: list[CommandPhrase] = []
         for number, line in enumerate(phrases, 1):
             for text, slots in expand_pattern(line, where=f"{source}:{number}"):
                 out.append(CommandPhrase(text, line.strip(), slots))
-        return cls(_unique(out, source), normalize_text(wake) if wake else None, {}, source)
+        wake = normalize_text(wake) if wake else None
+        return cls(_unique(out, source), wake, dict(pronunciations or {}), source)
 
     @property
     def texts(self) -> tuple[str, ...]:

@@ -55,6 +55,7 @@ def test_training_set_layout_and_description(tmp_path):
         pitches=(50,),
         unknown_factor=2,
         progress=False,
+        pronunciations={"lights": "L AY T S"},
     )
     train = sorted(p.name for p in (root / "train").iterdir())
     assert train == ["_silence_", "_unknown_", "lights off", "lights on"]
@@ -66,6 +67,7 @@ def test_training_set_layout_and_description(tmp_path):
     assert 0.75 <= description["clip_seconds"] <= 2.0
     assert description["clip_seconds"] >= description["longest_phrase_seconds"] + 0.3
     assert description["val"]["voices"] == ["en+f4"]
+    assert description["pronunciations"] == {"lights": "L AY T S"}
     with pytest.raises(ConfigError, match="not empty"):
         make_command_training_set(root, ["lights on"], progress=False)
 
@@ -311,3 +313,65 @@ def test_ubiq_val_and_compress_score_a_command_model_as_training_did(command_mod
     rows = json.loads((tmp_path / "q" / "report.json").read_text())["artifacts"]
     assert [r["metric_name"] for r in rows] == ["top-1", "top-1"]
     assert rows[0]["metric"] == pytest.approx(100 * report["top1"], abs=1e-6)
+
+
+@needs_espeak
+def test_training_s_phone_check_spells_words_as_the_commands_file_does(tmp_path):
+    """The phone check training chooses its threshold with reads the commands file's own
+    ``pronunciations`` from ``dataset.yaml``: "hey zed" said as "hey mark" fits the phrase
+    when the file spells zed "M AA R K", and does not without it."""
+    from types import SimpleNamespace
+
+    from ubiq.models.datasets.speech import synthesize_word
+    from ubiq.models.toolchain.train.kws import KwsTask
+
+    names = ["_silence_", "_unknown_", "hey zed", "lights on"]
+    pad = np.zeros(4000, np.float32)  # 250 ms around the speech, as the pipeline gives it
+    clip = np.concatenate([pad, synthesize_word("hey mark", "en-us", 150, 50), pad])
+    scores = {}
+    for spelled in (True, False):
+        root = tmp_path / str(spelled)
+        root.mkdir()
+        description = {"phrases": ["hey zed", "lights on"]}
+        if spelled:
+            description["pronunciations"] = {"zed": "M AA R K"}
+        (root / "dataset.yaml").write_text(yaml.safe_dump(description))
+        verify = KwsTask._phone_check(SimpleNamespace(names=names, root=root))
+        scores[spelled] = verify(clip[None])[0]
+    column = names.index("hey zed")
+    assert scores[True][column] > 0.5 > scores[False][column], scores
+    assert scores[True][names.index("_unknown_")] == 0.0
+
+
+def test_a_spoken_command_set_is_reused_with_the_file_s_new_pronunciations(tmp_path):
+    """`ubiq train --commands` again into the same --out reuses the spoken clips (they do
+    not depend on the spellings) and records the commands file's current pronunciations;
+    other phrases are refused without touching what is there."""
+    import argparse
+
+    from ubiq.cli.train import _command_set
+
+    commands = tmp_path / "commands.yaml"
+    commands.write_text("intents:\n  greet: hey zed\npronunciations:\n  zed: m aa r k\n")
+    root = tmp_path / "run" / "data"
+    root.mkdir(parents=True)
+    description = root / "dataset.yaml"
+    description.write_text(yaml.safe_dump({"phrases": ["hey zed"], "clip_seconds": 1.5}))
+    args = argparse.Namespace(
+        task=None, data=None, commands=str(commands), wake=None, out=str(tmp_path / "run")
+    )
+    assert _command_set(args) == str(root) and args.task == "kws"
+    made = yaml.safe_load(description.read_text())
+    assert made == {
+        "phrases": ["hey zed"],
+        "clip_seconds": 1.5,
+        "pronunciations": {"zed": "M AA R K"},
+    }
+    commands.write_text("intents:\n  greet: hey zed\n")
+    _command_set(argparse.Namespace(**{**vars(args), "task": None}))
+    assert yaml.safe_load(description.read_text()) == {"phrases": ["hey zed"], "clip_seconds": 1.5}
+    commands.write_text("intents:\n  greet: hello zed\n")
+    before = description.read_bytes()
+    with pytest.raises(ConfigError, match="was spoken for other commands"):
+        _command_set(argparse.Namespace(**{**vars(args), "task": None}))
+    assert description.read_bytes() == before

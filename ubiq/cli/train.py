@@ -137,16 +137,27 @@ def _command_set(args: argparse.Namespace) -> str:
     root = Path(args.out) / "data"
     description = root / "dataset.yaml"
     if description.is_file():
-        made_for = (yaml.safe_load(description.read_text(encoding="utf-8")) or {}).get("phrases")
-        if made_for != phrases:
+        made = yaml.safe_load(description.read_text(encoding="utf-8")) or {}
+        if made.get("phrases") != phrases:
             raise ConfigError(
                 f"{root} was spoken for other commands; remove it or choose another --out"
             )
+        if (made.get("pronunciations") or {}) != dict(commands.pronunciations):
+            # the clips do not depend on them (espeak-ng speaks the text); the phone check does
+            made.pop("pronunciations", None)
+            if commands.pronunciations:
+                made["pronunciations"] = dict(commands.pronunciations)
+            text = yaml.safe_dump(made, sort_keys=False, allow_unicode=True)
+            description.write_text(text, encoding="utf-8")
         print(f"reusing the spoken command set in {root}", file=sys.stderr)
         return str(root)
     print(f"speaking {len(phrases)} phrases with espeak-ng into {root}", file=sys.stderr)
     make_command_training_set(
-        root, phrases, seed=args.seed, progress=not args.quiet and sys.stderr.isatty()
+        root,
+        phrases,
+        seed=args.seed,
+        progress=not args.quiet and sys.stderr.isatty(),
+        pronunciations=commands.pronunciations,
     )
     return str(root)
 

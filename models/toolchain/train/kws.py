@@ -295,9 +295,18 @@ class KwsTask:
         from ubiq.pipelines.speech.phone_commands import PhoneCommandRecognizer
 
         phrases = [n for n in self.names if n not in (UNKNOWN, SILENCE)]
+        description = self.root / "dataset.yaml"
+        # a commands file's own spellings, recorded by command_training: checked as
+        # `ubiq listen` will check them
+        pronunciations = {}
+        if description.is_file():
+            data = yaml.safe_load(description.read_text(encoding="utf-8")) or {}
+            pronunciations = data.get("pronunciations") or {}
         try:
             checker = PhoneCommandRecognizer(
-                CommandSet.from_phrases(phrases, source="the model's classes"),
+                CommandSet.from_phrases(
+                    phrases, pronunciations=pronunciations, source="the model's classes"
+                ),
                 threshold=0.5,  # unused: only its scores are read
                 progress=False,
             )
