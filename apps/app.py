@@ -271,6 +271,8 @@ class App:
                 for zone in camera.zones
             },
             stationary_s=config.stationary_s,
+            label_s=config.label_s,
+            join_s=config.join_s,
         )
 
     def stages(self, model, camera: CameraConfig, source, position: int) -> list:

@@ -176,6 +176,12 @@ class AppConfig(_Strict):
     )
     anchor: str = "center"
     min_frames: int = Field(3, ge=1)
+    label_s: float | None = Field(
+        2.0, gt=0, description="a track's label: its majority over its last seconds (null: life)"
+    )
+    join_s: float = Field(
+        1.5, ge=0, description="a track broken at a line joins its other half within seconds"
+    )
     stationary_s: float | None = Field(None, gt=0)
     blur: str | None = Field(None, description="privacy-cam: faces, person or background")
     audio: str | None = Field(

@@ -3,8 +3,8 @@
 
 Clips come from ``ubiq.models.datasets.crossings`` (objects of the generated photo set
 crossing a line in both directions, overlapping pairs crossing together, one object
-stopping beside the line and turning back). ``ubiq-det-mnv2`` runs once per clip (its
-detections are cached), then:
+stopping beside the line and turning back). ``ubiq-det-mnv2`` (or ``--model``) runs once per
+clip (its detections are cached), then:
 
 - ubiq: the ``counter`` app's stages (Track + Rules with its shipped defaults);
 - peer: ``trackers.ByteTrackTracker`` (defaults, and with thresholds for this detector)
@@ -19,6 +19,7 @@ prints, per clip, the true counts and each counter's, and how many clips each ge
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import warnings
@@ -31,15 +32,20 @@ from ubiq.models.datasets import crossings
 from ubiq.types import Detections, Frame, FrameResult
 
 
-def detections_for(clip, workdir: Path, seed: int):
-    """``[(xyxy, scores, class_id)]`` per frame from ubiq-det-mnv2 at conf 0.05 (cached)."""
-    cache = workdir / f"det-{seed}.npz"
+def detections_for(clip, workdir: Path, seed: int, model_name: str = "ubiq-det-mnv2"):
+    """``[(xyxy, scores, class_id)]`` per frame from the model at conf 0.05 (cached by the
+    model file's hash)."""
+    from ubiq.models.runtime.model import resolve_model_path
+
+    path = resolve_model_path(model_name)
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+    cache = workdir / f"det-{seed}-{digest}.npz"
     if cache.is_file():
         data = np.load(cache, allow_pickle=True)
         return list(data["frames"]), list(data["labels"])
     from ubiq.models.runtime.model import DetectionModel
 
-    model = DetectionModel.load("ubiq-det-mnv2", confidence_threshold=0.05)
+    model = DetectionModel.load(str(path), confidence_threshold=0.05)
     frames = []
     for index in range(clip.frames):
         found = model(clip.render(index))
@@ -130,6 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103, 104, 105])
     parser.add_argument("--workdir", default="/tmp/ubiq-counter-bench")
     parser.add_argument("--conf", type=float, default=0.2, help="the counter's default")
+    parser.add_argument("--model", default="ubiq-det-mnv2", help="zoo name or model file")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="counter app setting, as `ubiq run --set` (label_s=null join_s=0: the old rules)",
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
@@ -144,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for seed in args.seeds:
         clip = crossings.generate(crossings.CrossingSpec(seed=seed))
-        frames, labels = detections_for(clip, workdir, seed)
+        frames, labels = detections_for(clip, workdir, seed, args.model)
         truth = clip.truth()
-        results = {"ubiq counter": ubiq_counts(clip, frames, labels, args.conf)}
+        results = {"ubiq counter": ubiq_counts(clip, frames, labels, args.conf, tuple(args.set))}
         for name, options in peers.items():
             results[name] = peer_counts(clip, frames, labels, args.conf, options)
         print(f"seed {seed}: truth {json.dumps(truth)}")

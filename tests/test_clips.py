@@ -241,9 +241,21 @@ def test_yaml_clip_options_reach_the_recorder(tmp_path, ubiq_home):
         f"  clips: {tmp_path / 'clips'}\n  clip_kinds: [track.start]\n"
         "  clip_pre: 0.1\n  clip_post: 0.2\n"
     )
-    result = run_ubiq("run", "counter", "--config", str(config), "--max-frames", "40")
+    jsonl = tmp_path / "run.jsonl"
+    result = run_ubiq(
+        "run", "counter", "--config", str(config), "--max-frames", "40", "--jsonl", str(jsonl)
+    )
     assert result.returncode == 0, result.stderr
     clips = sorted((tmp_path / "clips").glob("*-track.start-*.mp4"))
-    # the demo's first tracks start at frame 0 (no frame before it: 0..6), the next at
-    # frame 15 (0.1 s before and 0.2 s after at 30 FPS: frames 12..21)
-    assert sorted({frame_count(clip) for clip in clips}) == [7, 10]
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    starts = sorted({r["frame"] for r in records if r.get("kind") == "track.start"})
+    # 0.1 s before and 0.2 s after at the demo's 30 FPS: frames f-3..f+6 (none before 0,
+    # none after the last frame, 39); a start during a clip's post-roll extends that clip
+    spans: list[list[int]] = []
+    for f in starts:
+        if spans and f <= spans[-1][1]:
+            spans[-1][1] = f + 6
+        else:
+            spans.append([max(0, f - 3), f + 6])
+    expected = sorted(min(end, 39) - start + 1 for start, end in spans)
+    assert sorted(frame_count(clip) for clip in clips) == expected, starts

@@ -429,7 +429,7 @@ _UBIQ_DET_MNV2 = ZooEntry(
     "on the generated photo set (cat, cup, rocket, motorcycle, astronaut, coin); ships with "
     "ubiq.",
     filename="ubiq-det-mnv2.onnx",
-    sha256="fb37181822a32529af64c3af9f42035a73405e2bebf84c72ae750132a422364c",
+    sha256="c628a6bab87aa83ddede2b62ae370e25660cadc4222325c90f112392613875e4",
     sources=(ZooSource(kind="package", member="ubiq-det-mnv2.onnx"),),
     manifest={},
 )
@@ -443,7 +443,7 @@ _UBIQ_EMBED_MNV2 = ZooEntry(
     description="ubiq's embedder (480 values per image): ubiq-det-mnv2's MobileNetV2-0.5 trunk "
     "with global average pooling, 256x256; for `ubiq learn`; ships with ubiq.",
     filename="ubiq-embed-mnv2.onnx",
-    sha256="7a2f74cf92efacfb72031d213671c5af979c17901ab8a645d22935ca5e68a7fb",
+    sha256="6fc64f885c1a1347acd0956975a2fe45b45b78ad9eab84262c7ac878ad8bda3f",
     sources=(ZooSource(kind="package", member="ubiq-embed-mnv2.onnx"),),
     manifest={},
 )

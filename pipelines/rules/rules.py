@@ -7,12 +7,12 @@ stage before it. A change of state (a side of a line, inside or outside a zone) 
 only after the point has stayed on the new side for ``min_frames`` frames in a row, so a
 box jittering on a line or the edge of a zone never counts twice; its time is the first
 frame of that run, so dwell times are exact to the frame. The label of a track is the
-class it was given most often over its life.
+class it was given most often (score-weighted) over its last seconds (``label_s``).
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -34,6 +34,10 @@ class _LineState:
     streak: int = 0
     counted: set = field(default_factory=set)
     along: float = 0.5  # projection of the last point on the confirmed side
+    first: tuple = ()  # (ns, point, size of the box) when the track was first seen
+    last: tuple = ()  # (ns, point) when it was last seen
+    label: str = ""  # its label when last seen
+    taken: bool = False  # a later track was joined to it (see LineCrossing.join_s)
 
 
 class LineCrossing:
@@ -50,6 +54,13 @@ class LineCrossing:
             track that appeared while the earlier track is no longer seen, is the same
             object whose track broke in two: it is not counted again (0 turns this off).
         merge_along: See ``merge_s``.
+        join_s: The other half of a broken track: a track that first shows up on one side
+            of the line, while a track of the same label was last seen on the other side
+            less than this many seconds before, heading for the line, and the straight
+            path between the two crosses the line's segment and lands within a box size
+            of where the old track's motion puts it, is that object seen again after an
+            occlusion (the one in front of it as they passed each other on the line): the
+            crossing counts (once). 0 turns this off.
     """
 
     def __init__(
@@ -61,10 +72,13 @@ class LineCrossing:
         margin: float = 0.05,
         merge_s: float = 1.0,
         merge_along: float = 0.15,
+        join_s: float = 1.5,
     ) -> None:
         if min_frames < 1:
             raise ConfigError(f"min_frames must be >= 1, got {min_frames}")
         self.merge_s = merge_s
+        self.join_s = join_s
+        self._gone: dict[int, _LineState] = {}  # ended tracks, kept join_s for a join
         self.merge_along = merge_along
         self._recent: list[tuple[int, float, str, int]] = []  # ns, along, direction, track
         self.line = line
@@ -78,11 +92,20 @@ class LineCrossing:
         detections = result.detections
         sides = np.sign(self.line.side(points)).astype(int)
         along = self.line.along(points)
+        now = result.timestamp_ns
+        sizes = np.maximum(
+            detections.xyxy[:, 2] - detections.xyxy[:, 0],
+            detections.xyxy[:, 3] - detections.xyxy[:, 1],
+        )
         for row, track_id in enumerate(detections.tracker_id.tolist()):
             side = int(sides[row])
+            state = self._tracks.setdefault(track_id, _LineState())
+            point = (float(points[row, 0]), float(points[row, 1]))
+            if not state.first:
+                state.first = (now, point, float(sizes[row]))
+            state.last, state.label = (now, point), labels[row]
             if side == 0:
                 continue
-            state = self._tracks.setdefault(track_id, _LineState())
             if side == state.side:
                 state.candidate, state.streak = 0, 0
                 state.along = float(along[row])
@@ -97,12 +120,19 @@ class LineCrossing:
             where = (state.along + float(along[row])) / 2
             state.side, state.candidate, state.streak = side, 0, 0
             state.along = float(along[row])
-            if previous == 0:
-                continue  # the first side a track is seen on: no crossing
-            if not -self.margin <= where <= 1 + self.margin:
-                continue  # passed beside the line
             direction = "in" if side > 0 else "out"
             label = labels[row]
+            if previous == 0:
+                # the first side a track is seen on: no crossing, unless it is the rest of a
+                # track broken on the other side
+                other = self._joined(now, track_id, state, side, label)
+                if other is None:
+                    continue
+                other.taken = True
+                state.counted |= other.counted
+                where = self._crossing_along(other.last[1], state.first[1])
+            if not -self.margin <= where <= 1 + self.margin:
+                continue  # passed beside the line
             if direction in state.counted or (self.classes and label not in self.classes):
                 continue
             if self._same_object(result, track_id, where, direction):
@@ -118,6 +148,44 @@ class LineCrossing:
                 label=label,
                 direction=direction,
             )
+
+    def _crossing_along(self, start, end) -> float:
+        """Where on the line (0 at A, 1 at B) the straight path ``start -> end`` crosses it."""
+        before, after = self.line.side(np.array([start, end]))
+        t = before / (before - after) if before != after else 0.5
+        point = np.asarray(start) + t * (np.asarray(end) - np.asarray(start))
+        return float(self.line.along(point[None])[0])
+
+    def _joined(
+        self, now: int, track_id: int, state: _LineState, side: int, label: str
+    ) -> _LineState | None:
+        """The broken-off first half of a new track (see ``join_s``), or ``None``."""
+        if self.join_s <= 0:
+            return None
+        first_ns, first_point, size = state.first
+        best, best_miss = None, np.inf
+        self._gone = {k: v for k, v in self._gone.items() if (now - v.last[0]) / 1e9 <= self.join_s}
+        for other_id, other in [*self._tracks.items(), *self._gone.items()]:
+            if other_id == track_id or other.taken or other.side != -side or other.label != label:
+                continue
+            last_ns, last_point = other.last
+            gap_s = (first_ns - last_ns) / 1e9
+            if not 0 < gap_s <= self.join_s:
+                continue  # still seen when this one appeared, or too long ago
+            span_s = (last_ns - other.first[0]) / 1e9
+            if span_s <= 0:
+                continue
+            velocity = (np.asarray(last_point) - np.asarray(other.first[1])) / span_s
+            towards = float(self.line.side(np.asarray(last_point)[None] + velocity[None])[0])
+            if np.sign(towards) == np.sign(other.side) and abs(towards) >= abs(
+                float(self.line.side(np.asarray(last_point)[None])[0])
+            ):
+                continue  # it was moving away from the line
+            expected = np.asarray(last_point) + velocity * gap_s
+            miss = float(np.hypot(*(np.asarray(first_point) - expected)))
+            if miss <= size and miss < best_miss:
+                best, best_miss = other, miss
+        return best
 
     def _same_object(
         self, result: FrameResult, track_id: int, where: float, direction: str
@@ -139,7 +207,9 @@ class LineCrossing:
         return False
 
     def forget(self, track_id: int) -> None:
-        self._tracks.pop(track_id, None)
+        state = self._tracks.pop(track_id, None)
+        if state is not None and state.side != 0 and self.join_s > 0:
+            self._gone[track_id] = state
 
 
 @dataclass
@@ -331,6 +401,13 @@ class Rules:
         stationary_s: Seconds without moving that make ``object.stationary`` (``None``: off).
         zone_options: Per zone name, ``dwell_s`` and ``forbidden`` that replace the ones
             above for that zone (``None`` or empty keeps them).
+        label_s: A track's label is its score-weighted majority class over its last
+            ``label_s`` seconds (``None``: over its whole life). A window, because a
+            tracker sometimes hands a track from one object to another (two objects
+            passing each other, a box that sat on a false detection before an object
+            walked through it): the object being counted is the one the track follows now.
+        join_s: See :class:`LineCrossing` (a track broken on the line joined to its other
+            half).
         name: Stage name (default ``"rules"``).
 
     Raises:
@@ -349,8 +426,16 @@ class Rules:
         forbidden: Sequence[str] = (),
         stationary_s: float | None = None,
         zone_options: dict[str, dict] | None = None,
+        label_s: float | None = 2.0,
+        join_s: float = 1.5,
         name: str = "rules",
     ) -> None:
+        if label_s is not None and label_s <= 0:
+            raise ConfigError(f"label_s must be > 0 seconds (or None), got {label_s}")
+        if join_s < 0:
+            raise ConfigError(f"join_s must be >= 0 seconds, got {join_s}")
+        self.label_s = label_s
+        self.join_s = join_s
         anchor_points(np.zeros((0, 4)), anchor)  # checks the name
         for kind, shapes in (("line", lines), ("zone", zones)):
             names = [s.name for s in shapes]
@@ -371,7 +456,7 @@ class Rules:
         self.stationary = Stationary(stationary_s) if stationary_s is not None else None
         self.line_rules: list[LineCrossing] = []
         self.zone_rules: list[ZoneWatch] = []
-        self._votes: dict[int, Counter] = {}
+        self._votes: dict[int, deque] = {}  # per track: (ns, class_id, score)
         self._frame_size: tuple[int, int] | None = None
         self._last: FrameResult | None = None
         self.check_options()
@@ -397,6 +482,7 @@ class Rules:
                 line.resolve(frame_size),
                 min_frames=options["min_frames"],
                 classes=options["classes"],
+                join_s=self.join_s,
             )
             for line in self.lines
         ]
@@ -430,9 +516,16 @@ class Rules:
             detections.confidence.tolist(),
             strict=True,
         ):
-            votes = self._votes.setdefault(track_id, Counter())
-            votes[class_id] += score
-            labels.append(_label(detections, votes.most_common(1)[0][0]))
+            votes = self._votes.setdefault(track_id, deque())
+            votes.append((result.timestamp_ns, class_id, score))
+            if self.label_s is not None:
+                oldest = result.timestamp_ns - int(self.label_s * 1e9)
+                while votes[0][0] < oldest:
+                    votes.popleft()
+            totals: Counter = Counter()
+            for _, voted, weight in votes:
+                totals[voted] += weight
+            labels.append(_label(detections, totals.most_common(1)[0][0]))
         points = anchor_points(detections.xyxy, self.anchor)
         for rule in self.line_rules:
             rule.update(result, points, labels)

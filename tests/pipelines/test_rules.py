@@ -136,6 +136,8 @@ def test_a_track_that_ends_inside_leaves_the_zone():
         (lambda: Rules(anchor="feet"), "anchor must be one of center, bottom"),
         (lambda: Rules([Line("a", (0, 0), (1, 1)), Line("a", (0, 1), (1, 0))]), "two lines"),
         (lambda: Rules(dwell_s=0), "dwell_s must be > 0"),
+        (lambda: Rules(label_s=0), "label_s must be > 0 seconds"),
+        (lambda: Rules(join_s=-1), "join_s must be >= 0 seconds"),
     ],
 )
 def test_bad_shapes_and_options_are_named(make, message):
@@ -153,3 +155,62 @@ def test_stationary_objects_are_reported_once():
     events = run(rules, [[(1, 1, 100 + (i % 2), 100)] for i in range(25)])
     stationary = [(i, p["track_id"]) for i, k, p in events if k == "object.stationary"]
     assert stationary == [(10, 1)]
+
+
+def _broken_crossing(
+    second_start: float, *, gap: int = 4, label: int = 0, first_moves=10, first_x=100
+):
+    """Track 1 walks right from ``first_x`` by ``first_moves`` px a frame (to x=180), is hidden for
+    ``gap`` frames (by track 2, walking left across the line), and track 3 appears at
+    ``second_start`` on the other side and walks on right (``label``: track 3's class)."""
+    frames = []
+    for index in range(30):
+        rows = [(2, 0, 330 - 10 * index, 100)]  # the one in front: crosses right to left
+        x1 = first_x + first_moves * index
+        if index <= 8:
+            rows.append((1, 0, x1, 100))
+        elif index > 8 + gap:
+            rows.append((3, label, second_start + 10 * (index - 9 - gap), 100))
+        frames.append(rows)
+    return frames
+
+
+def test_a_track_broken_on_the_line_joins_its_other_half_and_counts_once():
+    """The far object of two passing on the line is hidden for a moment and found again as
+    a new track on the other side: joined (the crossing counts once, as ``out``); with
+    ``join_s=0`` it is lost, as before."""
+    line = Line("door", (200, 0), (200, 200))
+    # where track 1's motion puts it when track 3 appears: 180 + 10 * 5 = 230
+    events = run(Rules([line], min_frames=3), _broken_crossing(230))
+    crossings = sorted((p["track_id"], p["direction"]) for _, k, p in events if k == "line.cross")
+    assert crossings == [(2, "in"), (3, "out")]
+    (counts,) = [p for _, k, p in events if k == "counts"]
+    assert counts["lines"]["door"] == {"person": {"in": 1, "out": 1}}
+    events = run(Rules([line], min_frames=3, join_s=0), _broken_crossing(230))
+    assert [p["track_id"] for _, k, p in events if k == "line.cross"] == [2]
+
+
+@pytest.mark.parametrize(
+    ("why", "frames"),
+    [
+        ("far from where its motion puts it", _broken_crossing(330)),
+        ("another label", _broken_crossing(230, label=1)),
+        ("too long hidden", _broken_crossing(350, gap=16)),
+        # standing 10 px from the line, 25 px from where track 3 appears (its box is 40 px)
+        ("it was not moving towards the line", _broken_crossing(215, first_moves=0, first_x=190)),
+    ],
+)
+def test_a_new_track_on_the_other_side_is_not_joined_when(why, frames):
+    events = run(Rules([Line("door", (200, 0), (200, 200))], min_frames=3), frames)
+    assert [p["track_id"] for _, k, p in events if k == "line.cross"] == [2], why
+
+
+def test_the_label_counted_is_the_majority_of_the_last_seconds():
+    """A track that sat 5 s on a false 'car' before a person walked through it and took it
+    over is counted as a person (its last 2 s); ``label_s=None`` is its whole life."""
+    frames = [[(1, 1, 150, 100)] for _ in range(50)]  # a false car, 5 s
+    # then a person walks on from there at 4 px a frame: on the line's other side 1.5 s later
+    frames += [[(1, 0, 150 + 4 * step, 100)] for step in range(1, 30)]
+    for label_s, expected in ((2.0, "person"), (None, "car")):
+        events = run(Rules([Line("gate", (200, 0), (200, 200))], label_s=label_s), frames)
+        assert [p["label"] for _, k, p in events if k == "line.cross"] == [expected]
