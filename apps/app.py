@@ -179,8 +179,9 @@ class App:
     def check(self) -> None:
         """App-specific checks of the config (override)."""
 
-    def load_model(self):
-        """The detector every camera shares."""
+    def load_model(self, streams: int = 1):
+        """The detector every camera shares (``streams``: frames run at once, as
+        ``ubiq detect --streams``)."""
         from ubiq.hardware.accelerators import parse_device
         from ubiq.models.runtime.model import DetectionModel
 
@@ -193,6 +194,7 @@ class App:
             confidence_threshold=config.conf,
             iou_threshold=config.iou,
             imgsz=config.imgsz,
+            streams=streams,
         )
 
     def load_classifier(self):

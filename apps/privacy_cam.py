@@ -30,12 +30,15 @@ class PrivacyCamApp(App):
             return "blazeface" if self.config.blur == "faces" else "selfie-seg"
         return model
 
-    def load_model(self):
+    def load_model(self, streams: int = 1):
         from ubiq.hardware.accelerators import parse_device
 
         config = self.config
         options = dict(
-            backend=config.backend, num_threads=config.threads, device=parse_device(config.device)
+            backend=config.backend,
+            num_threads=config.threads,
+            device=parse_device(config.device),
+            streams=streams,
         )
         if config.blur == "faces":
             from ubiq.models.runtime.model import DetectionModel

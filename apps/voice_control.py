@@ -452,7 +452,7 @@ class VoiceControlApp(App):
         """Whether a detector runs (``model`` is not ``none``)."""
         return self.config.model.lower() != NO_DETECTOR
 
-    def load_model(self):
+    def load_model(self, streams: int = 1):
         if not self.detects:
             return NoDetector()
         from ubiq.hardware.accelerators import parse_device
@@ -468,6 +468,7 @@ class VoiceControlApp(App):
             iou_threshold=config.iou,
             classes=config.classes,
             imgsz=config.imgsz,
+            streams=streams,
         )
 
     def open_listener(self, *, video_live: bool) -> VoiceListener:

@@ -80,6 +80,29 @@ def test_the_counter_counts_crossings_on_a_clip_with_known_truth(crossing_clip, 
     assert saved.stat().st_size > 10_000
 
 
+def test_an_app_on_a_file_runs_frames_at_once_with_the_same_results(crossing_clip, tmp_path):
+    """`ubiq run` on a file runs one frame per core at once, as `ubiq detect` and `ubiq
+    track` do (it ran one at a time: the counter at 0.77x of `ubiq track`), and writes what
+    `--streams 1` writes (events differ only in their random ids)."""
+    video, truth = crossing_clip
+    line = ",".join(str(v) for v in truth["line"])
+    outputs = {}
+    for streams in ("1", None):
+        jsonl = tmp_path / f"streams-{streams}.jsonl"
+        flags = ["--streams", streams] if streams else []
+        result = run_ubiq(
+            "run", "counter", "--source", str(video), "--line", line, "--jsonl", str(jsonl), *flags
+        )
+        assert result.returncode == 0, result.stderr
+        summary = result.stderr.strip().splitlines()[-1]
+        assert ("frames at once" in summary) == (streams is None), summary
+        outputs[streams] = [{k: v for k, v in r.items() if k != "id"} for r in records(jsonl)]
+    assert any(r.get("kind") == "line.cross" for r in outputs[None])
+    assert outputs[None] == outputs["1"]
+    result = run_ubiq("run", "counter", "--source", str(video), "--streams", "0")
+    assert one_error_line(result).endswith("--streams must be >= 1, got 0")
+
+
 def test_set_and_a_config_file_change_the_app(crossing_clip, tmp_path):
     video, truth = crossing_clip
     config = tmp_path / "app.yaml"

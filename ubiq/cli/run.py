@@ -17,7 +17,7 @@ import json
 
 
 def add_parser(subparsers) -> None:
-    from ubiq.cli.detect import add_run_arguments
+    from ubiq.cli.detect import add_run_arguments, add_streams_argument
 
     parser = subparsers.add_parser(
         "run",
@@ -67,6 +67,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--show", action=argparse.BooleanOptionalAction, default=None, help="show a window"
     )
+    add_streams_argument(parser)
     add_run_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -174,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     namespace.classes = ",".join(config.classes) if config.classes else None
     with config_names(from_config):
         specs = detect.check_arguments(namespace)
-    model = app.load_model()
+    model = app.load_model(streams=detect.choose_streams(namespace, specs))
     app.check_model(model)
 
     def sinks(source, position, count):
