@@ -130,6 +130,7 @@ class LineCrossing:
                     continue
                 other.taken = True
                 state.counted |= other.counted
+                other.counted.add(direction)  # should the old track come back, it crossed
                 where = self._crossing_along(other.last[1], state.first[1])
             if not -self.margin <= where <= 1 + self.margin:
                 continue  # passed beside the line

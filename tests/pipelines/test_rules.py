@@ -190,6 +190,17 @@ def test_a_track_broken_on_the_line_joins_its_other_half_and_counts_once():
     assert [p["track_id"] for _, k, p in events if k == "line.cross"] == [2]
 
 
+def test_a_joined_track_that_comes_back_under_its_old_id_does_not_count_again():
+    frames = _broken_crossing(230)
+    # the tracker finds the old track again (id 1 instead of 3) more than merge_s (1 s)
+    # after the joined crossing
+    for rows in frames[27:]:
+        rows[:] = [(1 if t == 3 else t, c, x, y) for t, c, x, y in rows]
+    events = run(Rules([Line("door", (200, 0), (200, 200))], min_frames=3), frames)
+    crossings = sorted((p["track_id"], p["direction"]) for _, k, p in events if k == "line.cross")
+    assert crossings == [(2, "in"), (3, "out")]
+
+
 @pytest.mark.parametrize(
     ("why", "frames"),
     [
