@@ -457,7 +457,8 @@ class Rules:
         self.stationary = Stationary(stationary_s) if stationary_s is not None else None
         self.line_rules: list[LineCrossing] = []
         self.zone_rules: list[ZoneWatch] = []
-        self._votes: dict[int, deque] = {}  # per track: (ns, class_id, score)
+        # per track: the window of (ns, class_id, score) and the score totals per class
+        self._votes: dict[int, tuple[deque, Counter]] = {}
         self._frame_size: tuple[int, int] | None = None
         self._last: FrameResult | None = None
         self.check_options()
@@ -517,16 +518,17 @@ class Rules:
             detections.confidence.tolist(),
             strict=True,
         ):
-            votes = self._votes.setdefault(track_id, deque())
-            votes.append((result.timestamp_ns, class_id, score))
-            if self.label_s is not None:
+            window, totals = self._votes.setdefault(track_id, (deque(), Counter()))
+            totals[class_id] += score
+            if self.label_s is not None:  # running totals over the window, O(1) a frame
+                window.append((result.timestamp_ns, class_id, score))
                 oldest = result.timestamp_ns - int(self.label_s * 1e9)
-                while votes[0][0] < oldest:
-                    votes.popleft()
-            totals: Counter = Counter()
-            for _, voted, weight in votes:
-                totals[voted] += weight
-            labels.append(_label(detections, totals.most_common(1)[0][0]))
+                while window[0][0] < oldest:
+                    _, voted, weight = window.popleft()
+                    totals[voted] -= weight
+                    if totals[voted] <= 1e-9:
+                        del totals[voted]
+            labels.append(_label(detections, max(totals, key=totals.__getitem__)))
         points = anchor_points(detections.xyxy, self.anchor)
         for rule in self.line_rules:
             rule.update(result, points, labels)
