@@ -248,3 +248,25 @@ def test_the_crossing_clip_generator_runs_from_the_shell(tmp_path):
     capture = cv2.VideoCapture(str(tmp_path / "clip.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == truth["frames"]
     capture.release()
+
+
+def test_the_counting_and_zone_time_benchmarks_run(tmp_path):
+    """The two benchmarks of the apps issue, on one clip: they run as their docstrings
+    say, and print results against the truth."""
+    for script, done in (
+        ("counter_vs_supervision.py", r"exact clips out of 1 \(total miscounts\)"),
+        ("zone_times.py", r"dwell within one frame: (\d+)/(\d+)"),
+    ):
+        result = subprocess.run(
+            [sys.executable, str(REPO / "benchmarks" / script), "--seeds", "3"]
+            + ["--workdir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr
+        found = re.search(done, result.stdout)
+        assert found, result.stdout
+        if script == "zone_times.py":  # most objects on the shipped detector's boxes
+            right, objects = map(int, found.groups())
+            assert objects >= 10 and right >= objects / 2, result.stdout
