@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -306,6 +307,13 @@ class OpenVinoBackend:
             with native_stderr_captured(native_lines):
                 model = core.read_model(str(self.path))
         except RuntimeError as error:
+            unconverted = re.search(r"Conversion is failed for: ([^\n]+)", str(error))
+            if unconverted:  # a valid file with operations OpenVINO's reader cannot convert
+                raise ModelError(
+                    f"cannot load {self.path} on OpenVINO: it cannot convert its operations "
+                    f"{unconverted.group(1).strip()} (it reads int8 ONNX models in QDQ form, not "
+                    "QOperator's QLinear* operations)"
+                ) from error
             kind = "OpenVINO IR pair" if self.path.suffix.lower() == ".xml" else "ONNX model"
             raise ModelError(
                 f"cannot load {self.path}: not a valid {kind} (corrupt or truncated?): "

@@ -124,8 +124,18 @@ def test_recipe_run_writes_every_artifact_the_report_and_a_result_detect_runs(
     for row in report["artifacts"]:
         assert row["latency_p50_ms"] > 0 and row["peak_rss_mb"] > 0 and row["size_bytes"] > 0
         assert row["metric_name"] == "mAP50"
-        # OpenVINO's column: every artifact, the int8 QDQ one included, runs on it.
-        assert (row["openvino_p50_ms"] or 0) > 0, report.get("openvino")
+        # OpenVINO's column: every artifact runs on it, the int8 one included when it is
+        # QDQ; a QOperator int8 model (the quantizer's choice when QDQ was slower on
+        # onnxruntime, as timing noise on a model this small sometimes has it) leaves only
+        # its own cell empty, and says why among its notes.
+        steps = json.loads(Path(row["path"]).with_suffix(".json").read_text())["compression"]
+        formats = {step.get("quant_format") for step in steps} - {None}
+        if formats <= {"QDQ"}:
+            assert (row["openvino_p50_ms"] or 0) > 0, report.get("openvino")
+        else:
+            assert row["openvino_p50_ms"] or any(
+                "OpenVINO: it cannot convert its operations" in note for note in row["notes"]
+            ), row
     assert report["machine"]["versions"]["onnxruntime"]
     assert report["machine"]["versions"]["openvino"]
     markdown = (out / "report.md").read_text()

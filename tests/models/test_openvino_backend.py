@@ -321,3 +321,54 @@ def test_an_avx2_profile_runs_f32_when_the_default_cannot_compile(mnv2, tmp_path
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     if "avx512_bf16" in flags or "amx_bf16" in flags:  # OpenVINO's default here is bf16
         assert "OpenVINO's default failed to compile here" in done.stdout, done.stdout
+
+
+def test_a_qoperator_int8_model_names_the_operations_openvino_cannot_convert(tmp_path):
+    """A valid int8 model in QOperator form (QLinearConv with per-channel scales) runs on
+    onnxruntime but not on OpenVINO's ONNX reader: one line naming the operations, not
+    "corrupt or truncated"."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    weights = np.random.default_rng(0).standard_normal((16, 3, 3, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 8, 8])],
+        [numpy_helper.from_array(weights, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "conv.onnx")
+    batches = iter(
+        {"x": np.random.default_rng(i).standard_normal((1, 3, 8, 8)).astype(np.float32)}
+        for i in range(4)
+    )
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            return next(batches, None)
+
+    quantized = tmp_path / "conv.int8.onnx"
+    quantize_static(
+        tmp_path / "conv.onnx",
+        quantized,
+        Reader(),
+        quant_format=QuantFormat.QOperator,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    load_backend(quantized, "onnxruntime", num_threads=1, device="cpu")  # valid
+    with pytest.raises(ModelError) as raised:
+        load_backend(quantized, "openvino", num_threads=1, device="openvino:CPU")
+    message = str(raised.value)
+    assert "on OpenVINO: it cannot convert its operations QLinearConv" in message, message
+    assert "\n" not in message and "corrupt" not in message

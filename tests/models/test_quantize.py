@@ -273,6 +273,18 @@ def test_measure_runtimes_times_each_model_on_each_runtime(tmp_path):
     stats = measure_runtimes(models, ("onnxruntime", "openvino"), threads=1, warmup=2, runs=5)
     assert set(stats) == {(r, m) for r in ("onnxruntime", "openvino") for m in models}
     assert all(0 < s.p50_ms <= s.p90_ms for s in stats.values())
+    # a pair left out (a model one runtime cannot read) is not timed, the others are
+    stats = measure_runtimes(
+        models,
+        ("onnxruntime", "openvino"),
+        threads=1,
+        warmup=1,
+        runs=3,
+        skip=[("openvino", models[1])],
+    )
+    assert set(stats) == {(r, m) for r in ("onnxruntime", "openvino") for m in models} - {
+        ("openvino", models[1])
+    }
     with pytest.raises(ConfigError, match="runtimes must be among onnxruntime, openvino"):
         measure_runtimes(models, ("tensorrt",))
 

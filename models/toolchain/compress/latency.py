@@ -3,7 +3,7 @@ installed (the compress report's second latency column)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -99,9 +99,11 @@ def measure_runtimes(
     threads: int = 2,
     warmup: int = 10,
     runs: int = 50,
+    skip: Collection[tuple[str, Path]] = (),
 ) -> dict[tuple[str, Path], LatencyStats]:
     """Times every model on every runtime of :data:`RUNTIMES`, all in the same interleaved
-    rounds (as :func:`measure_latency`), one frame at a time with ``threads`` threads.
+    rounds (as :func:`measure_latency`), one frame at a time with ``threads`` threads;
+    ``(runtime, path)`` pairs in ``skip`` are left out (a model that runtime cannot read).
 
     OpenVINO runs at its default precision for this CPU (bf16 where the CPU has it, int8
     kernels for the QDQ models ``ubiq compress`` writes).
@@ -126,7 +128,9 @@ def measure_runtimes(
         raise ConfigError(f"runtimes must be among {', '.join(RUNTIMES)}, got {list(runtimes)}")
     import time
 
+    left_out = {(runtime, Path(path)) for runtime, path in skip}
     keys = [(runtime, Path(p)) for runtime in runtimes for p in paths]
+    keys = [key for key in keys if key not in left_out]
     backends = {
         key: load_backend(key[1], key[0], num_threads=threads, device=RUNTIMES[key[0]])
         for key in keys
