@@ -20,7 +20,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 
 import ubiq  # noqa: E402
-from ubiq.errors import ConfigError, DatasetError  # noqa: E402
+from ubiq.errors import ConfigError, DatasetError, ModelError  # noqa: E402
 from ubiq.manifest import (  # noqa: E402
     MANIFEST_METADATA_KEY,
     DecoderSpec,
@@ -273,18 +273,18 @@ def test_measure_runtimes_times_each_model_on_each_runtime(tmp_path):
     stats = measure_runtimes(models, ("onnxruntime", "openvino"), threads=1, warmup=2, runs=5)
     assert set(stats) == {(r, m) for r in ("onnxruntime", "openvino") for m in models}
     assert all(0 < s.p50_ms <= s.p90_ms for s in stats.values())
-    # a pair left out (a model one runtime cannot read) is not timed, the others are
+    # with `failed`, a model a runtime cannot load is left out and named; without, it raises
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    failed: dict = {}
     stats = measure_runtimes(
-        models,
-        ("onnxruntime", "openvino"),
-        threads=1,
-        warmup=1,
-        runs=3,
-        skip=[("openvino", models[1])],
+        [*models, broken], ("onnxruntime", "openvino"), threads=1, warmup=1, runs=3, failed=failed
     )
-    assert set(stats) == {(r, m) for r in ("onnxruntime", "openvino") for m in models} - {
-        ("openvino", models[1])
-    }
+    assert set(stats) == {(r, m) for r in ("onnxruntime", "openvino") for m in models}
+    assert set(failed) == {("onnxruntime", broken), ("openvino", broken)}
+    assert all(str(broken) in reason for reason in failed.values())
+    with pytest.raises(ModelError, match="broken.onnx"):
+        measure_runtimes([broken], ("onnxruntime",), threads=1, warmup=1, runs=3)
     with pytest.raises(ConfigError, match="runtimes must be among onnxruntime, openvino"):
         measure_runtimes(models, ("tensorrt",))
 

@@ -3,7 +3,7 @@ installed (the compress report's second latency column)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -99,11 +99,12 @@ def measure_runtimes(
     threads: int = 2,
     warmup: int = 10,
     runs: int = 50,
-    skip: Collection[tuple[str, Path]] = (),
+    failed: dict[tuple[str, Path], str] | None = None,
 ) -> dict[tuple[str, Path], LatencyStats]:
     """Times every model on every runtime of :data:`RUNTIMES`, all in the same interleaved
-    rounds (as :func:`measure_latency`), one frame at a time with ``threads`` threads;
-    ``(runtime, path)`` pairs in ``skip`` are left out (a model that runtime cannot read).
+    rounds (as :func:`measure_latency`), one frame at a time with ``threads`` threads.
+    With a ``failed`` dict, a model a runtime cannot load is left out and the reason put
+    in ``failed[(runtime, path)]`` (a QOperator int8 model on OpenVINO), instead of raising.
 
     OpenVINO runs at its default precision for this CPU (bf16 where the CPU has it, int8
     kernels for the QDQ models ``ubiq compress`` writes).
@@ -113,7 +114,7 @@ def measure_runtimes(
 
     Raises:
         ConfigError: If an argument is out of range or a runtime is unknown.
-        ModelError: If a model cannot be loaded or run.
+        ModelError: If a model cannot be run, or loaded (without ``failed``).
         BackendUnavailable: If a runtime's package is not installed.
     """
     from ubiq.models.runtime.backend import load_backend
@@ -128,13 +129,19 @@ def measure_runtimes(
         raise ConfigError(f"runtimes must be among {', '.join(RUNTIMES)}, got {list(runtimes)}")
     import time
 
-    left_out = {(runtime, Path(path)) for runtime, path in skip}
-    keys = [(runtime, Path(p)) for runtime in runtimes for p in paths]
-    keys = [key for key in keys if key not in left_out]
-    backends = {
-        key: load_backend(key[1], key[0], num_threads=threads, device=RUNTIMES[key[0]])
-        for key in keys
-    }
+    backends = {}
+    for key in [(runtime, Path(p)) for runtime in runtimes for p in paths]:
+        try:
+            backends[key] = load_backend(
+                key[1], key[0], num_threads=threads, device=RUNTIMES[key[0]]
+            )
+        except ModelError as error:
+            if failed is None:
+                raise
+            failed[key] = str(error)
+    keys = list(backends)
+    if not keys:
+        return {}
     feeds = {key: _random_feeds(key[1], backend) for key, backend in backends.items()}
     times: dict[tuple[str, Path], list[float]] = {key: [] for key in keys}
     for round_index in range(warmup + runs):

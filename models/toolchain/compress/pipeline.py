@@ -380,47 +380,36 @@ class _Runner:
         p50 at its default precision, all in the same interleaved rounds (the report's
         OpenVINO column, so a user sees which runtime and precision win on their box)."""
         from ubiq.errors import BackendUnavailable, ModelError
-        from ubiq.models.toolchain.compress.latency import (
-            RUNTIMES,
-            measure_runtimes,
-            openvino_available,
-        )
+        from ubiq.models.toolchain.compress.latency import measure_runtimes, openvino_available
         from ubiq.models.toolchain.compress.quantize import measure_latency
 
         threads = self.recipe.threads
         if openvino_available():
-            from ubiq.models.runtime.backend import load_backend
-
             # an artifact OpenVINO cannot read (a QOperator int8 model, the quantizer's
             # choice where QDQ was slower on onnxruntime) leaves its own cell empty, with the
             # reason among its notes, not the column
-            self.openvino_failures = {}
-            for path in paths:
-                try:
-                    load_backend(path, "openvino", num_threads=threads, device=RUNTIMES["openvino"])
-                except (BackendUnavailable, ModelError) as error:
-                    self.openvino_failures[path] = str(error)
-            readable = [path for path in paths if path not in self.openvino_failures]
+            failed: dict = {}
             try:
-                if not readable:
-                    raise ModelError(next(iter(self.openvino_failures.values())))
                 both = measure_runtimes(
-                    paths,
-                    ("onnxruntime", "openvino"),
-                    threads=threads,
-                    runs=runs,
-                    skip=[("openvino", path) for path in self.openvino_failures],
+                    paths, ("onnxruntime", "openvino"), threads=threads, runs=runs, failed=failed
                 )
+                if any(runtime == "onnxruntime" for runtime, _ in failed):
+                    raise ModelError(next(iter(failed.values())))
             except (BackendUnavailable, ModelError) as error:
                 self.openvino_note = f"OpenVINO column left empty: {error}"
                 log.warning("%s", self.openvino_note)
             else:
-                if self.openvino_failures:
-                    self.openvino_note = "; ".join(self.openvino_failures.values())
+                self.openvino_failures = {path: reason for (_, path), reason in failed.items()}
+                if failed:
+                    self.openvino_note = "; ".join(failed.values())
                     log.warning("%s", self.openvino_note)
                 return (
                     {path: both[("onnxruntime", path)] for path in paths},
-                    {path: both[("openvino", path)].p50_ms for path in readable},
+                    {
+                        path: both[("openvino", path)].p50_ms
+                        for path in paths
+                        if ("openvino", path) in both
+                    },
                 )
         return measure_latency(paths, threads=threads, runs=runs), {}
 
