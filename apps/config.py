@@ -180,7 +180,9 @@ class AppConfig(_Strict):
         2.0, gt=0, description="a track's label: its majority over its last seconds (null: life)"
     )
     join_s: float = Field(
-        1.5, ge=0, description="a track broken at a line joins its other half within seconds"
+        1.5,
+        ge=0,
+        description="a track broken at a line or in a zone joins its other half within seconds",
     )
     stationary_s: float | None = Field(None, gt=0)
     blur: str | None = Field(None, description="privacy-cam: faces, person or background")

@@ -12,9 +12,9 @@ is inside the zone. The
 rules report ``zone.exit`` with ``dwell_s`` from the first frame of the run of frames
 inside to the first frame of the run outside (both back-dated over the ``min_frames``
 hysteresis), so a dwell time exact to the frame equals the truth's. Printed per object:
-its dwell error in frames, and how many frames after the true entry the ``zone.enter``
-event came (the hysteresis: ``min_frames - 1`` when the box's centre is where the
-object's is).
+its dwell error in frames, and how many frames after the true entry the rules say it
+entered (the ``zone.enter`` event's frame less its ``since_s``; 0 when the box's centre
+is where the object's is).
 
     python benchmarks/zone_times.py --seeds 1 2 3 --workdir /tmp/counter
 
@@ -112,7 +112,12 @@ def measure(clip, frames, labels, conf: float) -> list[dict]:
             continue
         true_dwell = (inside[-1] + 1 - inside[0]) * frame_s
         mine = [(i, e) for i, e in events if walker_of.get(e.payload.get("track_id")) == index]
-        enters = [i for i, e in mine if e.kind == "zone.enter"]
+        # the frame the rules say it entered: the event's frame less its since_s
+        enters = [
+            i - round(e.payload["since_s"] * clip.spec.fps)
+            for i, e in mine
+            if e.kind == "zone.enter"
+        ]
         exits = [e.payload["dwell_s"] for _, e in mine if e.kind == "zone.exit"]
         row = {"walker": index, "label": walker.label, "stops": walker.stop}
         row.update(enters=len(enters), exits=len(exits))

@@ -27,6 +27,22 @@ def _label(detections, class_id: int) -> str:
     return detections.label(class_id) if detections is not None else str(class_id)
 
 
+def _velocity(first: tuple, last: tuple) -> np.ndarray | None:
+    """Pixels per second from a track's first ``(ns, point, ...)`` to its last ``(ns, point)``
+    sighting (``None`` if both are the same instant)."""
+    span_s = (last[0] - first[0]) / 1e9
+    if span_s <= 0:
+        return None
+    return (np.asarray(last[1]) - np.asarray(first[1])) / span_s
+
+
+def _box_sizes(detections) -> np.ndarray:
+    return np.maximum(
+        detections.xyxy[:, 2] - detections.xyxy[:, 0],
+        detections.xyxy[:, 3] - detections.xyxy[:, 1],
+    )
+
+
 @dataclass
 class _LineState:
     side: int = 0  # confirmed side: -1, +1, 0 unknown
@@ -93,10 +109,7 @@ class LineCrossing:
         sides = np.sign(self.line.side(points)).astype(int)
         along = self.line.along(points)
         now = result.timestamp_ns
-        sizes = np.maximum(
-            detections.xyxy[:, 2] - detections.xyxy[:, 0],
-            detections.xyxy[:, 3] - detections.xyxy[:, 1],
-        )
+        sizes = _box_sizes(detections)
         for row, track_id in enumerate(detections.tracker_id.tolist()):
             side = int(sides[row])
             state = self._tracks.setdefault(track_id, _LineState())
@@ -173,10 +186,9 @@ class LineCrossing:
             gap_s = (first_ns - last_ns) / 1e9
             if not 0 < gap_s <= self.join_s:
                 continue  # still seen when this one appeared, or too long ago
-            span_s = (last_ns - other.first[0]) / 1e9
-            if span_s <= 0:
+            velocity = _velocity(other.first, other.last)
+            if velocity is None:
                 continue
-            velocity = (np.asarray(last_point) - np.asarray(other.first[1])) / span_s
             towards = float(self.line.side(np.asarray(last_point)[None] + velocity[None])[0])
             if np.sign(towards) == np.sign(other.side) and abs(towards) >= abs(
                 float(self.line.side(np.asarray(last_point)[None])[0])
@@ -222,6 +234,11 @@ class _ZoneState:
     entered_ns: int = 0
     label: str = ""
     dwell_sent: bool = False
+    been_outside: bool = False  # a confirmed run outside (a track born inside has none)
+    first: tuple = ()  # (ns, point, size of the box) when the track was first seen
+    last: tuple = ()  # (ns, point) when it was last seen
+    gone_ns: int = 0  # the first frame it was not seen in since, 0 while it is seen
+    taken: bool = False  # a later track was joined to it (see ZoneWatch.join_s)
 
 
 class ZoneWatch:
@@ -229,12 +246,22 @@ class ZoneWatch:
     (``zone.dwell`` once a track has stayed ``dwell_s`` seconds) and intrusion
     (``zone.intrusion`` when a track of a ``forbidden`` label enters).
 
+    Times are back-dated over the hysteresis: ``zone.enter`` comes ``min_frames - 1`` frames
+    after the point entered and says so (``since_s``: seconds since it entered), and
+    ``dwell_s`` runs from the first frame inside to the first frame outside, or, for a track
+    the tracker drops while inside, to the first frame it was no longer seen in.
+
     Args:
         zone: The zone (already in pixels).
         min_frames: Frames inside (or outside) before an enter (or exit) counts.
         classes: Watch only these labels (``None``: all).
         dwell_s: Seconds in the zone that make a ``zone.dwell`` event (``None``: never).
         forbidden: Labels whose entry is a ``zone.intrusion``.
+        join_s: A track born inside the zone, while a track of the same label that was
+            inside was last seen less than this many seconds before, within a box size of
+            where that track's motion puts it, is the same object (its track broke while
+            it was hidden behind another): it carries on the old track's stay, with no
+            second enter, exit or dwell event. 0 turns this off.
     """
 
     def __init__(
@@ -245,16 +272,20 @@ class ZoneWatch:
         classes: Sequence[str] | None = None,
         dwell_s: float | None = None,
         forbidden: Sequence[str] = (),
+        join_s: float = 1.5,
     ) -> None:
         if min_frames < 1:
             raise ConfigError(f"min_frames must be >= 1, got {min_frames}")
         if dwell_s is not None and dwell_s <= 0:
             raise ConfigError(f"dwell_s must be > 0 seconds, got {dwell_s}")
+        if join_s < 0:
+            raise ConfigError(f"join_s must be >= 0 seconds, got {join_s}")
         self.zone = zone
         self.min_frames = min_frames
         self.classes = None if classes is None else set(classes)
         self.dwell_s = dwell_s
         self.forbidden = set(forbidden)
+        self.join_s = join_s
         self.entered: dict[str, int] = {}
         self._tracks: dict[int, _ZoneState] = {}
         self._occupancy: dict[str, int] = {}
@@ -274,14 +305,46 @@ class ZoneWatch:
             dwell_s=round((at_ns - state.entered_ns) / 1e9, 3),
         )
 
+    def _joined(self, track_id: int, state: _ZoneState) -> _ZoneState | None:
+        """The track inside the zone that ``state``, born inside it, continues (see
+        ``join_s``), or ``None``."""
+        if self.join_s <= 0 or state.been_outside:
+            return None
+        first_ns, first_point, size = state.first
+        best, best_miss = None, np.inf
+        for other_id, other in self._tracks.items():
+            if other_id == track_id or other.taken or not other.inside:
+                continue
+            if other.label != state.label or not 0 < (first_ns - other.last[0]) / 1e9 <= (
+                self.join_s
+            ):
+                continue  # another label, still seen when this one appeared, or too long ago
+            velocity = _velocity(other.first, other.last)
+            if velocity is None:
+                velocity = np.zeros(2)
+            expected = np.asarray(other.last[1]) + velocity * (first_ns - other.last[0]) / 1e9
+            miss = float(np.hypot(*(np.asarray(first_point) - expected)))
+            if miss <= size and miss < best_miss:
+                best, best_miss = other, miss
+        return best
+
     def update(self, result: FrameResult, points: np.ndarray, labels: list[str]) -> None:
         now = result.timestamp_ns
         inside = self.zone.contains(points)
+        sizes = _box_sizes(result.detections)
+        seen = set()
         for row, track_id in enumerate(result.detections.tracker_id.tolist()):
             label = labels[row]
             if self.classes and label not in self.classes:
                 continue
             state = self._tracks.setdefault(track_id, _ZoneState())
+            seen.add(track_id)
+            point = (float(points[row, 0]), float(points[row, 1]))
+            if not state.first:
+                state.first = (now, point, float(sizes[row]))
+            state.last, state.gone_ns = (now, point), 0
+            if state.taken:
+                continue  # its object goes on as another track
             state.label = label
             here = bool(inside[row])
             if here == state.inside:
@@ -293,23 +356,9 @@ class ZoneWatch:
                 if state.streak >= self.min_frames:
                     state.streak = 0
                     if here:
-                        state.inside, state.entered_ns, state.dwell_sent = (
-                            True,
-                            state.streak_ts,
-                            False,
-                        )
-                        self.entered[label] = self.entered.get(label, 0) + 1
-                        result.add_event(
-                            "zone.enter", zone=self.zone.name, track_id=track_id, label=label
-                        )
-                        if label in self.forbidden:
-                            result.add_event(
-                                "zone.intrusion",
-                                zone=self.zone.name,
-                                track_id=track_id,
-                                label=label,
-                            )
+                        self._enter(result, track_id, state, now)
                     else:
+                        state.been_outside = True
                         self._exit(result, track_id, state, state.streak_ts)
             if (
                 state.inside
@@ -325,7 +374,30 @@ class ZoneWatch:
                     label=label,
                     dwell_s=round((now - state.entered_ns) / 1e9, 3),
                 )
+        for track_id, state in self._tracks.items():
+            if track_id not in seen and not state.gone_ns:
+                state.gone_ns = now
         self._report_occupancy(result)
+
+    def _enter(self, result: FrameResult, track_id: int, state: _ZoneState, now: int) -> None:
+        label = state.label
+        other = self._joined(track_id, state)
+        if other is not None:  # the same object, seen again: its stay goes on
+            other.taken, other.inside = True, False
+            state.inside, state.entered_ns = True, other.entered_ns
+            state.dwell_sent = other.dwell_sent
+            return
+        state.inside, state.entered_ns, state.dwell_sent = True, state.streak_ts, False
+        self.entered[label] = self.entered.get(label, 0) + 1
+        result.add_event(
+            "zone.enter",
+            zone=self.zone.name,
+            track_id=track_id,
+            label=label,
+            since_s=round((now - state.entered_ns) / 1e9, 3),
+        )
+        if label in self.forbidden:
+            result.add_event("zone.intrusion", zone=self.zone.name, track_id=track_id, label=label)
 
     def _report_occupancy(self, result: FrameResult) -> None:
         occupancy = self.occupancy()
@@ -335,10 +407,11 @@ class ZoneWatch:
             result.add_event("zone.occupancy", zone=self.zone.name, counts=occupancy)
 
     def end_track(self, result: FrameResult, track_id: int, at_ns: int) -> None:
-        """The tracker dropped ``track_id``: it leaves the zone if it was inside."""
+        """The tracker dropped ``track_id``: it leaves the zone if it was inside, when it was
+        last seen (the first frame without it)."""
         state = self._tracks.pop(track_id, None)
         if state is not None and state.inside:
-            self._exit(result, track_id, state, at_ns)
+            self._exit(result, track_id, state, state.gone_ns or at_ns)
             self._report_occupancy(result)
 
 
@@ -407,8 +480,8 @@ class Rules:
             tracker sometimes hands a track from one object to another (two objects
             passing each other, a box that sat on a false detection before an object
             walked through it): the object being counted is the one the track follows now.
-        join_s: See :class:`LineCrossing` (a track broken on the line joined to its other
-            half).
+        join_s: See :class:`LineCrossing` and :class:`ZoneWatch` (a track broken on a line,
+            or inside a zone, joined to its other half).
         name: Stage name (default ``"rules"``).
 
     Raises:
@@ -499,6 +572,7 @@ class Rules:
                     classes=options["classes"],
                     dwell_s=options["dwell_s"] if dwell_s is None else dwell_s,
                     forbidden=own.get("forbidden") or options["forbidden"],
+                    join_s=self.join_s,
                 )
             )
         self._frame_size = frame_size

@@ -18,8 +18,13 @@ def box(cx, cy, w=20, h=40):
     return [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
 
 
-def run(rules: Rules, tracks_per_frame: list[list[tuple[int, int, float, float]]]):
-    """``tracks_per_frame``: per frame, ``(track_id, class_id, cx, cy)`` rows."""
+def run(
+    rules: Rules,
+    tracks_per_frame: list[list[tuple[int, int, float, float]]],
+    ends: dict[int, list[int]] | None = None,
+):
+    """``tracks_per_frame``: per frame, ``(track_id, class_id, cx, cy)`` rows; ``ends``: per
+    frame, the tracks the tracker drops there (their ``track.end`` events)."""
     events = []
     for index, rows in enumerate(tracks_per_frame):
         frame = Frame(np.zeros((200, 400, 3), np.uint8), index, int(index * 1e9 / FPS))
@@ -30,7 +35,10 @@ def run(rules: Rules, tracks_per_frame: list[list[tuple[int, int, float, float]]
             tracker_id=np.array([t for t, _, _, _ in rows], np.int64),
             labels=LABELS,
         )
-        result = rules(FrameResult(frame, detections))
+        result = FrameResult(frame, detections)
+        for track_id in (ends or {}).get(index, []):
+            result.add_event("track.end", track_id=track_id)
+        result = rules(result)
         events += [(index, e.kind, dict(e.payload)) for e in result.events]
     events += [(None, e.kind, dict(e.payload)) for e in rules.finish()]
     return events
@@ -123,6 +131,66 @@ def test_a_track_that_ends_inside_leaves_the_zone():
     events = run(rules, [[(1, 0, 100, 100)]] * 5)
     (exit_,) = [p for _, k, p in events if k == "zone.exit"]
     assert exit_["dwell_s"] == pytest.approx(0.4)
+
+
+def test_zone_enter_says_how_long_ago_it_entered_and_a_dropped_track_exits_when_last_seen():
+    zone = Zone("yard", ((100, 0), (300, 0), (300, 200), (100, 200)))
+    # walks in at frame 5, is hidden from frame 12 on; the tracker drops it at frame 22
+    frames = [[(1, 0, 50 + 10 * i, 100)] if i < 12 else [] for i in range(30)]
+    events = run(Rules(zones=[zone], min_frames=3), frames, ends={22: [1]})
+    enters = [(i, p["since_s"]) for i, k, p in events if k == "zone.enter"]
+    assert enters == [(7, pytest.approx(0.2))]  # confirmed 2 frames after it entered
+    exits = [(i, p["dwell_s"]) for i, k, p in events if k == "zone.exit"]
+    assert exits == [(22, pytest.approx(0.7))]  # frames 5..11 inside, not up to frame 22
+    occupancy = [(i, p["counts"]) for i, k, p in events if k == "zone.occupancy"]
+    assert occupancy == [(7, {"person": 1}), (22, {})]
+
+
+def _broken_stay(second_start: float, *, gap: int = 4, label: int = 0, join_s: float = 1.5):
+    """Track 1 walks right into the zone (x 100..300) from x=60, 10 px a frame, until x=160
+    (frame 10); hidden for ``gap`` frames; track 3 (class ``label``) appears at
+    ``second_start`` and walks on right, out of the zone. The tracker drops track 1 at
+    frame 35 (a lost track is kept a while)."""
+    frames = []
+    for index in range(40):
+        if index <= 10:
+            frames.append([(1, 0, 60 + 10 * index, 100)])
+        elif index > 10 + gap:
+            frames.append([(3, label, second_start + 10 * (index - 11 - gap), 100)])
+        else:
+            frames.append([])
+    rules = Rules(zones=[Zone("yard", ((100, 0), (300, 0), (300, 200), (100, 200)))], join_s=join_s)
+    return run(rules, frames, ends={35: [1]})
+
+
+def test_a_track_broken_inside_a_zone_joins_its_other_half():
+    # track 1's motion puts it at 160 + 10 * 5 = 210 when track 3 appears
+    events = _broken_stay(210)
+    zone_events = [
+        (i, k, p.get("track_id")) for i, k, p in events if k in ("zone.enter", "zone.exit")
+    ]
+    assert zone_events == [(6, "zone.enter", 1), (26, "zone.exit", 3)]
+    (exit_,) = [p for _, k, p in events if k == "zone.exit"]
+    assert exit_["dwell_s"] == pytest.approx(2.0)  # frames 4..23: one stay, hidden included
+    occupancy = [p["counts"] for _, k, p in events if k == "zone.occupancy"]
+    assert occupancy == [{"person": 1}, {}]
+    (counts,) = [p for _, k, p in events if k == "counts"]
+    assert counts["zones"]["yard"]["entered"] == {"person": 1}
+
+
+@pytest.mark.parametrize(
+    ("why", "second_start", "options"),
+    [
+        ("far from where its motion puts it", 260, {}),
+        ("another label", 210, {"label": 1}),
+        ("hidden longer than join_s", 250, {"gap": 11, "join_s": 1.0}),  # joins at 1.5
+        ("join_s 0", 210, {"join_s": 0}),
+    ],
+)
+def test_a_track_born_inside_a_zone_is_not_joined_when(why, second_start, options):
+    events = _broken_stay(second_start, **options)
+    enters = [p["track_id"] for _, k, p in events if k == "zone.enter"]
+    assert enters == [1, 3], why
 
 
 @pytest.mark.parametrize(
