@@ -132,9 +132,10 @@ def _jitter_object(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
 
 
 def _placement(
-    rng: np.random.Generator, cutout: photos.Cutout, size: int
+    rng: np.random.Generator, cutout: photos.Cutout, size: int, upright: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Draws scale, flip, rotation and position for a cut-out.
+    """Draws scale, flip, rotation and position for a cut-out (not rotated with
+    probability ``upright``).
 
     Returns:
         The scaled (and flipped) cut-out pixels, its soft mask, the 2x3 affine matrix
@@ -150,6 +151,8 @@ def _placement(
     if rng.random() < 0.5:
         image, mask = image[:, ::-1], mask[:, ::-1]
     angle = rng.uniform(-30, 30)
+    if upright and rng.random() < upright:
+        angle = 0.0
     center_x, center_y = rng.uniform(0, size, 2)
     matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
     matrix[0, 2] += center_x - width / 2
@@ -178,13 +181,22 @@ def _box_px(mask: np.ndarray) -> tuple[int, int, int, int]:
     return x, y, width, height
 
 
-def compose_image(rng: np.random.Generator, size: int, max_objects: int) -> ComposedImage:
+def compose_image(
+    rng: np.random.Generator,
+    size: int,
+    max_objects: int,
+    *,
+    upright: float = 0.0,
+    min_box_px: int = MIN_BOX_PX,
+) -> ComposedImage:
     """Composites one image: a background, 1..max_objects objects, occluders, blur, noise.
 
     Args:
         rng: The image's own random generator.
         size: Image side in pixels.
         max_objects: Most objects pasted.
+        upright: Share of objects pasted without rotation (as a camera sees them).
+        min_box_px: Boxes narrower or shorter than this are not pasted or labelled.
 
     Returns:
         The image and its exact boxes, class ids and semantic mask.
@@ -202,13 +214,13 @@ def compose_image(rng: np.random.Generator, size: int, max_objects: int) -> Comp
         counts = np.bincount(instance_map.ravel(), minlength=len(instances) + 1)
         chosen = None
         for _ in range(PLACEMENT_TRIES):
-            image, mask, matrix, full_px = _placement(rng, cutout, size)
+            image, mask, matrix, full_px = _placement(rng, cutout, size, upright)
             alpha = cv2.warpAffine(mask, matrix, (size, size), flags=cv2.INTER_LINEAR)
             visible = alpha >= 0.5
             in_frame_px = int(np.count_nonzero(visible))
             _, _, box_width, box_height = _box_px(visible)
             if in_frame_px < MIN_IN_FRAME_FRACTION * full_px or min(box_width, box_height) < (
-                MIN_BOX_PX
+                min_box_px
             ):
                 continue
             chosen = (image, alpha, visible, matrix, in_frame_px)
@@ -246,7 +258,7 @@ def compose_image(rng: np.random.Generator, size: int, max_objects: int) -> Comp
         ):
             continue
         x, y, width, height = _box_px(visible)
-        if min(width, height) < MIN_BOX_PX:
+        if min(width, height) < min_box_px:
             continue
         boxes.append([x / size, y / size, (x + width) / size, (y + height) / size])
         class_ids.append(instance.class_id)
@@ -339,6 +351,8 @@ def generate_detection_set(
     imgsz: int = 320,
     seed: int = 0,
     max_objects: int = 4,
+    upright: float = 0.0,
+    min_box_px: int = MIN_BOX_PX,
     progress: bool = True,
 ) -> Path:
     """Writes a YOLO detection set (with semantic masks) of real photographs.
@@ -350,6 +364,12 @@ def generate_detection_set(
         imgsz: Side of the square images in pixels.
         seed: Seed of the whole set; the same seed gives byte-identical files.
         max_objects: Most objects per image (at least one is tried for every image).
+        upright: Share of objects pasted without rotation, as a camera looking at a scene
+            sees them (the rest turned up to 30 degrees either way). 0 gives the sets of
+            before, byte for byte.
+        min_box_px: Objects whose box would be narrower or shorter than this many pixels
+            are not pasted or labelled (lower it for thin objects: a rocket or a person
+            far away, upright, is a few pixels wide).
         progress: Show a tqdm progress bar.
 
     Returns:
@@ -360,6 +380,10 @@ def generate_detection_set(
         DatasetError: scikit-image's photographs are missing.
     """
     _check_arguments(train_images, val_images, imgsz, seed, max_objects)
+    if not 0.0 <= upright <= 1.0:
+        raise ConfigError(f"upright must be a share between 0 and 1, got {upright}")
+    if not 1 <= min_box_px <= imgsz:
+        raise ConfigError(f"min_box_px must be in 1..{imgsz}, got {min_box_px}")
     out_dir = Path(out_dir).expanduser().resolve()
     _prepare_output(out_dir)
     photos.load_cutouts()
@@ -371,7 +395,9 @@ def generate_detection_set(
                 (out_dir / folder / split).mkdir(parents=True, exist_ok=True)
             for index in range(count):
                 rng = np.random.default_rng([seed, _SPLIT_STREAMS[split], index])
-                composed = compose_image(rng, imgsz, max_objects)
+                composed = compose_image(
+                    rng, imgsz, max_objects, upright=upright, min_box_px=min_box_px
+                )
                 stem = f"{index:06d}"
                 cv2.imwrite(
                     str(out_dir / "images" / split / f"{stem}.jpg"),
@@ -385,9 +411,12 @@ def generate_detection_set(
                     composed.class_ids,
                 )
                 bar.update(1)
+    placement = ""
+    if upright or min_box_px != MIN_BOX_PX:
+        placement = f", {upright:g} of objects upright, boxes from {min_box_px} px"
     comment = (
         f"ubiq synthetic detection set: seed {seed}, imgsz {imgsz}, {train_images} train, "
-        f"{val_images} val.\nObjects and backgrounds are real photographs bundled with "
+        f"{val_images} val{placement}.\nObjects and backgrounds are real photographs bundled with "
         "scikit-image; masks/ holds semantic maps (0 background, class id + 1)."
     )
     data_yaml = write_data_yaml(out_dir, names, comment=comment)

@@ -182,6 +182,57 @@ def test_generator_rejects_bad_arguments_and_foreign_folders(tmp_path: Path) -> 
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "keep me"
 
 
+def test_upright_objects_are_not_rotated_and_thin_boxes_are_labelled(tmp_path: Path) -> None:
+    from ubiq.models.datasets import synth
+
+    rocket = next(c for c in photos.load_cutouts() if c.class_name == "rocket")
+    rng = np.random.default_rng(0)
+    turned = [synth._placement(rng, rocket, 256)[2][:, :2] for _ in range(20)]
+    assert sum(not np.allclose(m, np.eye(2)) for m in turned) >= 19
+    rng = np.random.default_rng(0)
+    upright = [synth._placement(rng, rocket, 256, upright=1.0)[2][:, :2] for _ in range(20)]
+    assert all(np.allclose(m, np.eye(2)) for m in upright)
+
+    # an upright rocket is about a tenth as wide as it is tall: at 128 px and the default
+    # 6 px minimum few are pasted; with 3 px the thin ones are pasted and labelled
+    def thinnest(**options) -> list[int]:
+        data_yaml = generate_detection_set(
+            tmp_path / str(options), seed=5, **{**SMALL, "train_images": 40}, **options
+        )
+        widths = []
+        for item in load_yolo_split(data_yaml, "train").items:
+            for box in item.boxes_xyxy_norm:
+                x0, y0, x1, y1 = np.round(box * 128).astype(int)
+                widths.append(min(x1 - x0, y1 - y0))
+        return widths
+
+    default = thinnest(upright=1.0)
+    thin = thinnest(upright=1.0, min_box_px=3)
+    assert min(default) >= 6 and min(thin) >= 3
+    assert sum(w < 6 for w in thin) >= 3
+    data = yaml.safe_load(
+        (tmp_path / str({"upright": 1.0, "min_box_px": 3}) / "data.yaml").read_text()
+    )
+    assert data["names"] == dict(enumerate(CLASSES))
+    comment = (tmp_path / str({"upright": 1.0, "min_box_px": 3}) / "data.yaml").read_text()
+    assert "1 of objects upright, boxes from 3 px" in comment
+
+
+def test_upright_and_min_box_are_checked(tmp_path: Path, capsys) -> None:
+    with pytest.raises(ConfigError, match="upright must be a share between 0 and 1, got 1.5"):
+        generate_detection_set(tmp_path / "a", train_images=1, val_images=1, upright=1.5)
+    with pytest.raises(ConfigError, match=r"min_box_px must be in 1..320, got 0"):
+        generate_detection_set(tmp_path / "a", train_images=1, val_images=1, min_box_px=0)
+    assert not (tmp_path / "a").exists()
+    argv = ["data", "synth", "--out", str(tmp_path / "b"), "--train", "2", "--val", "1"]
+    assert main([*argv, "--imgsz", "64", "--upright", "0.5", "--min-box", "3"]) == 0
+    assert "upright" in (tmp_path / "b" / "data.yaml").read_text()
+    capsys.readouterr()
+    assert main([*argv, "--upright", "-1"]) != 0
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "upright must be a share between 0 and 1, got -1" in error
+
+
 def test_regenerating_replaces_a_previous_set(tmp_path: Path) -> None:
     generate_detection_set(tmp_path / "set", seed=1, **{**SMALL, "train_images": 6})
     data_yaml = generate_detection_set(tmp_path / "set", seed=1, **{**SMALL, "train_images": 2})

@@ -2,6 +2,7 @@
 
 ```
 ubiq data synth --out DIR [--train N] [--val N] [--imgsz N] [--seed S] [--max-objects K]
+    [--upright P] [--min-box PX]
 ubiq data digits --out DIR [--val-fraction F] [--seed S] [--size N]
 ubiq data faces --out DIR [--val-fraction F] [--seed S] [--size N]
 ubiq data objects --out DIR [--train N] [--val N] [--size N] [--seed S]
@@ -44,6 +45,20 @@ def add_parser(subparsers: Any) -> None:
     synth.add_argument("--seed", type=int, default=0, metavar="S", help="random seed")
     synth.add_argument(
         "--max-objects", type=int, default=4, metavar="K", help="most objects per image"
+    )
+    synth.add_argument(
+        "--upright",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of objects pasted unrotated, as a camera sees them (default 0)",
+    )
+    synth.add_argument(
+        "--min-box",
+        type=int,
+        default=6,
+        metavar="PX",
+        help="thinnest box pasted and labelled, in pixels (default 6)",
     )
 
     for name, what in (
@@ -104,6 +119,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         imgsz=args.imgsz,
         seed=args.seed,
         max_objects=args.max_objects,
+        upright=args.upright,
+        min_box_px=args.min_box,
         progress=sys.stderr.isatty(),
     )
     boxes = 0
