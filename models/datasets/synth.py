@@ -62,6 +62,7 @@ class _Instance:
     class_id: int
     in_frame_px: int
     dropped: bool = False
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)  # x, y, width, height when pasted
 
 
 @dataclass(frozen=True)
@@ -132,10 +133,15 @@ def _jitter_object(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
 
 
 def _placement(
-    rng: np.random.Generator, cutout: photos.Cutout, size: int, upright: float = 0.0
+    rng: np.random.Generator,
+    cutout: photos.Cutout,
+    size: int,
+    upright: float = 0.0,
+    near: tuple[int, int, int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Draws scale, flip, rotation and position for a cut-out (not rotated with
-    probability ``upright``).
+    probability ``upright``; centred within half a box of the ``(x, y, width, height)``
+    box ``near`` when given).
 
     Returns:
         The scaled (and flipped) cut-out pixels, its soft mask, the 2x3 affine matrix
@@ -154,6 +160,10 @@ def _placement(
     if upright and rng.random() < upright:
         angle = 0.0
     center_x, center_y = rng.uniform(0, size, 2)
+    if near is not None:
+        x, y, box_width, box_height = near
+        center_x = x + box_width * rng.uniform(0.0, 1.0)
+        center_y = y + box_height * rng.uniform(0.25, 0.75)
     matrix = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
     matrix[0, 2] += center_x - width / 2
     matrix[1, 2] += center_y - height / 2
@@ -162,7 +172,11 @@ def _placement(
 
 
 def _covers_too_much(
-    covered: np.ndarray, instance_map: np.ndarray, counts: np.ndarray, instances: list[_Instance]
+    covered: np.ndarray,
+    instance_map: np.ndarray,
+    counts: np.ndarray,
+    instances: list[_Instance],
+    min_visible: float = MIN_UNOCCLUDED_FRACTION,
 ) -> list[int]:
     """Indices of the instances that ``covered`` would leave below the occlusion limit."""
     if not instances:
@@ -172,7 +186,7 @@ def _covers_too_much(
         index
         for index, instance in enumerate(instances)
         if not instance.dropped
-        and counts[index + 1] - hidden[index + 1] < MIN_UNOCCLUDED_FRACTION * instance.in_frame_px
+        and counts[index + 1] - hidden[index + 1] < min_visible * instance.in_frame_px
     ]
 
 
@@ -188,6 +202,8 @@ def compose_image(
     *,
     upright: float = 0.0,
     min_box_px: int = MIN_BOX_PX,
+    min_visible: float = MIN_UNOCCLUDED_FRACTION,
+    overlap: float = 0.0,
 ) -> ComposedImage:
     """Composites one image: a background, 1..max_objects objects, occluders, blur, noise.
 
@@ -197,6 +213,10 @@ def compose_image(
         max_objects: Most objects pasted.
         upright: Share of objects pasted without rotation (as a camera sees them).
         min_box_px: Boxes narrower or shorter than this are not pasted or labelled.
+        min_visible: Share of an object's in-frame pixels that must stay unhidden for it to
+            be labelled (objects hidden more are left unlabelled, as background).
+        overlap: Chance that an object is pasted over one pasted before it (its centre
+            within that object's box), as two people passing in a doorway.
 
     Returns:
         The image and its exact boxes, class ids and semantic mask.
@@ -212,9 +232,12 @@ def compose_image(
         candidates = by_class[names[class_id]]
         cutout = candidates[int(rng.integers(len(candidates)))]
         counts = np.bincount(instance_map.ravel(), minlength=len(instances) + 1)
+        near = None
+        if overlap and instances and rng.random() < overlap:
+            near = instances[int(rng.integers(len(instances)))].box
         chosen = None
         for _ in range(PLACEMENT_TRIES):
-            image, mask, matrix, full_px = _placement(rng, cutout, size, upright)
+            image, mask, matrix, full_px = _placement(rng, cutout, size, upright, near)
             alpha = cv2.warpAffine(mask, matrix, (size, size), flags=cv2.INTER_LINEAR)
             visible = alpha >= 0.5
             in_frame_px = int(np.count_nonzero(visible))
@@ -224,12 +247,12 @@ def compose_image(
             ):
                 continue
             chosen = (image, alpha, visible, matrix, in_frame_px)
-            if not _covers_too_much(visible, instance_map, counts, instances):
+            if not _covers_too_much(visible, instance_map, counts, instances, min_visible):
                 break
         if chosen is None:
             continue
         image, alpha, visible, matrix, in_frame_px = chosen
-        for index in _covers_too_much(visible, instance_map, counts, instances):
+        for index in _covers_too_much(visible, instance_map, counts, instances, min_visible):
             instances[index].dropped = True
         pixels = cv2.warpAffine(
             _jitter_object(rng, image),
@@ -239,10 +262,10 @@ def compose_image(
             borderMode=cv2.BORDER_REPLICATE,
         )
         canvas += alpha[..., None] * (pixels - canvas)
-        instances.append(_Instance(class_id, in_frame_px))
+        instances.append(_Instance(class_id, in_frame_px, box=_box_px(visible)))
         instance_map[visible] = len(instances)
 
-    _add_occluders(rng, canvas, instance_map, instances, size)
+    _add_occluders(rng, canvas, instance_map, instances, size, min_visible)
     if rng.random() < 0.25:
         canvas = cv2.GaussianBlur(canvas, (0, 0), rng.uniform(0.5, 1.3))
     if rng.random() < 0.4:
@@ -253,9 +276,7 @@ def compose_image(
     semantic = np.zeros((size, size), np.uint8)
     for index, instance in enumerate(instances, start=1):
         visible = instance_map == index
-        if instance.dropped or np.count_nonzero(visible) < (
-            MIN_UNOCCLUDED_FRACTION * instance.in_frame_px
-        ):
+        if instance.dropped or np.count_nonzero(visible) < (min_visible * instance.in_frame_px):
             continue
         x, y, width, height = _box_px(visible)
         if min(width, height) < min_box_px:
@@ -277,11 +298,12 @@ def _add_occluders(
     instance_map: np.ndarray,
     instances: list[_Instance],
     size: int,
+    min_visible: float = MIN_UNOCCLUDED_FRACTION,
 ) -> None:
     """Paints, with probability 0.3, one or two rotated rectangles of texture.
 
     Each rectangle gets three tries at a place where it leaves every object at least
-    :data:`MIN_UNOCCLUDED_FRACTION` of its in-frame pixels, and is skipped otherwise.
+    ``min_visible`` of its in-frame pixels, and is skipped otherwise.
     """
     if rng.random() >= 0.3:
         return
@@ -298,7 +320,7 @@ def _add_occluders(
             covered = np.zeros((size, size), np.uint8)
             cv2.fillPoly(covered, [polygon], 1)
             covered = covered.astype(bool)
-            if not _covers_too_much(covered, instance_map, counts, instances):
+            if not _covers_too_much(covered, instance_map, counts, instances, min_visible):
                 texture = _crop_resized(rng, backgrounds[rng.integers(len(backgrounds))], size)
                 gains = rng.uniform(0.6, 1.4, 3).astype(np.float32)
                 canvas[covered] = texture[covered].astype(np.float32) * gains
@@ -353,6 +375,8 @@ def generate_detection_set(
     max_objects: int = 4,
     upright: float = 0.0,
     min_box_px: int = MIN_BOX_PX,
+    min_visible: float = MIN_UNOCCLUDED_FRACTION,
+    overlap: float = 0.0,
     progress: bool = True,
 ) -> Path:
     """Writes a YOLO detection set (with semantic masks) of real photographs.
@@ -370,6 +394,12 @@ def generate_detection_set(
         min_box_px: Objects whose box would be narrower or shorter than this many pixels
             are not pasted or labelled (lower it for thin objects: a rocket or a person
             far away, upright, is a few pixels wide).
+        min_visible: Share of an object's in-frame pixels that must stay unhidden by
+            later objects and occluders for it to be labelled; a more hidden object stays
+            in the picture unlabelled, so a detector learns it as background (lower it to
+            teach the far one of two overlapping objects).
+        overlap: Chance that an object is pasted over one pasted before it (its centre
+            inside that object's box), as the near and the far one of two passing.
         progress: Show a tqdm progress bar.
 
     Returns:
@@ -384,6 +414,10 @@ def generate_detection_set(
         raise ConfigError(f"upright must be a share between 0 and 1, got {upright}")
     if not 1 <= min_box_px <= imgsz:
         raise ConfigError(f"min_box_px must be in 1..{imgsz}, got {min_box_px}")
+    if not 0.0 <= overlap <= 1.0:
+        raise ConfigError(f"overlap must be a share between 0 and 1, got {overlap}")
+    if not 0.0 < min_visible <= 1.0:
+        raise ConfigError(f"min_visible must be a share in (0, 1], got {min_visible}")
     out_dir = Path(out_dir).expanduser().resolve()
     _prepare_output(out_dir)
     photos.load_cutouts()
@@ -396,7 +430,13 @@ def generate_detection_set(
             for index in range(count):
                 rng = np.random.default_rng([seed, _SPLIT_STREAMS[split], index])
                 composed = compose_image(
-                    rng, imgsz, max_objects, upright=upright, min_box_px=min_box_px
+                    rng,
+                    imgsz,
+                    max_objects,
+                    upright=upright,
+                    min_box_px=min_box_px,
+                    min_visible=min_visible,
+                    overlap=overlap,
                 )
                 stem = f"{index:06d}"
                 cv2.imwrite(
@@ -412,8 +452,11 @@ def generate_detection_set(
                 )
                 bar.update(1)
     placement = ""
-    if upright or min_box_px != MIN_BOX_PX:
-        placement = f", {upright:g} of objects upright, boxes from {min_box_px} px"
+    if upright or overlap or min_box_px != MIN_BOX_PX or min_visible != MIN_UNOCCLUDED_FRACTION:
+        placement = (
+            f", {upright:g} of objects upright, {overlap:g} pasted over another, boxes from "
+            f"{min_box_px} px, labelled from {min_visible:g} visible"
+        )
     comment = (
         f"ubiq synthetic detection set: seed {seed}, imgsz {imgsz}, {train_images} train, "
         f"{val_images} val{placement}.\nObjects and backgrounds are real photographs bundled with "

@@ -215,7 +215,34 @@ def test_upright_objects_are_not_rotated_and_thin_boxes_are_labelled(tmp_path: P
     )
     assert data["names"] == dict(enumerate(CLASSES))
     comment = (tmp_path / str({"upright": 1.0, "min_box_px": 3}) / "data.yaml").read_text()
-    assert "1 of objects upright, boxes from 3 px" in comment
+    assert "1 of objects upright, 0 pasted over another, boxes from 3 px" in comment
+
+
+def test_overlapping_objects_and_hidden_ones_labelled_on_request(tmp_path: Path) -> None:
+    """``overlap`` pastes objects over earlier ones (two passing each other); ``min_visible``
+    labels the far one of them when little of it shows, instead of leaving it unlabelled."""
+
+    def boxes(**options) -> list[np.ndarray]:
+        data_yaml = generate_detection_set(
+            tmp_path / str(options), seed=7, **{**SMALL, "train_images": 40}, **options
+        )
+        return [item.boxes_xyxy_norm for item in load_yolo_split(data_yaml, "train").items]
+
+    def centre_inside(sets: list[np.ndarray]) -> int:
+        """Pairs of boxes of one image where one's centre lies inside the other."""
+        pairs = 0
+        for b in sets:
+            centres = (b[:, :2] + b[:, 2:]) / 2
+            for i in range(len(b)):
+                for j in range(len(b)):
+                    inside = (b[i, :2] < centres[j]).all() and (centres[j] < b[i, 2:]).all()
+                    pairs += bool(i != j and inside)
+        return pairs
+
+    apart, over = boxes(), boxes(overlap=1.0)
+    assert centre_inside(over) >= 3 * max(1, centre_inside(apart))  # 53 against 10
+    hidden_labelled = boxes(overlap=1.0, min_visible=0.1)
+    assert sum(map(len, hidden_labelled)) > sum(map(len, over))  # 78 against 69
 
 
 def test_upright_and_min_box_are_checked(tmp_path: Path, capsys) -> None:
@@ -223,9 +250,14 @@ def test_upright_and_min_box_are_checked(tmp_path: Path, capsys) -> None:
         generate_detection_set(tmp_path / "a", train_images=1, val_images=1, upright=1.5)
     with pytest.raises(ConfigError, match=r"min_box_px must be in 1..320, got 0"):
         generate_detection_set(tmp_path / "a", train_images=1, val_images=1, min_box_px=0)
+    with pytest.raises(ConfigError, match="overlap must be a share between 0 and 1, got 2"):
+        generate_detection_set(tmp_path / "a", train_images=1, val_images=1, overlap=2.0)
+    with pytest.raises(ConfigError, match=r"min_visible must be a share in \(0, 1\], got 0"):
+        generate_detection_set(tmp_path / "a", train_images=1, val_images=1, min_visible=0.0)
     assert not (tmp_path / "a").exists()
     argv = ["data", "synth", "--out", str(tmp_path / "b"), "--train", "2", "--val", "1"]
-    assert main([*argv, "--imgsz", "64", "--upright", "0.5", "--min-box", "3"]) == 0
+    options = ["--upright", "0.5", "--min-box", "3", "--min-visible", "0.2", "--overlap", "0.3"]
+    assert main([*argv, "--imgsz", "64", *options]) == 0
     assert "upright" in (tmp_path / "b" / "data.yaml").read_text()
     capsys.readouterr()
     assert main([*argv, "--upright", "-1"]) != 0

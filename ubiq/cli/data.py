@@ -2,7 +2,7 @@
 
 ```
 ubiq data synth --out DIR [--train N] [--val N] [--imgsz N] [--seed S] [--max-objects K]
-    [--upright P] [--min-box PX]
+    [--upright P] [--min-box PX] [--min-visible F] [--overlap P]
 ubiq data digits --out DIR [--val-fraction F] [--seed S] [--size N]
 ubiq data faces --out DIR [--val-fraction F] [--seed S] [--size N]
 ubiq data objects --out DIR [--train N] [--val N] [--size N] [--seed S]
@@ -59,6 +59,20 @@ def add_parser(subparsers: Any) -> None:
         default=6,
         metavar="PX",
         help="thinnest box pasted and labelled, in pixels (default 6)",
+    )
+    synth.add_argument(
+        "--min-visible",
+        type=float,
+        default=0.4,
+        metavar="F",
+        help="share of an object left unhidden for it to be labelled (default 0.4)",
+    )
+    synth.add_argument(
+        "--overlap",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="chance an object is pasted over an earlier one (default 0)",
     )
 
     for name, what in (
@@ -121,6 +135,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         max_objects=args.max_objects,
         upright=args.upright,
         min_box_px=args.min_box,
+        min_visible=args.min_visible,
+        overlap=args.overlap,
         progress=sys.stderr.isatty(),
     )
     boxes = 0
