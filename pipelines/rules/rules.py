@@ -295,15 +295,13 @@ class ZoneWatch:
         counts = Counter(s.label for s in self._tracks.values() if s.inside)
         return dict(sorted(counts.items()))
 
+    def _event(self, result: FrameResult, kind: str, track_id: int, label: str, **more) -> None:
+        result.add_event(kind, zone=self.zone.name, track_id=track_id, label=label, **more)
+
     def _exit(self, result: FrameResult, track_id: int, state: _ZoneState, at_ns: int) -> None:
         state.inside = False
-        result.add_event(
-            "zone.exit",
-            zone=self.zone.name,
-            track_id=track_id,
-            label=state.label,
-            dwell_s=round((at_ns - state.entered_ns) / 1e9, 3),
-        )
+        dwell_s = round((at_ns - state.entered_ns) / 1e9, 3)
+        self._event(result, "zone.exit", track_id, state.label, dwell_s=dwell_s)
 
     def _joined(self, track_id: int, state: _ZoneState) -> _ZoneState | None:
         """The track inside the zone that ``state``, born inside it, continues (see
@@ -367,13 +365,8 @@ class ZoneWatch:
                 and (now - state.entered_ns) / 1e9 >= self.dwell_s
             ):
                 state.dwell_sent = True
-                result.add_event(
-                    "zone.dwell",
-                    zone=self.zone.name,
-                    track_id=track_id,
-                    label=label,
-                    dwell_s=round((now - state.entered_ns) / 1e9, 3),
-                )
+                dwell_s = round((now - state.entered_ns) / 1e9, 3)
+                self._event(result, "zone.dwell", track_id, label, dwell_s=dwell_s)
         for track_id, state in self._tracks.items():
             if track_id not in seen and not state.gone_ns:
                 state.gone_ns = now
@@ -389,15 +382,10 @@ class ZoneWatch:
             return
         state.inside, state.entered_ns, state.dwell_sent = True, state.streak_ts, False
         self.entered[label] = self.entered.get(label, 0) + 1
-        result.add_event(
-            "zone.enter",
-            zone=self.zone.name,
-            track_id=track_id,
-            label=label,
-            since_s=round((now - state.entered_ns) / 1e9, 3),
-        )
+        since_s = round((now - state.entered_ns) / 1e9, 3)
+        self._event(result, "zone.enter", track_id, label, since_s=since_s)
         if label in self.forbidden:
-            result.add_event("zone.intrusion", zone=self.zone.name, track_id=track_id, label=label)
+            self._event(result, "zone.intrusion", track_id, label)
 
     def _report_occupancy(self, result: FrameResult) -> None:
         occupancy = self.occupancy()
