@@ -140,8 +140,8 @@ def _placement(
     near: tuple[int, int, int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Draws scale, flip, rotation and position for a cut-out (not rotated with
-    probability ``upright``; centred within half a box of the ``(x, y, width, height)``
-    box ``near`` when given).
+    probability ``upright``; when ``near``, an ``(x, y, width, height)`` box, is given, its
+    centre lies inside that box: anywhere across it, in the middle half of its height).
 
     Returns:
         The scaled (and flipped) cut-out pixels, its soft mask, the 2x3 affine matrix
