@@ -240,16 +240,19 @@ def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
     """
     a = np.asarray(boxes_a, np.float32).reshape(-1, 4)
     b = np.asarray(boxes_b, np.float32).reshape(-1, 4)
-    # Written out coordinate by coordinate: the tracker calls this three times a frame.
-    width = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    height = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    intersection = np.maximum(width, 0.0) * np.maximum(height, 0.0)
-    area_a = np.maximum(a[:, 2] - a[:, 0], 0.0) * np.maximum(a[:, 3] - a[:, 1], 0.0)
-    area_b = np.maximum(b[:, 2] - b[:, 0], 0.0) * np.maximum(b[:, 3] - b[:, 1], 0.0)
-    union = area_a[:, None] + area_b[None, :] - intersection
-    return np.where(union > 0, intersection / np.maximum(union, 1e-9), 0.0).astype(
-        np.float32, copy=False
-    )
+    # Few whole-array steps: the tracker calls this up to four times a frame, on a handful
+    # of boxes, where each numpy call costs more than its arithmetic.
+    corners = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    corners -= np.maximum(a[:, None, :2], b[None, :, :2])
+    np.maximum(corners, 0.0, out=corners)
+    intersection = corners[..., 0] * corners[..., 1]
+    sizes = np.concatenate([a[:, 2:] - a[:, :2], b[:, 2:] - b[:, :2]])
+    np.maximum(sizes, 0.0, out=sizes)
+    area = sizes[:, 0] * sizes[:, 1]
+    union = area[: len(a), None] + area[None, len(a) :]
+    union -= intersection
+    # union >= intersection >= 0, so a zero union has a zero intersection: 0 / 1e-9 = 0.
+    return intersection / np.maximum(union, np.float32(1e-9))
 
 
 def _check_json_safe(value: Any, path: str) -> None:

@@ -38,14 +38,19 @@ def cxcywh_to_xyxy(box: np.ndarray) -> np.ndarray:
     return np.concatenate([box[:, :2] - half, box[:, :2] + half], axis=1)
 
 
+_WHWH = np.array([2, 3, 2, 3])
+"""Per coordinate ``cx, cy, w, h``, the size its noise scales with: width for x and w,
+height for y and h."""
+
+_GAIN_OF = np.array([0, 0, 1])
+_TERM_OF = np.array([0, 1, 1])
+"""The update's ``cov -= gain[_GAIN_OF] * cov[_TERM_OF]``: ``p -= gp p``, ``c -= gp c``,
+``v -= gv c``."""
+
+
 def _scale(box: np.ndarray) -> np.ndarray:
     """``(N, 4)`` noise scale per coordinate: width for x and w, height for y and h."""
-    scale = np.empty((len(box), 4))
-    np.maximum(box[:, 2], 1.0, out=scale[:, 0])
-    np.maximum(box[:, 3], 1.0, out=scale[:, 1])
-    scale[:, 2] = scale[:, 0]
-    scale[:, 3] = scale[:, 1]
-    return scale
+    return np.maximum(box[:, _WHWH], 1.0)
 
 
 def initiate(box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +83,24 @@ def predict(mean: np.ndarray, cov: np.ndarray, dt: float | np.ndarray) -> None:
     if not len(mean):
         return
     if np.ndim(dt):
-        dt = np.asarray(dt, np.float64).reshape(-1, 1)
+        _predict_each(mean, cov, np.asarray(dt, np.float64).reshape(-1, 1))
+        return
+    # A few whole-array steps, whatever the number of tracks (each numpy call costs about
+    # a microsecond on a handful of boxes, so their number is what a frame pays for):
+    # [p, c, v] @ transition is [p + 2 dt c + dt^2 v, c + dt v, v], plus the noise.
+    dt = float(dt)
+    steps = dt / NOMINAL_DT
+    transition = np.array([[1.0, 0.0, 0.0], [2.0 * dt, 1.0, 0.0], [dt * dt, dt, 1.0]])
+    noise = np.array([POSITION_WEIGHT**2 * steps, 0.0, (VELOCITY_WEIGHT / NOMINAL_DT) ** 2 * steps])
+    scale = _scale(mean[:, :, 0])
+    scale *= scale
+    cov[...] = cov @ transition + scale[:, :, None] * noise
+    mean[:, :, 0] += dt * mean[:, :, 1]
+    _floor_size(mean)
+
+
+def _predict_each(mean: np.ndarray, cov: np.ndarray, dt: np.ndarray) -> None:
+    """:func:`predict` with a time step per track (``dt`` of shape ``(N, 1)``)."""
     steps = dt / NOMINAL_DT
     scale = _scale(mean[:, :, 0])
     q_position = (POSITION_WEIGHT * scale) ** 2 * steps
@@ -90,10 +112,16 @@ def predict(mean: np.ndarray, cov: np.ndarray, dt: float | np.ndarray) -> None:
     cov[:, :, 0] = new_p
     cov[:, :, 1] = new_c
     cov[:, :, 2] = v + q_velocity
-    # A box cannot shrink through zero: stop its size velocity instead.
-    small = mean[:, 2:, 0] < 1.0
-    if small.any():
-        np.maximum(mean[:, 2:, 0], 1.0, out=mean[:, 2:, 0])
+    _floor_size(mean)
+
+
+def _floor_size(mean: np.ndarray) -> None:
+    """A box cannot shrink through zero: its size stops at 1 pixel, and its size velocity
+    with it."""
+    size = mean[:, 2:, 0]
+    if size.min() < 1.0:
+        small = size < 1.0
+        np.maximum(size, 1.0, out=size)
         mean[:, 2:, 1][small] = 0.0
 
 
@@ -108,15 +136,11 @@ def update(mean: np.ndarray, cov: np.ndarray, box: np.ndarray) -> None:
     if not len(mean):
         return
     box = np.asarray(box, np.float64).reshape(-1, 4)
-    r = (POSITION_WEIGHT * _scale(mean[:, :, 0])) ** 2
-    p, c, v = cov[:, :, 0], cov[:, :, 1], cov[:, :, 2]
-    s = p + r
-    gain_p = p / s
-    gain_v = c / s
+    noise = _scale(mean[:, :, 0])
+    noise *= POSITION_WEIGHT
+    noise *= noise
+    noise += cov[:, :, 0]
+    gain = cov[:, :, :2] / noise[:, :, None]  # [p, c] / (p + r): position and velocity gains
     innovation = box - mean[:, :, 0]
-    mean[:, :, 0] += gain_p * innovation
-    mean[:, :, 1] += gain_v * innovation
-    new_v = v - gain_v * c
-    cov[:, :, 1] = (1 - gain_p) * c
-    cov[:, :, 0] = (1 - gain_p) * p
-    cov[:, :, 2] = new_v
+    cov -= gain[:, :, _GAIN_OF] * cov[:, :, _TERM_OF]
+    mean += gain * innovation[:, :, None]

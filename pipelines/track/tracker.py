@@ -166,6 +166,25 @@ class TrackInfo:
         return max(0.0, self.last_s - self.start_s)
 
 
+def _percentile(values: np.ndarray, q: float) -> float:
+    """``np.percentile(values, 100 * q)`` (its default linear interpolation, the same
+    float), at a twentieth of its cost on the few dozen scores the tracker keeps."""
+    ordered = np.sort(values)
+    position = (len(ordered) - 1) * q
+    below = int(position)
+    if below + 1 >= len(ordered):
+        return float(ordered[-1])
+    low, high = float(ordered[below]), float(ordered[below + 1])
+    fraction = position - below
+    # numpy's lerp, which goes from the nearer end
+    if fraction >= 0.5:
+        return high - (high - low) * (1 - fraction)
+    return low + (high - low) * fraction
+
+
+_NONE = np.zeros(0, np.int64)
+_NO_IOU = np.zeros((0, 0), np.float32)
+
 _ARRAYS = (
     "mean",
     "cov",
@@ -259,38 +278,35 @@ class Tracker:
             self._scores.append(scores)
         # The percentile moves slowly: refresh it every frame at first, then every 8th.
         if self._scores and (self._frames <= 8 or self._frames % 8 == 0):
-            seen = np.concatenate(self._scores)
-            p90 = float(np.percentile(seen, 90))
-            self._scale = float(np.clip(p90 / 0.9, 0.25, 1.0))
+            p90 = _percentile(np.concatenate(self._scores), 0.9)
+            self._scale = min(max(p90 / 0.9, 0.25), 1.0)
 
+    @staticmethod
     def _associate(
-        self,
-        tracks: np.ndarray,
-        track_boxes: np.ndarray,
-        dets: np.ndarray,
-        det_boxes: np.ndarray,
-        det_class: np.ndarray,
-        min_iou: float,
-    ) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
-        """Hungarian matching on IoU; returns pairs and the unmatched tracks and dets."""
+        iou: np.ndarray, tracks: np.ndarray, dets: np.ndarray, min_iou: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Hungarian matching of ``tracks`` (rows of ``iou``) to ``dets`` (its columns).
+
+        Returns:
+            The matched tracks and dets (two aligned arrays), then the unmatched tracks and
+            the unmatched dets.
+        """
         if not len(tracks) or not len(dets):
-            return [], tracks, dets
-        iou = iou_matrix(track_boxes, det_boxes[dets])
-        if self.config.class_aware:
-            iou[self.class_id[tracks][:, None] != det_class[dets][None, :]] = 0.0
-        iou[iou < min_iou] = 0.0
-        if iou.shape == (1, 1):
-            rows = cols = np.zeros(1, np.intp) if iou[0, 0] > 0 else np.zeros(0, np.intp)
-        else:
-            rows, cols = linear_sum_assignment(iou, maximize=True)
-            good = iou[rows, cols] > 0.0
-            rows, cols = rows[good], cols[good]
-        pairs = list(zip(tracks[rows].tolist(), dets[cols].tolist(), strict=True))
+            return _NONE, _NONE, tracks, dets
+        if len(tracks) == 1 and len(dets) == 1:  # most frames of a quiet scene
+            if iou[tracks[0], dets[0]] >= min_iou and iou[tracks[0], dets[0]] > 0.0:
+                return tracks, dets, _NONE, _NONE
+            return _NONE, _NONE, tracks, dets
+        block = iou[tracks][:, dets]  # (np.ix_ is Python code: slower on small arrays)
+        block[block < min_iou] = 0.0
+        rows, cols = linear_sum_assignment(block, maximize=True)
+        good = block[rows, cols] > 0.0
+        rows, cols = rows[good], cols[good]
         free_tracks = np.ones(len(tracks), bool)
         free_tracks[rows] = False
         free_dets = np.ones(len(dets), bool)
         free_dets[cols] = False
-        return pairs, tracks[free_tracks], dets[free_dets]
+        return tracks[rows], dets[cols], tracks[free_tracks], dets[free_dets]
 
     def _re_update(self, track: int, box: np.ndarray, now_s: float) -> None:
         """OC-SORT: replays a re-found track from its last observation along a straight
@@ -371,46 +387,47 @@ class Tracker:
         low_dets = low.nonzero()[0]
         det_boxes = xyxy
 
-        predicted = kalman.cxcywh_to_xyxy(self.mean[:, :, 0])
-        everyone = np.arange(len(self.ids))
-        pool = everyone[self.state != TENTATIVE]
-        matches, free_tracks, free_high = self._associate(
-            pool, predicted[pool], high_dets, det_boxes, class_id, config.match_iou
+        # One IoU matrix of every track's predicted box against every detection serves
+        # the three associations that use predictions (a frame then pays one
+        # computation, not three, on the handful of boxes a scene has).
+        tentative_mask = self.state == TENTATIVE
+        iou = _NO_IOU
+        if len(self.ids) and len(xyxy):
+            iou = iou_matrix(kalman.cxcywh_to_xyxy(self.mean[:, :, 0]), det_boxes)
+            if config.class_aware:
+                iou[self.class_id[:, None] != class_id[None, :]] = 0.0
+        pool = np.flatnonzero(~tentative_mask)
+        matched_tracks, matched_dets, free_tracks, free_high = self._associate(
+            iou, pool, high_dets, config.match_iou
         )
+        found = [(matched_tracks, matched_dets)]
         if config.observation_recovery and len(free_tracks) and len(free_high):
-            more, free_tracks, free_high = self._associate(
-                free_tracks,
-                self.last_obs[free_tracks],
-                free_high,
-                det_boxes,
-                class_id,
-                config.match_iou,
+            last_iou = np.zeros((len(self.ids), len(xyxy)), np.float32)
+            last_iou[free_tracks] = iou_matrix(self.last_obs[free_tracks], det_boxes)
+            if config.class_aware:
+                last_iou[self.class_id[:, None] != class_id[None, :]] = 0.0
+            more_tracks, more_dets, free_tracks, free_high = self._associate(
+                last_iou, free_tracks, free_high, config.match_iou
             )
-            matches += more
-        if config.low_stage:
+            found.append((more_tracks, more_dets))
+        if config.low_stage and len(low_dets) and len(free_tracks):
             tracked = free_tracks[self.state[free_tracks] == TRACKED]
-            more, _, _ = self._associate(
-                tracked, predicted[tracked], low_dets, det_boxes, class_id, config.low_match_iou
+            more_tracks, more_dets, _, _ = self._associate(
+                iou, tracked, low_dets, config.low_match_iou
             )
-            matches += more
-        tentative = everyone[self.state == TENTATIVE]
-        more, _, free_high = self._associate(
-            tentative,
-            predicted[tentative],
-            free_high,
-            det_boxes,
-            class_id,
-            config.tentative_match_iou,
-        )
-        matches += more
+            found.append((more_tracks, more_dets))
+        if len(free_high):
+            tentative = np.flatnonzero(tentative_mask)
+            more_tracks, more_dets, _, free_high = self._associate(
+                iou, tentative, free_high, config.tentative_match_iou
+            )
+            found.append((more_tracks, more_dets))
 
         started: list[TrackInfo] = []
-        matched = np.zeros(len(self.ids), bool)
         det_of_track = np.full(len(self.ids), -1, np.int64)
-        if matches:
-            tracks = np.array([t for t, _ in matches], np.int64)
-            dets = np.array([d for _, d in matches], np.int64)
-            matched[tracks] = True
+        tracks = np.concatenate([pair[0] for pair in found]) if len(found) > 1 else found[0][0]
+        if len(tracks):
+            dets = np.concatenate([pair[1] for pair in found]) if len(found) > 1 else found[0][1]
             det_of_track[tracks] = dets
             boxes = kalman.xyxy_to_cxcywh(det_boxes[dets])
             if config.re_update:
@@ -424,34 +441,31 @@ class Tracker:
                 self.snap_mean[tracks], self.snap_cov[tracks] = mean, cov
             self.last_obs[tracks] = det_boxes[dets]
             self.last_s[tracks] = timestamp_s
-            self.missed[tracks] = 0
+            self.missed[tracks] = -1  # 0 once every track's count has gone up below
             self.hits[tracks] += 1
-            was_tentative = self.state[tracks] == TENTATIVE
-            confirm = tracks[was_tentative & (self.hits[tracks] >= config.min_hits)]
+            was_tentative = tentative_mask[tracks]
             self.state[tracks[~was_tentative]] = TRACKED
-            for track in confirm:
-                self.state[track] = TRACKED
-                self.ids[track] = self._next_id
-                self._next_id += 1
-                started.append(self._info(track))
+            if was_tentative.any():
+                for track in tracks[was_tentative & (self.hits[tracks] >= config.min_hits)]:
+                    self.state[track] = TRACKED
+                    self.ids[track] = self._next_id
+                    self._next_id += 1
+                    started.append(self._info(track))
 
         # Tracks without a match: tracked ones become lost, tentative ones go.
-        unmatched = ~matched
-        self.missed[unmatched] += 1
+        unmatched = det_of_track < 0
+        self.missed += 1
         self.state[unmatched & (self.state == TRACKED)] = LOST
         expired = (self.state == LOST) & (timestamp_s - self.last_s > config.lost_buffer_s)
-        gone = (unmatched & (self.state == TENTATIVE)) | expired
-        ended = [self._info(track) for track in np.flatnonzero(expired)]
+        ended = [self._info(track) for track in np.flatnonzero(expired)] if expired.any() else []
+        gone = (unmatched & tentative_mask) | expired
         if gone.any():
             self._keep(~gone)
             det_of_track = det_of_track[~gone]
 
-        # New tracks from confident detections nobody claimed.
-        used = np.zeros(len(xyxy), bool)
-        used[det_of_track[det_of_track >= 0]] = True
-        new = free_high[
-            ~used[free_high] & (scores[free_high] >= config.new_track_threshold * scale)
-        ]
+        # New tracks from confident detections nobody claimed (every association above
+        # takes its matches out of free_high).
+        new = free_high[scores[free_high] >= config.new_track_threshold * scale]
         if len(new):
             confirmed_now = first_frame or config.min_hits <= 1
             mean, cov = kalman.initiate(kalman.xyxy_to_cxcywh(det_boxes[new]))

@@ -65,6 +65,27 @@ def test_iou_matrix_known_values():
     np.testing.assert_allclose(iou, [[1.0, 50 / 150, 0.0]], rtol=1e-6)
 
 
+def test_iou_matrix_matches_pairwise_arithmetic_and_edge_cases():
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0, 100, (6, 4)).astype(np.float32)
+    b = rng.uniform(0, 100, (5, 4)).astype(np.float32)
+    a[:, 2:] = a[:, :2] + rng.uniform(-5, 40, (6, 2)).astype(np.float32)  # some inverted
+    b[:, 2:] = b[:, :2] + rng.uniform(0, 40, (5, 2)).astype(np.float32)
+    b[0, 2:] = b[0, :2]  # an empty box
+    iou = iou_matrix(a, b)
+    assert iou.shape == (6, 5) and iou.dtype == np.float32
+    for i in range(6):
+        for j in range(5):
+            w = max(0.0, min(a[i, 2], b[j, 2]) - max(a[i, 0], b[j, 0]))
+            h = max(0.0, min(a[i, 3], b[j, 3]) - max(a[i, 1], b[j, 1]))
+            area_a = max(0.0, a[i, 2] - a[i, 0]) * max(0.0, a[i, 3] - a[i, 1])
+            area_b = max(0.0, b[j, 2] - b[j, 0]) * max(0.0, b[j, 3] - b[j, 1])
+            union = area_a + area_b - w * h
+            assert iou[i, j] == pytest.approx(w * h / union if union > 0 else 0.0, abs=1e-6)
+    assert iou_matrix(np.zeros((2, 4)), np.zeros((0, 4))).shape == (2, 0)
+    assert iou_matrix([[3, 3, 3, 3]], [[3, 3, 3, 3]])[0, 0] == 0.0  # empty boxes: no NaN
+
+
 def test_frame_validation():
     frame = Frame(np.zeros((4, 6, 3), np.uint8), index=2, timestamp_ns=5)
     assert (frame.width, frame.height) == (6, 4)

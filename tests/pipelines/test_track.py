@@ -36,6 +36,79 @@ def test_kalman_follows_constant_velocity_in_seconds():
     assert mean[0, 0, 0] == pytest.approx(100 + 20 * 29 + 200, abs=15)
 
 
+def _written_out_predict(mean, cov, dt):
+    """The filter's step as the module docstring writes it, one coordinate at a time."""
+    mean, cov = mean.copy(), cov.copy()
+    for track in range(len(mean)):
+        width, height = max(mean[track, 2, 0], 1.0), max(mean[track, 3, 0], 1.0)
+        for coordinate, size in enumerate((width, height, width, height)):
+            p, c, v = cov[track, coordinate]
+            steps = dt / kalman.NOMINAL_DT
+            q_position = (kalman.POSITION_WEIGHT * size) ** 2 * steps
+            q_velocity = (kalman.VELOCITY_WEIGHT / kalman.NOMINAL_DT * size) ** 2 * steps
+            new_p = p + 2 * dt * c + dt * dt * v + q_position
+            cov[track, coordinate] = [new_p, c + dt * v, v + q_velocity]
+            mean[track, coordinate, 0] += dt * mean[track, coordinate, 1]
+    return mean, cov
+
+
+def _written_out_update(mean, cov, box):
+    mean, cov = mean.copy(), cov.copy()
+    for track in range(len(mean)):
+        width, height = max(mean[track, 2, 0], 1.0), max(mean[track, 3, 0], 1.0)
+        for coordinate, size in enumerate((width, height, width, height)):
+            p, c, v = cov[track, coordinate]
+            s = p + (kalman.POSITION_WEIGHT * size) ** 2
+            innovation = box[track, coordinate] - mean[track, coordinate, 0]
+            mean[track, coordinate] += [p / s * innovation, c / s * innovation]
+            cov[track, coordinate] = [(1 - p / s) * p, (1 - p / s) * c, v - c / s * c]
+    return mean, cov
+
+
+def test_kalman_steps_match_the_written_out_filter():
+    """The whole-array steps (a 3x3 transition of [p, c, v], gains as one array) are the
+    2x2 Kalman filter per coordinate, for one time step for all and one per track."""
+    rng = np.random.default_rng(3)
+    boxes = np.column_stack([rng.uniform(0, 600, (5, 2)), rng.uniform(2, 200, (5, 2))])
+    mean, cov = kalman.initiate(boxes)
+    mean[:, :, 1] = rng.uniform(-300, 300, (5, 4))
+    for dt in (1 / 30, 0.25, 0.0):
+        want_mean, want_cov = _written_out_predict(mean, cov, dt)
+        got_mean, got_cov = mean.copy(), cov.copy()
+        kalman.predict(got_mean, got_cov, dt)
+        np.testing.assert_allclose(got_mean, want_mean, rtol=1e-12)
+        np.testing.assert_allclose(got_cov, want_cov, rtol=1e-12)
+        each_mean, each_cov = mean.copy(), cov.copy()
+        kalman.predict(each_mean, each_cov, np.full(5, dt))
+        np.testing.assert_allclose(each_mean, want_mean, rtol=1e-12)
+        np.testing.assert_allclose(each_cov, want_cov, rtol=1e-12)
+        measured = boxes + rng.normal(0, 3, boxes.shape)
+        want_mean, want_cov = _written_out_update(got_mean, got_cov, measured)
+        kalman.update(got_mean, got_cov, measured)
+        np.testing.assert_allclose(got_mean, want_mean, rtol=1e-12)
+        np.testing.assert_allclose(got_cov, want_cov, rtol=1e-12)
+        mean, cov = got_mean, got_cov
+
+
+def test_kalman_box_size_stops_at_one_pixel():
+    mean, cov = kalman.initiate(np.array([[50.0, 50.0, 3.0, 40.0]]))
+    mean[0, 2, 1] = -100.0  # shrinking 100 px/s: through zero within 0.03 s
+    kalman.predict(mean, cov, 0.1)
+    assert mean[0, 2, 0] == 1.0 and mean[0, 2, 1] == 0.0
+    assert mean[0, 3, 0] == 40.0
+
+
+def test_score_percentile_is_numpys():
+    from ubiq.pipelines.track.tracker import _percentile
+
+    rng = np.random.default_rng(0)
+    for size in (1, 2, 3, 10, 11, 47, 160):
+        for _ in range(20):
+            scores = rng.uniform(0.1, 0.6, size)
+            assert _percentile(scores, 0.9) == float(np.percentile(scores, 90))
+    assert _percentile(np.array([0.2, 0.2, 0.4]), 0.9) == float(np.percentile([0.2, 0.2, 0.4], 90))
+
+
 def test_crossing_objects_of_different_depth_keep_their_ids():
     tracker = Tracker()
     seen: dict[int, set[int]] = {0: set(), 1: set()}
