@@ -182,7 +182,8 @@ class AppConfig(_Strict):
     join_s: float = Field(
         1.5,
         ge=0,
-        description="a track broken at a line or in a zone joins its other half within seconds",
+        description="a track broken at a line or in a zone joins its other half within "
+        "seconds; a track born past a line counts when untracked boxes lead back across it",
     )
     stationary_s: float | None = Field(None, gt=0)
     blur: str | None = Field(None, description="privacy-cam: faces, person or background")

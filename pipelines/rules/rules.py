@@ -43,6 +43,40 @@ def _box_sizes(detections) -> np.ndarray:
     )
 
 
+_FOLLOW_GAP = 2
+"""Frames an untracked object may go unseen while :meth:`LineCrossing.came_across` follows
+it back."""
+
+
+_PART_OF_TRACKED = 0.7
+"""Share of an untracked box inside a tracked box that makes it part of that object."""
+
+
+def _covered(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """``(N,)`` the largest share of each box's area inside one of ``others``."""
+    corners = np.minimum(boxes[:, None, 2:], others[None, :, 2:])
+    corners -= np.maximum(boxes[:, None, :2], others[None, :, :2])
+    np.maximum(corners, 0.0, out=corners)
+    inter = corners[..., 0] * corners[..., 1]
+    area = np.prod(np.maximum(boxes[:, 2:] - boxes[:, :2], 1e-6), axis=1)
+    return (inter / area[:, None]).max(axis=1)
+
+
+def _follow(box: np.ndarray, boxes: np.ndarray, steps: int) -> int | None:
+    """The row of ``boxes`` that continues ``box`` after ``steps`` frames (the nearest
+    centre within half the longer side per step, each side within 2x), or ``None``."""
+    if not len(boxes):
+        return None
+    size = box[2:] - box[:2]
+    sizes = boxes[:, 2:] - boxes[:, :2]
+    ratio = sizes / np.maximum(size, 1e-6)
+    alike = ((ratio >= 0.5) & (ratio <= 2.0)).all(axis=1)
+    distance = np.hypot(*((boxes[:, :2] + boxes[:, 2:] - box[:2] - box[2:]) / 2).T)
+    distance[~alike | (distance > 0.5 * float(size.max()) * steps)] = np.inf
+    row = int(distance.argmin())
+    return row if np.isfinite(distance[row]) else None
+
+
 @dataclass
 class _LineState:
     side: int = 0  # confirmed side: -1, +1, 0 unknown
@@ -51,6 +85,7 @@ class _LineState:
     counted: set = field(default_factory=set)
     along: float = 0.5  # projection of the last point on the confirmed side
     first: tuple = ()  # (ns, point, size of the box) when the track was first seen
+    first_box: tuple = ()  # its box then
     last: tuple = ()  # (ns, point) when it was last seen
     label: str = ""  # its label when last seen
     taken: bool = False  # a later track was joined to it (see LineCrossing.join_s)
@@ -76,7 +111,11 @@ class LineCrossing:
             path between the two crosses the line's segment and lands within a box size
             of where the old track's motion puts it, is that object seen again after an
             occlusion (the one in front of it as they passed each other on the line): the
-            crossing counts (once). 0 turns this off.
+            crossing counts (once). Likewise a track that first shows up on one side when
+            the boxes the tracker did not take (scores too low to start a track) lead back
+            from its first box, frame by frame over the last ``join_s`` seconds, to at
+            least ``min_frames`` boxes on the other side: an object found too faintly to be
+            tracked until it was past the line (see :meth:`came_across`). 0 turns both off.
     """
 
     def __init__(
@@ -104,7 +143,23 @@ class LineCrossing:
         self.counts: dict[str, dict[str, int]] = {}
         self._tracks: dict[int, _LineState] = {}
 
-    def update(self, result: FrameResult, points: np.ndarray, labels: list[str]) -> None:
+    def update(
+        self,
+        result: FrameResult,
+        points: np.ndarray,
+        labels: list[str],
+        untracked: Sequence[tuple] = (),
+    ) -> None:
+        """Advances every track's side of the line by this frame.
+
+        Args:
+            result: The frame, with tracked detections.
+            points: ``(N, 2)`` anchor point of each detection.
+            labels: Label of each detection's track.
+            untracked: ``(ns, boxes (M, 4), points (M, 2))`` of the boxes the tracker did
+                not take, per frame, oldest first, over at least the last ``join_s``
+                seconds (see :meth:`came_across`).
+        """
         detections = result.detections
         sides = np.sign(self.line.side(points)).astype(int)
         along = self.line.along(points)
@@ -116,6 +171,7 @@ class LineCrossing:
             point = (float(points[row, 0]), float(points[row, 1]))
             if not state.first:
                 state.first = (now, point, float(sizes[row]))
+                state.first_box = tuple(detections.xyxy[row].tolist())
             state.last, state.label = (now, point), labels[row]
             if side == 0:
                 continue
@@ -139,12 +195,15 @@ class LineCrossing:
                 # the first side a track is seen on: no crossing, unless it is the rest of a
                 # track broken on the other side
                 other = self._joined(now, track_id, state, side, label)
-                if other is None:
-                    continue
-                other.taken = True
-                state.counted |= other.counted
-                other.counted.add(direction)  # should the old track come back, it crossed
-                where = self._crossing_along(other.last[1], state.first[1])
+                if other is not None:
+                    other.taken = True
+                    state.counted |= other.counted
+                    other.counted.add(direction)  # should the old track come back, it crossed
+                    where = self._crossing_along(other.last[1], state.first[1])
+                else:
+                    where = self.came_across(state, side, untracked)
+                    if where is None:
+                        continue
             if not -self.margin <= where <= 1 + self.margin:
                 continue  # passed beside the line
             if direction in state.counted or (self.classes and label not in self.classes):
@@ -162,6 +221,46 @@ class LineCrossing:
                 label=label,
                 direction=direction,
             )
+
+    def came_across(self, state: _LineState, side: int, untracked: Sequence[tuple]) -> float | None:
+        """Where on the line (0 at A, 1 at B) a track first confirmed on ``side`` crossed
+        it before it was tracked, or ``None``.
+
+        From the track's first box, back in time over the frames of ``untracked`` (at most
+        ``join_s`` seconds, a gap of at most two frames), each step takes the nearest
+        untracked box of about the same size (each side within 2x) whose centre lies within
+        half its longer side (per frame of gap) of the box before: the detections of an
+        object too faint to start a track. When the oldest ``min_frames`` of them lie on
+        the other side of the line, the object came across it.
+        """
+        if self.join_s <= 0 or not untracked or not state.first_box:
+            return None
+        first_ns = state.first[0]
+        box = np.asarray(state.first_box, np.float64)
+        behind: list[np.ndarray] = []  # anchor points, newest first
+        gap = 0
+        for ns, boxes, points in reversed(untracked):
+            if ns >= first_ns:
+                continue
+            if (first_ns - ns) / 1e9 > self.join_s:
+                break
+            found = _follow(box, boxes, gap + 1)
+            if found is None:
+                gap += 1
+                if gap > _FOLLOW_GAP:
+                    break
+                continue
+            box, gap = boxes[found], 0
+            behind.append(points[found])
+        if len(behind) < self.min_frames:
+            return None
+        path = np.array(behind[::-1])  # oldest first
+        sides = np.sign(self.line.side(path)).astype(int)
+        if not (sides[: self.min_frames] == -side).all():
+            return None
+        last_before = int(np.flatnonzero(sides == -side).max())
+        end = path[last_before + 1] if last_before + 1 < len(path) else state.first[1]
+        return self._crossing_along(path[last_before], end)
 
     def _crossing_along(self, start, end) -> float:
         """Where on the line (0 at A, 1 at B) the straight path ``start -> end`` crosses it."""
@@ -520,6 +619,8 @@ class Rules:
         self.zone_rules: list[ZoneWatch] = []
         # per track: the window of (ns, class_id, score) and the score totals per class
         self._votes: dict[int, tuple[deque, Counter]] = {}
+        # (ns, boxes, anchor points) the tracker did not take, per frame, over join_s
+        self._untracked: deque[tuple] = deque()
         self._frame_size: tuple[int, int] | None = None
         self._last: FrameResult | None = None
         self.check_options()
@@ -592,8 +693,10 @@ class Rules:
                         del totals[voted]
             labels.append(_label(detections, max(totals, key=totals.__getitem__)))
         points = anchor_points(detections.xyxy, self.anchor)
+        if self.line_rules and self.join_s > 0:
+            self._remember_untracked(result)
         for rule in self.line_rules:
-            rule.update(result, points, labels)
+            rule.update(result, points, labels, self._untracked)
         for rule in self.zone_rules:
             rule.update(result, points, labels)
         if self.stationary is not None:
@@ -604,6 +707,28 @@ class Rules:
         result.data["counts"] = self.counts()
         self._last = result
         return result
+
+    def _remember_untracked(self, result: FrameResult) -> None:
+        """Keeps the boxes the tracker was given but did not show, for ``2 * join_s``
+        seconds (for :meth:`LineCrossing.came_across`)."""
+        given = result.data.get("tracker_input")
+        rows = result.data.get("tracked_rows")
+        now = result.timestamp_ns
+        boxes = np.zeros((0, 4))
+        if given is not None and rows is not None and len(given):
+            left = np.ones(len(given), bool)
+            left[rows] = False
+            boxes = given.xyxy[left].astype(np.float64)
+            shown = result.detections.xyxy
+            if len(boxes) and len(shown):
+                # a box mostly inside a tracked one is part of that object (a partial or
+                # duplicate box), not a faint object of its own
+                inside = _covered(boxes, shown.astype(np.float64)) >= _PART_OF_TRACKED
+                boxes = boxes[~inside]
+        self._untracked.append((now, boxes, anchor_points(boxes, self.anchor)))
+        # a track is confirmed on a side min_frames after it is first seen: keep twice over
+        while (now - self._untracked[0][0]) / 1e9 > 2 * self.join_s:
+            self._untracked.popleft()
 
     def _end_track(self, result: FrameResult, track_id: int, at_ns: int) -> None:
         self._votes.pop(track_id, None)

@@ -21,8 +21,11 @@ class Track:
 
     After this stage ``result.detections`` holds only the objects of confirmed tracks, each
     with its ``tracker_id`` and the tracker's filtered box; ``result.data["trails"]`` maps
-    each visible id to its last centres (for drawing); ``track.start`` and ``track.end``
-    events carry ``track_id``, ``label``, ``duration_s``, ``first_xyxy`` and ``last_xyxy``.
+    each visible id to its last centres (for drawing); ``result.data["tracker_input"]`` is
+    the detections the tracker was given and ``result.data["tracked_rows"]`` the rows of
+    them it shows (the rest: low scores, tracks not yet confirmed); ``track.start`` and
+    ``track.end`` events carry ``track_id``, ``label``, ``duration_s``, ``first_xyxy`` and
+    ``last_xyxy``.
     Tracks still open when the source ends get their ``track.end`` from :meth:`finish`.
 
     Args:
@@ -86,6 +89,7 @@ class Track:
         )
         result.timings_ms[f"{self.name}.update"] = (time.perf_counter() - began) * 1e3
         rows = update.det_index
+        result.data["tracker_input"], result.data["tracked_rows"] = detections, rows
         result.detections = Detections(
             xyxy=update.xyxy.astype(np.float32),
             confidence=detections.confidence[rows],

@@ -293,3 +293,117 @@ def test_the_label_counted_is_the_majority_of_the_last_seconds():
     for label_s, expected in ((2.0, "person"), (None, "car")):
         events = run(Rules([Line("gate", (200, 0), (200, 200))], label_s=label_s), frames)
         assert [p["label"] for _, k, p in events if k == "line.cross"] == [expected]
+
+
+def _faint_then_tracked(
+    faint_xs, *, faint_dy=0.0, faint_size=(20, 40), first_x=220, rules=None, steps=10
+):
+    """An object found only faintly (the tracker takes none of its boxes) at ``faint_xs``,
+    then tracked as track 7 from ``first_x`` on, 10 px a frame to the right; the Track
+    stage's ``tracker_input`` / ``tracked_rows`` say which boxes it took."""
+    rules = rules or Rules([Line("door", (200, 0), (200, 200))], min_frames=3)
+    events = []
+    xs = [("faint", x) for x in faint_xs] + [("track", first_x + 10 * s) for s in range(steps)]
+    for index, (kind, x) in enumerate(xs):
+        frame = Frame(np.zeros((200, 400, 3), np.uint8), index, int(index * 1e9 / FPS))
+        if kind == "faint":
+            width, height = faint_size
+            given = Detections(
+                np.array([box(x, 100 + faint_dy, width, height)], np.float32),
+                np.array([0.3], np.float32),
+                np.array([0]),
+                labels=LABELS,
+            )
+            shown, rows = Detections(given.xyxy[:0], [], [], tracker_id=[], labels=LABELS), []
+        else:
+            given = Detections(np.array([box(x, 100)], np.float32), [0.9], [0], labels=LABELS)
+            shown = Detections(given.xyxy, [0.9], [0], tracker_id=[7], labels=LABELS)
+            rows = [0]
+        result = FrameResult(frame, shown)
+        result.data["tracker_input"] = given
+        result.data["tracked_rows"] = np.array(rows, np.int64)
+        events += [(index, e.kind, dict(e.payload)) for e in rules(result).events]
+    return [(i, p["track_id"], p["direction"]) for i, k, p in events if k == "line.cross"]
+
+
+def test_a_track_that_starts_past_the_line_counts_when_its_faint_boxes_came_across():
+    """An object too faint to start a track until it is past the line (a thin object the
+    detector scores 0.2-0.5): its untracked boxes lead back from the track's first box to
+    the other side, so the crossing counts, once, as the direction it went."""
+    assert _faint_then_tracked(range(130, 220, 10)) == [(11, 7, "out")]
+    # with gaps of up to two frames (the faint object is not found in every frame)
+    assert _faint_then_tracked([130, 140, 150, 160, 190, 210]) == [(8, 7, "out")]
+
+
+@pytest.mark.parametrize(
+    ("why", "kwargs"),
+    [
+        ("no faint boxes before it: it just appeared", dict(faint_xs=[])),
+        ("the faint boxes stay on its side", dict(faint_xs=range(205, 215, 3))),
+        ("the faint boxes are elsewhere", dict(faint_xs=range(130, 220, 10), faint_dy=60)),
+        (
+            "the faint boxes are another size",
+            dict(faint_xs=range(130, 220, 10), faint_size=(80, 160)),
+        ),
+        ("a gap of three frames", dict(faint_xs=[130, 140, 150, 160])),
+        (
+            "join_s 0",
+            dict(
+                faint_xs=range(130, 220, 10),
+                rules=Rules([Line("door", (200, 0), (200, 200))], min_frames=3, join_s=0),
+            ),
+        ),
+    ],
+)
+def test_a_track_that_starts_past_the_line_does_not_count_when(why, kwargs):
+    assert _faint_then_tracked(**kwargs) == [], why
+
+
+def test_the_track_stage_hands_the_rules_the_boxes_it_did_not_take():
+    """End to end with the tracker: boxes scoring 0.3 start no track (thresholds as written),
+    the track starts at 0.9 past the line, and the crossing counts."""
+    from ubiq.pipelines.track.stage import Track
+
+    track, rules = Track(score_scale=1.0), Rules([Line("door", (200, 0), (200, 200))])
+    crossings = []
+    for index in range(20):
+        x = 110 + 10 * index  # the line at frame 9; confident from frame 12 (x 230)
+        score = 0.3 if x < 230 else 0.9
+        frame = Frame(np.zeros((200, 400, 3), np.uint8), index, int(index * 1e9 / FPS))
+        result = FrameResult(
+            frame, Detections(np.array([box(x, 100)], np.float32), [score], [0], labels=LABELS)
+        )
+        result = rules(track(result))
+        crossings += [e.payload["direction"] for e in result.events if e.kind == "line.cross"]
+    assert crossings == ["out"]
+
+
+def test_boxes_inside_a_tracked_object_are_not_followed():
+    """A partial or duplicate box of a tracked object (most of it inside that object's box)
+    is part of it, not a faint object: a short track born on such a box past the line does
+    not count the tracked object's crossing a second time."""
+    rules = Rules([Line("door", (200, 0), (200, 200))], min_frames=3)
+    crossings = []
+    for index in range(16):
+        x = 130 + 10 * index  # a big object, tracked throughout as track 1 (line at frame 7)
+        big = box(x, 100, 60, 80)
+        part = box(x + 10, 90, 24, 30)  # a box on its upper part
+        frame = Frame(np.zeros((200, 400, 3), np.uint8), index, int(index * 1e9 / FPS))
+        rows = [(1, big)] + ([(9, part)] if index >= 10 else [])  # the part tracked from 10
+        shown = Detections(
+            np.array([b for _, b in rows], np.float32),
+            np.full(len(rows), 0.9),
+            np.zeros(len(rows), np.int64),
+            tracker_id=[t for t, _ in rows],
+            labels=LABELS,
+        )
+        given = Detections(np.array([big, part], np.float32), [0.9, 0.3], [0, 0], labels=LABELS)
+        result = FrameResult(frame, shown)
+        result.data["tracker_input"] = given
+        result.data["tracked_rows"] = np.array([0, 1] if index >= 10 else [0])
+        crossings += [
+            (e.payload["track_id"], e.payload["direction"])
+            for e in rules(result).events
+            if e.kind == "line.cross"
+        ]
+    assert crossings == [(1, "out")]
