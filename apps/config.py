@@ -183,7 +183,7 @@ class AppConfig(_Strict):
         1.5,
         ge=0,
         description="a track broken at a line or in a zone joins its other half within "
-        "seconds; a track born past a line counts when untracked boxes lead back across it",
+        "seconds; the untracked boxes leading to a new track date its crossing or entry",
     )
     stationary_s: float | None = Field(None, gt=0)
     blur: str | None = Field(None, description="privacy-cam: faces, person or background")

@@ -44,8 +44,7 @@ def _box_sizes(detections) -> np.ndarray:
 
 
 _FOLLOW_GAP = 2
-"""Frames an untracked object may go unseen while :meth:`LineCrossing.came_across` follows
-it back."""
+"""Frames an untracked object may go unseen while :func:`_faint_path` follows it back."""
 
 
 _PART_OF_TRACKED = 0.7
@@ -75,6 +74,41 @@ def _follow(box: np.ndarray, boxes: np.ndarray, steps: int) -> int | None:
     distance[~alike | (distance > 0.5 * float(size.max()) * steps)] = np.inf
     row = int(distance.argmin())
     return row if np.isfinite(distance[row]) else None
+
+
+def _faint_path(
+    first_box: tuple, first_ns: int, untracked: Sequence[tuple], window_s: float
+) -> tuple[list[int], np.ndarray]:
+    """The path of an object before its track began: its untracked boxes.
+
+    From the track's first box, back in time over the frames of ``untracked`` (at most
+    ``window_s`` seconds, a gap of at most two frames), each step takes the nearest
+    untracked box of about the same size (each side within 2x) whose centre lies within
+    half its longer side (per frame of gap) of the box before: the detections of an object
+    too faint to start a track (a thin object the detector scores under 0.5).
+
+    Returns:
+        The frames' times (ns) and ``(K, 2)`` anchor points, oldest first.
+    """
+    box = np.asarray(first_box, np.float64)
+    times: list[int] = []
+    points: list[np.ndarray] = []
+    gap = 0
+    for ns, boxes, anchors in reversed(untracked):
+        if ns >= first_ns:
+            continue
+        if (first_ns - ns) / 1e9 > window_s:
+            break
+        found = _follow(box, boxes, gap + 1)
+        if found is None:
+            gap += 1
+            if gap > _FOLLOW_GAP:
+                break
+            continue
+        box, gap = boxes[found], 0
+        times.append(ns)
+        points.append(anchors[found])
+    return times[::-1], np.array(points[::-1]).reshape(-1, 2)
 
 
 @dataclass
@@ -224,37 +258,13 @@ class LineCrossing:
 
     def came_across(self, state: _LineState, side: int, untracked: Sequence[tuple]) -> float | None:
         """Where on the line (0 at A, 1 at B) a track first confirmed on ``side`` crossed
-        it before it was tracked, or ``None``.
-
-        From the track's first box, back in time over the frames of ``untracked`` (at most
-        ``join_s`` seconds, a gap of at most two frames), each step takes the nearest
-        untracked box of about the same size (each side within 2x) whose centre lies within
-        half its longer side (per frame of gap) of the box before: the detections of an
-        object too faint to start a track. When the oldest ``min_frames`` of them lie on
-        the other side of the line, the object came across it.
-        """
-        if self.join_s <= 0 or not untracked or not state.first_box:
+        it before it was tracked, or ``None``: when the oldest ``min_frames`` boxes of its
+        faint path (see :func:`_faint_path`) lie on the other side of the line."""
+        if self.join_s <= 0 or not state.first_box:
             return None
-        first_ns = state.first[0]
-        box = np.asarray(state.first_box, np.float64)
-        behind: list[np.ndarray] = []  # anchor points, newest first
-        gap = 0
-        for ns, boxes, points in reversed(untracked):
-            if ns >= first_ns:
-                continue
-            if (first_ns - ns) / 1e9 > self.join_s:
-                break
-            found = _follow(box, boxes, gap + 1)
-            if found is None:
-                gap += 1
-                if gap > _FOLLOW_GAP:
-                    break
-                continue
-            box, gap = boxes[found], 0
-            behind.append(points[found])
-        if len(behind) < self.min_frames:
+        _, path = _faint_path(state.first_box, state.first[0], untracked, self.join_s)
+        if len(path) < self.min_frames:
             return None
-        path = np.array(behind[::-1])  # oldest first
         sides = np.sign(self.line.side(path)).astype(int)
         if not (sides[: self.min_frames] == -side).all():
             return None
@@ -335,6 +345,7 @@ class _ZoneState:
     dwell_sent: bool = False
     been_outside: bool = False  # a confirmed run outside (a track born inside has none)
     first: tuple = ()  # (ns, point, size of the box) when the track was first seen
+    first_box: tuple = ()  # its box then
     last: tuple = ()  # (ns, point) when it was last seen
     gone_ns: int = 0  # the first frame it was not seen in since, 0 while it is seen
     taken: bool = False  # a later track was joined to it (see ZoneWatch.join_s)
@@ -360,7 +371,10 @@ class ZoneWatch:
             inside was last seen less than this many seconds before, within a box size of
             where that track's motion puts it, is the same object (its track broke while
             it was hidden behind another): it carries on the old track's stay, with no
-            second enter, exit or dwell event. 0 turns this off.
+            second enter, exit or dwell event. A track born inside the zone and joined to
+            none whose faint path (the boxes the tracker did not take, followed back from
+            its first box within ``join_s``) starts with ``min_frames`` boxes outside
+            entered when that path did: its stay is dated from then. 0 turns both off.
     """
 
     def __init__(
@@ -425,7 +439,15 @@ class ZoneWatch:
                 best, best_miss = other, miss
         return best
 
-    def update(self, result: FrameResult, points: np.ndarray, labels: list[str]) -> None:
+    def update(
+        self,
+        result: FrameResult,
+        points: np.ndarray,
+        labels: list[str],
+        untracked: Sequence[tuple] = (),
+    ) -> None:
+        """Advances every track's stay by this frame (``untracked``: as for
+        :meth:`LineCrossing.update`)."""
         now = result.timestamp_ns
         inside = self.zone.contains(points)
         sizes = _box_sizes(result.detections)
@@ -439,6 +461,7 @@ class ZoneWatch:
             point = (float(points[row, 0]), float(points[row, 1]))
             if not state.first:
                 state.first = (now, point, float(sizes[row]))
+                state.first_box = tuple(result.detections.xyxy[row].tolist())
             state.last, state.gone_ns = (now, point), 0
             if state.taken:
                 continue  # its object goes on as another track
@@ -453,7 +476,7 @@ class ZoneWatch:
                 if state.streak >= self.min_frames:
                     state.streak = 0
                     if here:
-                        self._enter(result, track_id, state, now)
+                        self._enter(result, track_id, state, now, untracked)
                     else:
                         state.been_outside = True
                         self._exit(result, track_id, state, state.streak_ts)
@@ -471,7 +494,14 @@ class ZoneWatch:
                 state.gone_ns = now
         self._report_occupancy(result)
 
-    def _enter(self, result: FrameResult, track_id: int, state: _ZoneState, now: int) -> None:
+    def _enter(
+        self,
+        result: FrameResult,
+        track_id: int,
+        state: _ZoneState,
+        now: int,
+        untracked: Sequence[tuple] = (),
+    ) -> None:
         label = state.label
         other = self._joined(track_id, state)
         if other is not None:  # the same object, seen again: its stay goes on
@@ -479,12 +509,33 @@ class ZoneWatch:
             state.inside, state.entered_ns = True, other.entered_ns
             state.dwell_sent = other.dwell_sent
             return
-        state.inside, state.entered_ns, state.dwell_sent = True, state.streak_ts, False
+        entered = state.streak_ts
+        came_in = None
+        if state.streak_ts == state.first[0]:  # born inside: perhaps seen faintly before
+            came_in = self._came_in(state, untracked)
+        if came_in is not None:
+            entered = came_in
+        state.inside, state.entered_ns, state.dwell_sent = True, entered, False
         self.entered[label] = self.entered.get(label, 0) + 1
         since_s = round((now - state.entered_ns) / 1e9, 3)
         self._event(result, "zone.enter", track_id, label, since_s=since_s)
         if label in self.forbidden:
             self._event(result, "zone.intrusion", track_id, label)
+
+    def _came_in(self, state: _ZoneState, untracked: Sequence[tuple]) -> int | None:
+        """When a track born inside entered, if its faint path (see :func:`_faint_path`)
+        starts with ``min_frames`` boxes outside: the first frame of the path inside after
+        them; else ``None``."""
+        if self.join_s <= 0 or not state.first_box:
+            return None
+        times, path = _faint_path(state.first_box, state.first[0], untracked, self.join_s)
+        if len(path) < self.min_frames:
+            return None
+        inside = self.zone.contains(path)
+        if inside[: self.min_frames].any():
+            return None
+        last_outside = int(np.flatnonzero(~inside).max())
+        return times[last_outside + 1] if last_outside + 1 < len(times) else state.first[0]
 
     def _report_occupancy(self, result: FrameResult) -> None:
         occupancy = self.occupancy()
@@ -693,12 +744,12 @@ class Rules:
                         del totals[voted]
             labels.append(_label(detections, max(totals, key=totals.__getitem__)))
         points = anchor_points(detections.xyxy, self.anchor)
-        if self.line_rules and self.join_s > 0:
+        if (self.line_rules or self.zone_rules) and self.join_s > 0:
             self._remember_untracked(result)
         for rule in self.line_rules:
             rule.update(result, points, labels, self._untracked)
         for rule in self.zone_rules:
-            rule.update(result, points, labels)
+            rule.update(result, points, labels, self._untracked)
         if self.stationary is not None:
             self.stationary.update(result, points, labels)
         for event in list(result.events):
@@ -710,7 +761,7 @@ class Rules:
 
     def _remember_untracked(self, result: FrameResult) -> None:
         """Keeps the boxes the tracker was given but did not show, for ``2 * join_s``
-        seconds (for :meth:`LineCrossing.came_across`)."""
+        seconds (the faint paths of lines and zones, see :func:`_faint_path`)."""
         given = result.data.get("tracker_input")
         rows = result.data.get("tracked_rows")
         now = result.timestamp_ns

@@ -295,9 +295,7 @@ def test_the_label_counted_is_the_majority_of_the_last_seconds():
         assert [p["label"] for _, k, p in events if k == "line.cross"] == [expected]
 
 
-def _faint_then_tracked(
-    faint_xs, *, faint_dy=0.0, faint_size=(20, 40), first_x=220, rules=None, steps=10
-):
+def _faint_run(faint_xs, *, faint_dy=0.0, faint_size=(20, 40), first_x=220, rules=None, steps=10):
     """An object found only faintly (the tracker takes none of its boxes) at ``faint_xs``,
     then tracked as track 7 from ``first_x`` on, 10 px a frame to the right; the Track
     stage's ``tracker_input`` / ``tracked_rows`` say which boxes it took."""
@@ -323,6 +321,11 @@ def _faint_then_tracked(
         result.data["tracker_input"] = given
         result.data["tracked_rows"] = np.array(rows, np.int64)
         events += [(index, e.kind, dict(e.payload)) for e in rules(result).events]
+    return events
+
+
+def _faint_then_tracked(faint_xs, **kwargs):
+    events = _faint_run(faint_xs, **kwargs)
     return [(i, p["track_id"], p["direction"]) for i, k, p in events if k == "line.cross"]
 
 
@@ -407,3 +410,21 @@ def test_boxes_inside_a_tracked_object_are_not_followed():
             if e.kind == "line.cross"
         ]
     assert crossings == [(1, "out")]
+
+
+def test_a_track_born_inside_a_zone_is_dated_from_when_its_faint_boxes_came_in():
+    """Found faintly from x 135 (frames 0-8, inside from x 205 at frame 7), tracked from
+    x 225 at frame 9, out past x 400 at frame 27: the stay runs from frame 7, not 9."""
+    hall = Zone("hall", [(200, 0), (400, 0), (400, 200), (200, 200)])
+    for join_s, entered in ((1.5, 7), (0, 9)):
+        events = _faint_run(
+            range(135, 225, 10), rules=Rules(zones=[hall], min_frames=3, join_s=join_s), steps=25
+        )
+        (enter,) = [(i, p) for i, k, p in events if k == "zone.enter"]
+        (exit_,) = [(i, p) for i, k, p in events if k == "zone.exit"]
+        assert enter[0] == 11 and enter[1]["since_s"] == pytest.approx((11 - entered) / FPS)
+        assert exit_[1]["dwell_s"] == pytest.approx((27 - entered) / FPS), join_s
+    # faint boxes that were inside all along: the stay starts with the track, as before
+    events = _faint_run(range(215, 225, 3), rules=Rules(zones=[hall], min_frames=3), steps=25)
+    (exit_,) = [p for _, k, p in events if k == "zone.exit"]
+    assert exit_["dwell_s"] == pytest.approx(1.8)
