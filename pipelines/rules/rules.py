@@ -77,15 +77,22 @@ def _follow(box: np.ndarray, boxes: np.ndarray, steps: int) -> int | None:
 
 
 def _faint_path(
-    first_box: tuple, first_ns: int, untracked: Sequence[tuple], window_s: float
+    first_box: tuple,
+    first_ns: int,
+    untracked: Sequence[tuple],
+    window_s: float,
+    *,
+    forward: bool = False,
 ) -> tuple[list[int], np.ndarray]:
-    """The path of an object before its track began: its untracked boxes.
+    """The path of an object before its track began (or, ``forward``, after it was last
+    seen): its untracked boxes.
 
-    From the track's first box, back in time over the frames of ``untracked`` (at most
-    ``window_s`` seconds, a gap of at most two frames), each step takes the nearest
-    untracked box of about the same size (each side within 2x) whose centre lies within
-    half its longer side (per frame of gap) of the box before: the detections of an object
-    too faint to start a track (a thin object the detector scores under 0.5).
+    From the track's first box, back in time over the frames of ``untracked`` (or from its
+    last box, forward; at most ``window_s`` seconds, a gap of at most two frames), each step
+    takes the nearest untracked box of about the same size (each side within 2x) whose
+    centre lies within half its longer side (per frame of gap) of the box before: the
+    detections of an object too faint to be tracked (a thin object the detector scores
+    under 0.5).
 
     Returns:
         The frames' times (ns) and ``(K, 2)`` anchor points, oldest first.
@@ -94,10 +101,10 @@ def _faint_path(
     times: list[int] = []
     points: list[np.ndarray] = []
     gap = 0
-    for ns, boxes, anchors in reversed(untracked):
-        if ns >= first_ns:
+    for ns, boxes, anchors in untracked if forward else reversed(untracked):
+        if (ns <= first_ns) if forward else (ns >= first_ns):
             continue
-        if (first_ns - ns) / 1e9 > window_s:
+        if abs(first_ns - ns) / 1e9 > window_s:
             break
         found = _follow(box, boxes, gap + 1)
         if found is None:
@@ -108,6 +115,8 @@ def _faint_path(
         box, gap = boxes[found], 0
         times.append(ns)
         points.append(anchors[found])
+    if forward:
+        return times, np.array(points).reshape(-1, 2)
     return times[::-1], np.array(points[::-1]).reshape(-1, 2)
 
 
@@ -347,6 +356,7 @@ class _ZoneState:
     first: tuple = ()  # (ns, point, size of the box) when the track was first seen
     first_box: tuple = ()  # its box then
     last: tuple = ()  # (ns, point) when it was last seen
+    last_box: tuple = ()  # its box then
     gone_ns: int = 0  # the first frame it was not seen in since, 0 while it is seen
     taken: bool = False  # a later track was joined to it (see ZoneWatch.join_s)
 
@@ -359,7 +369,8 @@ class ZoneWatch:
     Times are back-dated over the hysteresis: ``zone.enter`` comes ``min_frames - 1`` frames
     after the point entered and says so (``since_s``: seconds since it entered), and
     ``dwell_s`` runs from the first frame inside to the first frame outside, or, for a track
-    the tracker drops while inside, to the first frame it was no longer seen in.
+    the tracker drops while inside, to the first frame it was no longer seen in (or, see
+    ``join_s``, when its faint path left).
 
     Args:
         zone: The zone (already in pixels).
@@ -374,7 +385,10 @@ class ZoneWatch:
             second enter, exit or dwell event. A track born inside the zone and joined to
             none whose faint path (the boxes the tracker did not take, followed back from
             its first box within ``join_s``) starts with ``min_frames`` boxes outside
-            entered when that path did: its stay is dated from then. 0 turns both off.
+            entered when that path did: its stay is dated from then; and a track the
+            tracker drops inside leaves when its faint path forward left (or was last
+            seen), when that is ``min_frames`` frames or more after it was lost. 0 turns
+            all three off.
     """
 
     def __init__(
@@ -463,6 +477,7 @@ class ZoneWatch:
                 state.first = (now, point, float(sizes[row]))
                 state.first_box = tuple(result.detections.xyxy[row].tolist())
             state.last, state.gone_ns = (now, point), 0
+            state.last_box = tuple(result.detections.xyxy[row].tolist())
             if state.taken:
                 continue  # its object goes on as another track
             state.label = label
@@ -544,13 +559,41 @@ class ZoneWatch:
             self._occupancy = occupancy
             result.add_event("zone.occupancy", zone=self.zone.name, counts=occupancy)
 
-    def end_track(self, result: FrameResult, track_id: int, at_ns: int) -> None:
+    def end_track(
+        self, result: FrameResult, track_id: int, at_ns: int, untracked: Sequence[tuple] = ()
+    ) -> None:
         """The tracker dropped ``track_id``: it leaves the zone if it was inside, when it was
-        last seen (the first frame without it)."""
+        last seen (the first frame without it), or, when the boxes the tracker did not take
+        carry on from its last box (see :func:`_faint_path`), when they left the zone or
+        were last seen."""
         state = self._tracks.pop(track_id, None)
         if state is not None and state.inside:
-            self._exit(result, track_id, state, state.gone_ns or at_ns)
+            left = self._went_out(state, untracked)
+            self._exit(result, track_id, state, left or state.gone_ns or at_ns)
             self._report_occupancy(result)
+
+    def _went_out(self, state: _ZoneState, untracked: Sequence[tuple]) -> int | None:
+        """When a track lost inside left the zone by its faint path forward: the first
+        frame of the path's last run outside, or, when the path ends inside, the first
+        frame after it; ``None`` without a path or when that is less than ``min_frames``
+        frames after the track was lost."""
+        if self.join_s <= 0 or not state.last_box or not state.gone_ns:
+            return None
+        times, path = _faint_path(
+            state.last_box, state.last[0], untracked, self.join_s, forward=True
+        )
+        if not len(path):
+            return None
+        inside = self.zone.contains(path)
+        if not inside[-1]:  # it went out: from the first box of its last run outside
+            last_inside = np.flatnonzero(inside)
+            left = times[int(last_inside.max()) + 1 if len(last_inside) else 0]
+        else:
+            after = [ns for ns, _, _ in untracked if ns > times[-1]]
+            left = after[0] if after else times[-1]
+        # out within min_frames of the loss: no more than the loss says (box jitter)
+        frames_later = sum(1 for ns, _, _ in untracked if state.gone_ns <= ns < left)
+        return left if frames_later >= self.min_frames else None
 
 
 class Stationary:
@@ -786,7 +829,7 @@ class Rules:
         for rule in self.line_rules:
             rule.forget(track_id)
         for rule in self.zone_rules:
-            rule.end_track(result, track_id, at_ns)
+            rule.end_track(result, track_id, at_ns, self._untracked)
         if self.stationary is not None:
             self.stationary.forget(track_id)
 

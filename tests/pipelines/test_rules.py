@@ -428,3 +428,52 @@ def test_a_track_born_inside_a_zone_is_dated_from_when_its_faint_boxes_came_in()
     events = _faint_run(range(215, 225, 3), rules=Rules(zones=[hall], min_frames=3), steps=25)
     (exit_,) = [p for _, k, p in events if k == "zone.exit"]
     assert exit_["dwell_s"] == pytest.approx(1.8)
+
+
+def _lost_inside(faint_xs, *, join_s=1.5):
+    """Track 4 walks into the hall (x 200-400) from x 150, 10 px a frame, and is lost after
+    x 290 (frame 14); its object goes on, found only faintly, at ``faint_xs``; the tracker
+    drops the track 10 frames (1 s) after it was last seen. Returns the exit's dwell_s."""
+    hall = Zone("hall", [(200, 0), (400, 0), (400, 200), (200, 200)])
+    rules = Rules(zones=[hall], min_frames=3, join_s=join_s)
+    exits = []
+    faint = list(faint_xs)
+    for index in range(40):
+        frame = Frame(np.zeros((200, 400, 3), np.uint8), index, int(index * 1e9 / FPS))
+        x = 150 + 10 * index
+        tracked = [box(x, 100)] if index <= 14 else []
+        loose = [box(faint[index - 15], 100)] if 15 <= index < 15 + len(faint) else []
+        shown = Detections(
+            np.array(tracked, np.float32).reshape(-1, 4),
+            np.full(len(tracked), 0.9),
+            np.zeros(len(tracked), np.int64),
+            tracker_id=[4] * len(tracked),
+            labels=LABELS,
+        )
+        result = FrameResult(frame, shown)
+        given = np.array(tracked + loose, np.float32).reshape(-1, 4)
+        result.data["tracker_input"] = Detections(
+            given, np.full(len(given), 0.5), np.zeros(len(given), np.int64), labels=LABELS
+        )
+        result.data["tracked_rows"] = np.arange(len(tracked))
+        if index == 24:
+            result.add_event("track.end", track_id=4)
+        exits += [e.payload["dwell_s"] for e in rules(result).events if e.kind == "zone.exit"]
+    return exits
+
+
+def test_a_track_lost_inside_a_zone_leaves_when_its_faint_boxes_do():
+    """Inside from x 200 (frame 5), lost after frame 14 (x 290), dropped at frame 24; its
+    object goes on, found only faintly."""
+    # out of the hall from frame 20 (x 405): a stay of 1.5 s, not 1.0 s (to the first
+    # frame it was not tracked in)
+    walking_out = [305 + 20 * step for step in range(10)]
+    assert _lost_inside(walking_out) == [pytest.approx(1.5)]
+    # join_s 0, no faint boxes, or faint boxes for a frame only: as before
+    assert _lost_inside(walking_out, join_s=0) == [pytest.approx(1.0)]
+    assert _lost_inside([]) == [pytest.approx(1.0)]
+    assert _lost_inside([305]) == [pytest.approx(1.0)]
+    # faint boxes that stop inside at frame 17: it was there until frame 18
+    assert _lost_inside([305, 315, 325]) == [pytest.approx(1.3)]
+    # still inside, faintly, when the tracker drops the track (frame 24): until then
+    assert _lost_inside([305 + 5 * step for step in range(15)]) == [pytest.approx(1.9)]
