@@ -1,0 +1,237 @@
+"""Line crossings: each track counted once per direction, with hysteresis, joins of broken
+tracks and faint paths (see :mod:`ubiq.pipelines.rules.rules`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ubiq.errors import ConfigError
+from ubiq.pipelines.rules.geometry import Line
+from ubiq.pipelines.rules.paths import box_sizes, faint_path, track_velocity
+from ubiq.types import FrameResult
+
+
+@dataclass
+class _LineState:
+    side: int = 0  # confirmed side: -1, +1, 0 unknown
+    candidate: int = 0
+    streak: int = 0
+    counted: set = field(default_factory=set)
+    along: float = 0.5  # projection of the last point on the confirmed side
+    first: tuple = ()  # (ns, point, size of the box) when the track was first seen
+    first_box: tuple = ()  # its box then
+    last: tuple = ()  # (ns, point) when it was last seen
+    label: str = ""  # its label when last seen
+    taken: bool = False  # a later track was joined to it (see LineCrossing.join_s)
+
+
+class LineCrossing:
+    """Counts the tracks crossing a line, once per track and direction.
+
+    Args:
+        line: The line (already in pixels).
+        min_frames: Frames on the new side before a crossing counts.
+        classes: Count only these labels (``None``: all).
+        margin: How far past its ends (as a fraction of its length) a crossing still
+            counts; a track passing beside the line does not cross it.
+        merge_s: A crossing within this many seconds of another in the same direction, at
+            nearly the same place on the line (within ``merge_along`` of its length), by a
+            track that appeared while the earlier track is no longer seen, is the same
+            object whose track broke in two: it is not counted again (0 turns this off).
+        merge_along: See ``merge_s``.
+        join_s: The other half of a broken track: a track that first shows up on one side
+            of the line, while a track of the same label was last seen on the other side
+            less than this many seconds before, heading for the line, and the straight
+            path between the two crosses the line's segment and lands within a box size
+            of where the old track's motion puts it, is that object seen again after an
+            occlusion (the one in front of it as they passed each other on the line): the
+            crossing counts (once). Likewise a track that first shows up on one side when
+            the boxes the tracker did not take (scores too low to start a track) lead back
+            from its first box, frame by frame over the last ``join_s`` seconds, to at
+            least ``min_frames`` boxes on the other side: an object found too faintly to be
+            tracked until it was past the line (see :meth:`came_across`). 0 turns both off.
+    """
+
+    def __init__(
+        self,
+        line: Line,
+        *,
+        min_frames: int = 3,
+        classes: Sequence[str] | None = None,
+        margin: float = 0.05,
+        merge_s: float = 1.0,
+        merge_along: float = 0.15,
+        join_s: float = 1.5,
+    ) -> None:
+        if min_frames < 1:
+            raise ConfigError(f"min_frames must be >= 1, got {min_frames}")
+        self.merge_s = merge_s
+        self.join_s = join_s
+        self._gone: dict[int, _LineState] = {}  # ended tracks, kept join_s for a join
+        self.merge_along = merge_along
+        self._recent: list[tuple[int, float, str, int]] = []  # ns, along, direction, track
+        self.line = line
+        self.min_frames = min_frames
+        self.classes = None if classes is None else set(classes)
+        self.margin = margin
+        self.counts: dict[str, dict[str, int]] = {}
+        self._tracks: dict[int, _LineState] = {}
+
+    def update(
+        self,
+        result: FrameResult,
+        points: np.ndarray,
+        labels: list[str],
+        untracked: Sequence[tuple] = (),
+    ) -> None:
+        """Advances every track's side of the line by this frame.
+
+        Args:
+            result: The frame, with tracked detections.
+            points: ``(N, 2)`` anchor point of each detection.
+            labels: Label of each detection's track.
+            untracked: ``(ns, boxes (M, 4), points (M, 2))`` of the boxes the tracker did
+                not take, per frame, oldest first, over at least the last ``join_s``
+                seconds (see :meth:`came_across`).
+        """
+        detections = result.detections
+        sides = np.sign(self.line.side(points)).astype(int)
+        along = self.line.along(points)
+        now = result.timestamp_ns
+        sizes = box_sizes(detections)
+        for row, track_id in enumerate(detections.tracker_id.tolist()):
+            side = int(sides[row])
+            state = self._tracks.setdefault(track_id, _LineState())
+            point = (float(points[row, 0]), float(points[row, 1]))
+            if not state.first:
+                state.first = (now, point, float(sizes[row]))
+                state.first_box = tuple(detections.xyxy[row].tolist())
+            state.last, state.label = (now, point), labels[row]
+            if side == 0:
+                continue
+            if side == state.side:
+                state.candidate, state.streak = 0, 0
+                state.along = float(along[row])
+                continue
+            if side == state.candidate:
+                state.streak += 1
+            else:
+                state.candidate, state.streak = side, 1
+            if state.streak < self.min_frames:
+                continue
+            previous = state.side
+            where = (state.along + float(along[row])) / 2
+            state.side, state.candidate, state.streak = side, 0, 0
+            state.along = float(along[row])
+            direction = "in" if side > 0 else "out"
+            label = labels[row]
+            if previous == 0:
+                # the first side a track is seen on: no crossing, unless it is the rest of a
+                # track broken on the other side
+                other = self._joined(now, track_id, state, side, label)
+                if other is not None:
+                    other.taken = True
+                    state.counted |= other.counted
+                    other.counted.add(direction)  # should the old track come back, it crossed
+                    where = self._crossing_along(other.last[1], state.first[1])
+                else:
+                    where = self.came_across(state, side, untracked)
+                    if where is None:
+                        continue
+            if not -self.margin <= where <= 1 + self.margin:
+                continue  # passed beside the line
+            if direction in state.counted or (self.classes and label not in self.classes):
+                continue
+            if self._same_object(result, track_id, where, direction):
+                state.counted.add(direction)
+                continue
+            state.counted.add(direction)
+            per_label = self.counts.setdefault(label, {"in": 0, "out": 0})
+            per_label[direction] += 1
+            result.add_event(
+                "line.cross",
+                line=self.line.name,
+                track_id=track_id,
+                label=label,
+                direction=direction,
+            )
+
+    def came_across(self, state: _LineState, side: int, untracked: Sequence[tuple]) -> float | None:
+        """Where on the line (0 at A, 1 at B) a track first confirmed on ``side`` crossed
+        it before it was tracked, or ``None``: when the oldest ``min_frames`` boxes of its
+        faint path (see :func:`faint_path`) lie on the other side of the line."""
+        if self.join_s <= 0 or not state.first_box:
+            return None
+        _, path = faint_path(state.first_box, state.first[0], untracked, self.join_s)
+        if len(path) < self.min_frames:
+            return None
+        sides = np.sign(self.line.side(path)).astype(int)
+        if not (sides[: self.min_frames] == -side).all():
+            return None
+        last_before = int(np.flatnonzero(sides == -side).max())
+        end = path[last_before + 1] if last_before + 1 < len(path) else state.first[1]
+        return self._crossing_along(path[last_before], end)
+
+    def _crossing_along(self, start, end) -> float:
+        """Where on the line (0 at A, 1 at B) the straight path ``start -> end`` crosses it."""
+        before, after = self.line.side(np.array([start, end]))
+        t = before / (before - after) if before != after else 0.5
+        point = np.asarray(start) + t * (np.asarray(end) - np.asarray(start))
+        return float(self.line.along(point[None])[0])
+
+    def _joined(
+        self, now: int, track_id: int, state: _LineState, side: int, label: str
+    ) -> _LineState | None:
+        """The broken-off first half of a new track (see ``join_s``), or ``None``."""
+        if self.join_s <= 0:
+            return None
+        first_ns, first_point, size = state.first
+        best, best_miss = None, np.inf
+        self._gone = {k: v for k, v in self._gone.items() if (now - v.last[0]) / 1e9 <= self.join_s}
+        for other_id, other in [*self._tracks.items(), *self._gone.items()]:
+            if other_id == track_id or other.taken or other.side != -side or other.label != label:
+                continue
+            last_ns, last_point = other.last
+            gap_s = (first_ns - last_ns) / 1e9
+            if not 0 < gap_s <= self.join_s:
+                continue  # still seen when this one appeared, or too long ago
+            velocity = track_velocity(other.first, other.last)
+            if velocity is None:
+                continue
+            towards = float(self.line.side(np.asarray(last_point)[None] + velocity[None])[0])
+            if np.sign(towards) == np.sign(other.side) and abs(towards) >= abs(
+                float(self.line.side(np.asarray(last_point)[None])[0])
+            ):
+                continue  # it was moving away from the line
+            expected = np.asarray(last_point) + velocity * gap_s
+            miss = float(np.hypot(*(np.asarray(first_point) - expected)))
+            if miss <= size and miss < best_miss:
+                best, best_miss = other, miss
+        return best
+
+    def _same_object(
+        self, result: FrameResult, track_id: int, where: float, direction: str
+    ) -> bool:
+        """Whether this crossing repeats a recent one by a track that broke off (see
+        ``merge_s``); records it otherwise."""
+        now = result.timestamp_ns
+        self._recent = [c for c in self._recent if (now - c[0]) / 1e9 <= self.merge_s]
+        seen = set(result.detections.tracker_id.tolist())
+        for _, along, other_direction, other in self._recent:
+            if (
+                other_direction == direction
+                and other != track_id
+                and other not in seen
+                and abs(along - where) <= self.merge_along
+            ):
+                return True
+        self._recent.append((now, where, direction, track_id))
+        return False
+
+    def forget(self, track_id: int) -> None:
+        state = self._tracks.pop(track_id, None)
+        if state is not None and state.side != 0 and self.join_s > 0:
+            self._gone[track_id] = state
