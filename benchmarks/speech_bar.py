@@ -148,9 +148,10 @@ def main() -> int:
         verify=not args.no_phone_check,
     )
     print(f"recogniser ready in {time.perf_counter() - opened:.1f} s", end="")
-    checker = getattr(recognizer, "checker", None)
-    if checker is not None:
-        print(f" (phone check at {checker.threshold:.2f})", end="")
+    if getattr(recognizer, "checker", None) is not None:
+        print(f" (phone check at {recognizer.verify_threshold or 0.0:.2f})", end="")
+    if getattr(recognizer, "phone_threshold", None) is not None:
+        print(f" (phone recogniser first, at {recognizer.phone_threshold:.2f})", end="")
     calibration = getattr(recognizer, "calibration", None)
     if calibration is not None:
         print(

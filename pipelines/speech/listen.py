@@ -248,7 +248,14 @@ class SpeechPipeline:
         return events
 
     def _command(self, vad, samples: np.ndarray, started: float) -> list[Event]:
-        result = self.recognizer.recognize(samples)
+        padded = getattr(self.recognizer, "recognize_padded", None)
+        if padded is not None and vad.samples_start is not None:
+            # how much audio the VAD kept around the speech (less at a stream's start)
+            lead = max(0.0, vad.t_start - vad.samples_start)
+            trail = max(0.0, vad.samples_start + len(samples) / SAMPLE_RATE - vad.t_end)
+            result = padded(samples, lead, trail)
+        else:
+            result = self.recognizer.recognize(samples)
         self.recognitions.append(result)
         counts = result.phrase is not None and (
             not self.wake or not self.wake_gate or vad.t_start <= self._awake_until

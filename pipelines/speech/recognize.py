@@ -16,10 +16,15 @@ Three engines sit behind :class:`CommandRecognizer`:
   (``verify_threshold`` in its manifest), a command it accepts must also pass the phone
   check: the shipped phone recogniser's score of that phrase's spelling, which a phrase one
   word away fails (:mod:`~ubiq.models.toolchain.train.kws_calibrate`; an enrolled voice's
-  match, below, is taken without it). A model folder written by
-  ``ubiq learn --task kws`` also holds the user's enrolled voice templates: an utterance
-  close enough to one is that phrase (:data:`~ubiq.models.runtime.kws_enroll.COMBINE_RULE`),
-  anything else gets the model's own answer.
+  match, below, is taken without it). Where training also recorded the zero-wait path's
+  threshold for the list (``phone_threshold``), the phone recogniser on its own hears a
+  command first, as ``ubiq listen --commands`` without a model would, and the model decides
+  the rest: a trained model then adds what it hears to what needs no training (the phone
+  recogniser generalises to voices better than a classifier trained on a dozen). A model
+  folder written by ``ubiq learn --task kws`` also holds the user's enrolled voice
+  templates: an utterance close enough to one is that phrase
+  (:data:`~ubiq.models.runtime.kws_enroll.COMBINE_RULE`), anything else gets the model's
+  own answer.
 * :class:`SphinxCommandRecognizer` decodes the utterance with PocketSphinx against a JSGF
   grammar of exactly the allowed phrases. It needs no training, but a grammar decoder
   forces any speech onto its closest phrase; its rejection is a posterior threshold,
@@ -58,6 +63,9 @@ ENGINES = ("auto", "model", "phones", "pocketsphinx")
 """Command engines :func:`open_recognizer` knows."""
 DEFAULT_THRESHOLD = 0.6
 """Lowest confidence a command model accepts when neither the caller nor its manifest says."""
+MODEL_CONTEXT_MS = 30.0
+"""Audio around the speech a command model is given (the VAD's default padding): its
+threshold was chosen on trimmed speech, and wider context let more near misses through."""
 
 
 @dataclass(frozen=True)
@@ -116,8 +124,9 @@ class ModelCommandRecognizer:
         threads: Inference threads.
         max_extra_s: An utterance longer than the model's clip by more than this is
             rejected without running the model.
-        verify: Apply the phone check when the manifest has a ``verify_threshold`` (without
-            espeak-ng it is skipped with a warning).
+        verify: Apply the phone check when the manifest has a ``verify_threshold``, and
+            let the phone recogniser hear commands first when it has a ``phone_threshold``
+            (without espeak-ng both are skipped with a warning).
 
     Raises:
         ModelError: If the model is missing, corrupt, not a kws model or has no manifest.
@@ -196,16 +205,30 @@ class ModelCommandRecognizer:
             or not 0.0 <= self.verify_threshold < 1.0
         ):
             raise ModelError(f"{path}: verify_threshold in its manifest must be in [0, 1)")
+        phone_threshold = manifest.decoder.params.get("phone_threshold")
+        if phone_threshold is not None and (
+            not isinstance(phone_threshold, (int, float)) or not 0.0 < phone_threshold < 1.0
+        ):
+            raise ModelError(f"{path}: phone_threshold in its manifest must be in (0, 1)")
         self.checker = None
-        if verify and self.verify_threshold:
+        if verify and (self.verify_threshold or phone_threshold is not None):
             from ubiq.pipelines.speech.phone_commands import PhoneCommandRecognizer
 
-            try:
+            try:  # its own threshold is the phone recogniser's; the check's is separate
                 self.checker = PhoneCommandRecognizer(
-                    commands, threshold=float(self.verify_threshold), threads=threads
+                    commands,
+                    threshold=float(phone_threshold or self.verify_threshold),
+                    threads=threads,
                 )
             except (BackendUnavailable, ConfigError, ModelError) as error:
                 logger.warning("commands: no phone check (%s)", error)
+        # Recorded by training: the zero-wait path's threshold for this list, at which the
+        # phone recogniser on its own hears commands before the model decides.
+        self.phone_threshold = (
+            float(phone_threshold)
+            if self.checker is not None and phone_threshold is not None
+            else None
+        )
         self.max_samples = int((self.features.clip_seconds + max_extra_s) * SAMPLE_RATE)
         self.input_name = self.backend.inputs[0].name
         self.path = path
@@ -223,10 +246,31 @@ class ModelCommandRecognizer:
         """Class probabilities of one utterance (centred in the model's clip)."""
         return self._softmax(self._run(samples))
 
+    @property
+    def context_ms(self) -> float:
+        """Audio wanted around the speech: the phone recogniser's when it listens too (the
+        model itself gets :data:`MODEL_CONTEXT_MS` of it, see :meth:`recognize_padded`)."""
+        return self.checker.context_ms if self.phone_threshold is not None else 0.0
+
     def recognize(self, samples: np.ndarray) -> Recognition:
-        if len(samples) > self.max_samples:
+        return self.recognize_padded(samples, 0.0, 0.0)
+
+    def recognize_padded(self, samples: np.ndarray, lead_s: float, trail_s: float) -> Recognition:
+        """Recognises an utterance with ``lead_s`` and ``trail_s`` seconds of audio before
+        and after its speech (what the VAD kept, :attr:`context_ms` at most).
+
+        The phone recogniser, when the manifest gives it a ``phone_threshold``, hears the
+        whole and accepts its best phrase at that threshold; otherwise the model decides
+        on the speech with at most :data:`MODEL_CONTEXT_MS` around it (what it was
+        calibrated on), and the phone check (``verify_threshold``) must agree.
+        """
+        keep = int(MODEL_CONTEXT_MS / 1e3 * SAMPLE_RATE)
+        head = max(0, int(lead_s * SAMPLE_RATE) - keep)
+        tail = max(0, int(trail_s * SAMPLE_RATE) - keep)
+        speech = samples[head : len(samples) - tail] if head + tail < len(samples) else samples
+        if len(speech) > self.max_samples:
             return Recognition("", None, False, 0.0, "")
-        outputs = self._run(samples)
+        outputs = self._run(speech)
         if self.voices is not None:
             from ubiq.models.runtime.onnx_outputs import EMBEDDING_OUTPUT
 
@@ -234,6 +278,13 @@ class ModelCommandRecognizer:
             if match.phrase is not None:
                 confidence = float(np.clip(match.similarity, 0.0, 1.0))
                 return _result(self.commands, match.phrase, confidence, True)
+        scores = None
+        if self.phone_threshold is not None:
+            scores = self.checker.scores(samples)
+            heard = int(np.argmax(scores))
+            if scores[heard] >= self.phone_threshold:
+                phrase = self.checker.phrases[heard]
+                return _result(self.commands, phrase, float(scores[heard]), True)
         probs = self._softmax(outputs)
         best = int(np.argmax(probs))
         label, confidence = self.labels[best], float(probs[best])
@@ -241,8 +292,10 @@ class ModelCommandRecognizer:
             return Recognition("", None, False, confidence, label)
         accept = confidence >= self.threshold
         if accept and self.checker is not None and label in self.checker.phrases:
-            check = self.checker.scores(samples)[self.checker.phrases.index(label)]
-            accept = bool(check >= self.checker.threshold)
+            if scores is None:
+                scores = self.checker.scores(samples)
+            check = scores[self.checker.phrases.index(label)]
+            accept = bool(check >= (self.verify_threshold or 0.0))
         return _result(self.commands, label, confidence, accept)
 
 

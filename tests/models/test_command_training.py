@@ -190,16 +190,18 @@ def test_trained_command_model_drives_ubiq_listen(command_model, tmp_path):
     assert records == [event_record(event) for event in expected]
     assert len(pipeline.recognitions) == 3
     assert all(r.best in recognizer.labels and 0 < r.confidence <= 1 for r in pipeline.recognitions)
-    for record in records:
+    for record in records:  # the model's probability, or the phone recogniser's score
         if record["kind"] == "speech.command":
             assert record["text"] in command_set.texts
-            assert record["confidence"] >= recognizer.threshold
+            lowest = min(recognizer.threshold, recognizer.phone_threshold or 1.0)
+            assert record["confidence"] >= lowest
 
 
 def test_training_chooses_the_threshold_and_the_manifest_carries_it(command_model):
     """The exported manifest holds the thresholds training chose (the model's and the phone
     check's), the rule and the table it was chosen from, and the threshold is the one the
-    rule picks from that table."""
+    rule picks from that table; and the zero-wait path's threshold for the same list, at
+    which the phone recogniser hears commands before the model."""
     from ubiq.manifest import ModelManifest, manifest_path_for
     from ubiq.models.toolchain.train.kws_calibrate import (
         MAX_FALSE_ACCEPT_VERIFIED,
@@ -208,6 +210,7 @@ def test_training_chooses_the_threshold_and_the_manifest_carries_it(command_mode
         VERIFY_RULE,
     )
     from ubiq.pipelines.speech.commands import load_commands
+    from ubiq.pipelines.speech.phone_commands import PhoneCommandRecognizer
     from ubiq.pipelines.speech.recognize import ModelCommandRecognizer
 
     commands, model = command_model
@@ -232,8 +235,14 @@ def test_training_chooses_the_threshold_and_the_manifest_carries_it(command_mode
         assert all(a[2] >= b[2] and a[1] >= b[1] for a, b in zip(rows, rows[1:]))
     recognizer = ModelCommandRecognizer(model, load_commands(commands))
     assert recognizer.threshold == params["threshold"]
-    if params["verify_threshold"] > 0:
-        assert recognizer.checker.threshold == params["verify_threshold"]
+    assert recognizer.verify_threshold == params["verify_threshold"]
+    # the zero-wait calibration of the same list (cached by it): `ubiq listen --commands`
+    # without the model would use the same threshold
+    zero_wait = PhoneCommandRecognizer(load_commands(commands), progress=False)
+    assert params["phone_threshold"] == zero_wait.threshold == recognizer.phone_threshold
+    assert params["phone_threshold_chosen"] == zero_wait.calibration.rule
+    assert recognizer.checker.threshold == zero_wait.threshold
+    assert recognizer.context_ms == zero_wait.context_ms == 250.0
 
 
 @needs_espeak
@@ -336,8 +345,10 @@ def test_training_s_phone_check_spells_words_as_the_commands_file_does(tmp_path)
         if spelled:
             description["pronunciations"] = {"zed": "M AA R K"}
         (root / "dataset.yaml").write_text(yaml.safe_dump(description))
-        verify = KwsTask._phone_check(SimpleNamespace(names=names, root=root))
+        verify, calibration = KwsTask._phone_check(SimpleNamespace(names=names, root=root))
         scores[spelled] = verify(clip[None])[0]
+        # and the zero-wait threshold for the list, spelled the same way
+        assert 0.05 <= calibration.threshold <= 0.95 and "near-miss" in calibration.rule
     column = names.index("hey zed")
     assert scores[True][column] > 0.5 > scores[False][column], scores
     assert scores[True][names.index("_unknown_")] == 0.0

@@ -176,6 +176,90 @@ def test_a_trained_model_s_commands_pass_the_phone_check_and_near_misses_do_not(
         ModelCommandRecognizer(model, commands)
 
 
+def test_with_a_phone_threshold_the_phone_recogniser_hears_commands_first(tmp_path):
+    """A model whose manifest carries the zero-wait path's threshold (``phone_threshold``,
+    as training records it): the phone recogniser on its own accepts a command at that
+    threshold, whatever the model says; near misses stay out, and the model alone (here
+    held to 0.9999, so it takes nothing) decides the rest."""
+    from ubiq.pipelines.speech.commands import load_commands
+    from ubiq.pipelines.speech.recognize import ModelCommandRecognizer
+
+    model, manifest, commands_file = _checked_demo(tmp_path)
+    commands = load_commands(commands_file)
+    strict = ModelCommandRecognizer(model, commands, threshold=0.9999)
+    manifest["decoder"]["params"]["phone_threshold"] = 0.3
+    (tmp_path / "demo.json").write_text(json.dumps(manifest))
+    both = ModelCommandRecognizer(model, commands, threshold=0.9999)
+    assert strict.phone_threshold is None and strict.context_ms == 0.0
+    assert both.phone_threshold == 0.3 and both.verify_threshold == 0.1
+    assert both.context_ms == both.checker.context_ms == 250.0  # the VAD keeps that much
+    assert ModelCommandRecognizer(model, commands, verify=False).phone_threshold is None
+    for text, is_command in (
+        ("what time is it", True),
+        ("turn on the kitchen light", True),
+        ("play some videos", False),
+        ("what day is it", False),
+    ):
+        clip = make_clip(text, "en-us", 150, 50, snr_db=20, rng=np.random.default_rng(1))
+        alone, heard = strict.recognize(clip.samples), both.recognize(clip.samples)
+        assert not alone.accepted, (text, alone)
+        assert heard.accepted == is_command, (text, heard)
+        if is_command:  # the phone recogniser's phrase and score
+            scores = both.checker.scores(clip.samples)
+            assert heard.text == text and heard.confidence == scores.max() >= 0.3
+    manifest["decoder"]["params"]["phone_threshold"] = 1.5
+    (tmp_path / "demo.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match=r"phone_threshold in its manifest must be in \(0, 1\)"):
+        ModelCommandRecognizer(model, commands)
+
+
+def test_the_model_hears_the_speech_with_30_ms_around_it_the_phone_recogniser_all(tmp_path):
+    """The VAD keeps 250 ms around the speech for the phone recogniser; the command model
+    gets 30 ms of it (what its threshold was chosen on), through the pipeline too."""
+    from ubiq.pipelines.speech.commands import load_commands
+    from ubiq.pipelines.speech.listen import SpeechPipeline
+    from ubiq.pipelines.speech.recognize import ModelCommandRecognizer
+    from ubiq.pipelines.speech.vad import SileroVad, VadSegmenter
+    from ubiq.types import AudioChunk
+
+    model, manifest, commands_file = _checked_demo(tmp_path)
+    manifest["decoder"]["params"]["phone_threshold"] = 0.3
+    (tmp_path / "demo.json").write_text(json.dumps(manifest))
+    recognizer = ModelCommandRecognizer(model, load_commands(commands_file))
+    model_lengths, phone_lengths, spans = [], [], []
+    run, scores = recognizer._run, recognizer.checker.scores
+    recognizer._run = lambda samples: model_lengths.append(len(samples)) or run(samples)
+    recognizer.checker.scores = lambda samples: (
+        phone_lengths.append(len(samples)) or scores(samples)
+    )
+    padded = recognizer.recognize_padded
+
+    def spy(samples, lead, trail):
+        spans.append((len(samples), lead, trail))
+        return padded(samples, lead, trail)
+
+    recognizer.recognize_padded = spy
+    samples = np.zeros(16000, np.float32)
+    recognizer.recognize_padded(samples, 0.25, 0.1)
+    assert model_lengths == [16000 - (4000 - 480) - (1600 - 480)] and phone_lengths == [16000]
+    clip = make_clip("what time is it", "en-us", 150, 50, snr_db=None, lead_s=1.0, tail_s=1.0,
+                     rng=np.random.default_rng(1))  # fmt: skip
+    pipeline = SpeechPipeline(VadSegmenter(vad=SileroVad(threads=1)), recognizer, wake_gate=False)
+    events = []
+    for start in range(0, len(clip.samples), 512):
+        block = np.zeros(512, np.float32)
+        part = clip.samples[start : start + 512]
+        block[: len(part)] = part
+        events += pipeline.feed(AudioChunk(block, 16000, int(start * 1e9 / 16000)))
+    events += pipeline.flush()
+    assert [e.payload["text"] for e in events if e.kind == "speech.command"] == ["what time is it"]
+    ((length, lead, trail),) = spans[1:]
+    assert abs(lead - 0.25) < 0.02 and 0.1 < trail <= 0.27, spans
+    keep = 480
+    expected = length - (int(lead * 16000) - keep) - (int(trail * 16000) - keep)
+    assert model_lengths[1:] == [expected] and phone_lengths[1:] == [length]
+
+
 def test_the_speech_benchmark_runs_with_and_without_the_phone_check(tmp_path):
     """`benchmarks/speech_bar.py` (README's commands, on one voice and speed here): with a
     manifest's phone check it says so, and `--no-phone-check` leaves it off."""

@@ -113,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
         chosen = result.extra["threshold_chosen"]
         check = result.extra.get("verify_threshold")
         also = "" if check is None else f" with the phone check at {check:.2f}"
+        heard = result.extra.get("phone_threshold")
+        if heard is not None:
+            also += f", after the phone recogniser on its own at {heard:.2f}"
         print(f"threshold: {result.extra['threshold']:.2f}{also}, chosen as the {chosen}")
     print(f"weights: {result.best}")
     print(f"curves:  {Path(result.out) / 'results.png'}")

@@ -104,9 +104,17 @@ def manifest_for(config: ModelConfig, name: str, source: str) -> ModelManifest:
 
 def _kws_params(config: ModelConfig) -> dict:
     """A keyword model's decoder params: its feature settings and, when training chose one,
-    its threshold (and the phone check's) with the rule and the table it came from."""
+    its threshold (and the phone check's and the phone recogniser's) with the rule and the
+    table it came from."""
     params = {"features": dict(config.extra.get("features", {}))}
-    for key in ("threshold", "verify_threshold", "threshold_chosen", "calibration"):
+    for key in (
+        "threshold",
+        "verify_threshold",
+        "phone_threshold",
+        "threshold_chosen",
+        "phone_threshold_chosen",
+        "calibration",
+    ):
         if key in config.extra:
             params[key] = config.extra[key]
     return params

@@ -287,9 +287,13 @@ class KwsTask:
         return metrics["top1"]
 
     def _phone_check(self):
-        """``(N, L)`` waveforms -> ``(N, classes)`` phone-check scores of each class's phrase
-        (the second stage of :mod:`~ubiq.models.toolchain.train.kws_calibrate`), or ``None``
-        where it cannot run (no espeak-ng, no phone model)."""
+        """``(verify, calibration)``: ``(N, L)`` waveforms -> ``(N, classes)`` phone-check
+        scores of each class's phrase (the second stage of
+        :mod:`~ubiq.models.toolchain.train.kws_calibrate`), and the zero-wait path's
+        calibration for these phrases (its threshold and rule, cached by the list as
+        ``ubiq listen --commands`` caches it): the trained model's recogniser lets the
+        phone recogniser hear commands at that threshold too. ``(None, None)`` where the
+        check cannot run (no espeak-ng, no phone model)."""
         from ubiq.errors import BackendUnavailable, ModelError
         from ubiq.pipelines.speech.commands import CommandSet
         from ubiq.pipelines.speech.phone_commands import PhoneCommandRecognizer
@@ -297,22 +301,26 @@ class KwsTask:
         phrases = [n for n in self.names if n not in (UNKNOWN, SILENCE)]
         description = self.root / "dataset.yaml"
         # a commands file's own spellings, recorded by command_training: checked as
-        # `ubiq listen` will check them
+        # `ubiq listen` will check them; and its phrases in the file's order, which the
+        # zero-wait calibration's draws follow (so it is the one `ubiq listen` makes)
         pronunciations = {}
         if description.is_file():
             data = yaml.safe_load(description.read_text(encoding="utf-8")) or {}
             pronunciations = data.get("pronunciations") or {}
+            recorded = [str(p) for p in data.get("phrases") or []]
+            if sorted(recorded) == sorted(phrases):
+                phrases = recorded
         try:
             checker = PhoneCommandRecognizer(
                 CommandSet.from_phrases(
                     phrases, pronunciations=pronunciations, source="the model's classes"
                 ),
-                threshold=0.5,  # unused: only its scores are read
+                threshold=None,  # calibrated as the zero-wait path does it (seconds, cached)
                 progress=False,
             )
         except (BackendUnavailable, ConfigError, ModelError) as error:
             log.warning("kws: no phone check chosen: %s", error)
-            return None
+            return None, None
         columns = np.array([checker.phrases.index(n) if n in phrases else -1 for n in self.names])
 
         def verify(waveforms: np.ndarray) -> np.ndarray:
@@ -322,7 +330,7 @@ class KwsTask:
                 out[row] = np.where(columns >= 0, scores[columns], 0.0)
             return out
 
-        return verify
+        return verify, checker.calibration
 
     @torch.no_grad()
     def finish(self, model, batch: int) -> dict:
@@ -343,10 +351,15 @@ class KwsTask:
             ]
             return torch.softmax(torch.from_numpy(np.concatenate(logits)), dim=1).numpy()
 
+        verify, heard = self._phone_check()
         try:
-            return calibrate_threshold(
-                self.val.samples, self.val.labels, self.names, predict, verify=self._phone_check()
+            chosen = calibrate_threshold(
+                self.val.samples, self.val.labels, self.names, predict, verify=verify
             )
         except ValueError as error:  # no phrase or no _unknown_ clip in val
             log.warning("kws: no threshold chosen: %s", error)
             return {}
+        if heard is not None:  # the zero-wait recogniser, as it is calibrated for the list
+            chosen["phone_threshold"] = heard.threshold
+            chosen["phone_threshold_chosen"] = heard.rule
+        return chosen
