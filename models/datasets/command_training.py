@@ -132,14 +132,21 @@ _FILLER_WORDS = (
 def unknown_phrases(
     phrases: Sequence[str], count: int, rng: np.random.Generator, sentences: Sequence[str]
 ) -> list[str]:
-    """Texts for the ``_unknown_`` class: sentences, command parts, swaps and shuffles.
+    """Texts for the ``_unknown_`` class: sentences, command parts, swaps, sound-alikes and
+    shuffles.
 
-    Never returns one of ``phrases``. A quarter of ``count`` comes from each kind (fewer
-    where a kind has fewer distinct texts; the sentences fill the rest).
+    A swap replaces one word of a command with an everyday filler word ("open the radio"),
+    a sound-alike with an everyday word one phone away in the CMU dictionary ("lock the
+    front floor"; :func:`~ubiq.pipelines.speech.phone_commands.sound_alikes`, none without
+    pocketsphinx's dictionary): the near misses a user says by chance. Never returns one of
+    ``phrases``. A fifth of ``count`` comes from each kind (fewer where a kind has fewer
+    distinct texts; the sentences fill the rest).
     """
+    from ubiq.pipelines.speech.phone_commands import sound_alikes
+
     allowed = {p.lower() for p in phrases}
     words = sorted({w for p in phrases for w in p.split()})
-    parts, swaps, shuffles = set(), set(), set()
+    parts, swaps, alikes, shuffles = set(), set(), set(), set()
     for phrase in phrases:
         tokens = phrase.split()
         if len(tokens) < 3:
@@ -154,16 +161,18 @@ def unknown_phrases(
         for i in range(len(tokens)):
             for filler in _FILLER_WORDS:
                 swaps.add(" ".join([*tokens[:i], filler, *tokens[i + 1 :]]))
+            for alike in sound_alikes(tokens[i]):
+                alikes.add(" ".join([*tokens[:i], alike, *tokens[i + 1 :]]))
     for _ in range(4 * count):
         size = int(rng.integers(2, 6))
         shuffles.add(" ".join(rng.choice(words, size=min(size, len(words)), replace=False)))
     # single words too short to be speech-like are still useful parts ("light", "on")
-    kinds = [sorted(k - allowed) for k in (parts, swaps, shuffles)]
-    quarter = max(1, count // 4)
+    kinds = [sorted(k - allowed) for k in (parts, swaps, alikes, shuffles)]
+    fifth = max(1, count // 5)
     out: list[str] = []
     for kind in kinds:
         if kind:
-            picks = rng.choice(len(kind), size=min(quarter, len(kind)), replace=False)
+            picks = rng.choice(len(kind), size=min(fifth, len(kind)), replace=False)
             out.extend(kind[int(i)] for i in picks)
     pool = [s for s in sentences if s.lower() not in allowed]
     while len(out) < count and pool:

@@ -39,6 +39,16 @@ def test_unknown_phrases_are_never_commands_and_cover_each_kind():
         return len(a) == len(b) and sum(x != y for x, y in zip(a, b)) == 1
 
     assert any(one_word_off(t, p) for t in texts for p in phrases)  # swaps
+    # sound-alikes: one word one phone away in the CMU dictionary ("like" for "light")
+    from ubiq.pipelines.speech.phone_commands import sound_alikes
+
+    alike = {
+        " ".join([*p.split()[:i], w, *p.split()[i + 1 :]])
+        for p in phrases
+        for i, word in enumerate(p.split())
+        for w in sound_alikes(word)
+    }
+    assert alike and len(set(texts) & alike) >= 40 // 5 - 1, sorted(set(texts) & alike)
     assert "hello there" in texts  # sentences fill up
     again = unknown_phrases(phrases, 40, np.random.default_rng(0), ["hello there", "good night"])
     assert again == texts  # deterministic by seed

@@ -10,8 +10,9 @@ the command list itself (:func:`~ubiq.models.datasets.command_training.unknown_p
 
 :data:`THRESHOLD_RULE`: the lowest threshold of :data:`THRESHOLD_GRID` at which at most
 :data:`MAX_FALSE_ACCEPT` of the negatives are accepted on average over the conditions; the
-lowest, because every step up costs commands. The negatives are mostly near misses (three
-quarters are parts, swaps and shuffles of the commands), so the limit is the speech bar
+lowest, because every step up costs commands. The negatives are mostly near misses (up to
+four fifths are parts, swaps, sound-alikes and shuffles of the commands), so the limit is
+the speech bar
 for near misses, 10%. When no threshold meets it, the one with the fewest negatives
 accepted on average (the rule text then says so). The threshold, the rule and the table it
 was chosen from go into the checkpoint's config and from there into the exported model's
@@ -51,8 +52,8 @@ CALIBRATION_SNRS: tuple[float | None, ...] = (None, 20.0, 10.0)
 MAX_FALSE_ACCEPT = 0.10
 THRESHOLD_RULE = (
     "lowest of 0.30-0.95 (steps of 0.05) with at most 10% of the validation voices' "
-    "_unknown_ clips (sentences, command parts, word swaps, shuffles) accepted as a "
-    "command, on average over clean and white noise at 20 and 10 dB SNR"
+    "_unknown_ clips (sentences, command parts, word swaps, sound-alikes, shuffles) "
+    "accepted as a command, on average over clean and white noise at 20 and 10 dB SNR"
 )
 VERIFY_GRID = (0.0, 0.02, 0.04, 0.06, 0.08, 0.10, 0.12, 0.15, 0.20)
 """Phone thresholds tried with the phone check (0: the check passes everything)."""
@@ -61,7 +62,7 @@ VERIFY_RULE = (
     "pair of threshold (0.30-0.95) and phone threshold (0-0.20) that accepts the most "
     "validation commands on average over clean and white noise at 20 and 10 dB SNR with at "
     "most 5% of the validation voices' _unknown_ clips (sentences, command parts, word "
-    "swaps, shuffles) accepted, the lowest pair on ties"
+    "swaps, sound-alikes, shuffles) accepted, the lowest pair on ties"
 )
 SPECIAL = ("_unknown_", "_silence_")
 
