@@ -26,6 +26,16 @@ Three checks:
   recordings, ``numbers.raw`` and ``something.raw`` (other words by real people).
 - With ``--model`` (a model trained by ``ubiq train --task kws --commands``), the same
   real recordings must give none of its commands (false accepts on real speech).
+- With ``--wake-recording FILE --wake PHRASE``, a real recording of someone saying a wake
+  phrase (16 kHz mono WAV), with a second of silence put around it as a stream has: the
+  no-training recogniser of the commands above with that wake phrase, at the threshold it
+  calibrates, must wake on it, and on none of PocketSphinx's recordings. One such
+  recording that can be had offline: ``resources/snowboy.wav`` of the snowboy npm package
+  (Apache-2.0, KITT.AI's test recording of the hotword "snowboy")::
+
+    npm pack snowboy && tar xzf snowboy-1.3.1.tgz package/resources/snowboy.wav
+    .venv/bin/python benchmarks/real_speech.py --data ... --engines phones \
+        --wake-recording package/resources/snowboy.wav --wake snowboy
 """
 
 from __future__ import annotations
@@ -139,6 +149,24 @@ def false_accepts(recognizer, data: Path, vad: SileroVad) -> None:
     print(f"  recordings of other words with any command accepted: {bad}/{len(paths)}")
 
 
+def wake_check(data: Path, vad: SileroVad, recording: Path, wake: str) -> None:
+    recognizer = open_recognizer(CommandSet.from_phrases(COMMANDS, wake=wake), engine="phones")
+    silence = np.zeros(16000, np.float32)
+    samples = np.concatenate([silence, load(recording), silence])
+    index = recognizer.phrases.index(recognizer.commands.wake)
+    score = recognizer.scores(samples)[index]
+    got = heard(recognizer, vad, samples)
+    print(
+        f"\nwake phrase {recognizer.commands.wake!r} (no training, threshold "
+        f"{recognizer.threshold:.2f}) in {recording.name}: heard {got}, its score {score:.2f}"
+    )
+    paths = others(data) + [data / name for name, text in SAID.items() if text in COMMANDS]
+    woke = [p for p in paths if recognizer.commands.wake in heard(recognizer, vad, load(p))]
+    for path in woke:
+        print(f"  false wake in {path.relative_to(data)}")
+    print(f"  real recordings of other words that woke it: {len(woke)}/{len(paths)}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="pocketsphinx-5.1.1/test/data")
@@ -147,7 +175,11 @@ def main() -> int:
     parser.add_argument(
         "--engines", default="phones,pocketsphinx", help="no-training engines to check"
     )
+    parser.add_argument("--wake-recording", help="a real recording of a wake phrase (WAV)")
+    parser.add_argument("--wake", help="the wake phrase said in --wake-recording")
     args = parser.parse_args()
+    if bool(args.wake_recording) != bool(args.wake):
+        parser.error("--wake-recording and --wake go together")
     data = Path(args.data)
     if not (data / "librivox").is_dir() or not (data / "goforward.raw").is_file():
         parser.error(f"{data} is not pocketsphinx's test/data folder (see the docstring)")
@@ -155,6 +187,8 @@ def main() -> int:
     vad_check(data, vad)
     for engine in args.engines.split(","):
         command_check(data, vad, engine)
+    if args.wake_recording:
+        wake_check(data, vad, Path(args.wake_recording), args.wake)
     if args.model:
         if not args.commands:
             parser.error("--model needs --commands")
