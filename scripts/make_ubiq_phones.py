@@ -178,14 +178,9 @@ def synthesize(
 
 
 def _room(rng: np.random.Generator) -> np.ndarray:
-    rt60 = rng.uniform(0.15, 0.6)
-    length = int(rt60 * 16000)
-    t = np.arange(length) / 16000
-    tail = rng.standard_normal(length) * np.exp(-6.9 * t / rt60)
-    tail[: int(0.002 * 16000)] = 0
-    response = tail * 10 ** (-rng.uniform(0, 12) / 20) / max(np.sqrt(np.sum(tail**2)), 1e-9)
-    response[0] = 1.0
-    return response
+    from ubiq.models.datasets.speech import room_impulse_response
+
+    return room_impulse_response(rng)
 
 
 _NOISE: dict[str, np.ndarray] = {}

@@ -41,6 +41,7 @@ __all__ = [
     "colored_noise",
     "load_keyword_folder",
     "make_keyword_set",
+    "room_impulse_response",
     "synthesize_word",
 ]
 
@@ -173,6 +174,20 @@ def colored_noise(kind: str, length: int, rng: np.random.Generator) -> np.ndarra
     noise = np.fft.irfft(spectrum / frequencies ** exponents[kind], n=length)
     noise -= noise.mean()
     return (noise / max(float(np.sqrt(np.mean(noise**2))), 1e-12)).astype(np.float32)
+
+
+def room_impulse_response(rng: np.random.Generator, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A simulated small room: the direct sound (1.0), then after 2 ms an exponentially
+    decaying noise tail (RT60 0.15-0.6 s, the level drop to -60 dB) whose energy is 0 to
+    -12 dB against the direct sound. ``(int(rt60 * sample_rate),)`` float64."""
+    rt60 = rng.uniform(0.15, 0.6)
+    length = int(rt60 * sample_rate)
+    t = np.arange(length) / sample_rate
+    tail = rng.standard_normal(length) * np.exp(-6.9 * t / rt60)
+    tail[: int(0.002 * sample_rate)] = 0
+    response = tail * 10 ** (-rng.uniform(0, 12) / 20) / max(np.sqrt(np.sum(tail**2)), 1e-9)
+    response[0] = 1.0
+    return response
 
 
 def _silence_clip(rng: np.random.Generator) -> tuple[np.ndarray, str]:

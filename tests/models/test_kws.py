@@ -356,6 +356,23 @@ def test_waveform_augmentation_shifts_scales_and_stays_in_range():
     assert heights.min() >= 0.5 * 10 ** (-20 / 20) - 1e-6 and heights.max() <= 0.5 * 10**0.2
     noisy = augment_waveforms(impulse, np.random.default_rng(0), np.ones((1, 16000)), 16000)
     assert (np.abs(noisy) > 0).sum(axis=1).max() > 15000  # background noise mixed in
+    # a quarter of the clips ring on in a simulated room (the others stay one click, with
+    # the speed change's interpolation around it)
+    ringing = int(((np.abs(out) > 1e-6).sum(axis=1) > 1000).sum())
+    assert 6 <= ringing <= 28, ringing
+
+
+def test_a_room_is_the_direct_sound_then_a_decaying_tail():
+    from ubiq.models.datasets.speech import room_impulse_response
+
+    for seed in range(20):
+        room = room_impulse_response(np.random.default_rng(seed))
+        assert 0.15 * 16000 - 1 <= len(room) <= 0.6 * 16000 and room[0] == 1.0
+        assert not room[1:32].any()  # 2 ms before the first reflection
+        tail = float(np.sum(room[1:] ** 2))
+        assert 10 ** (-12 / 10) - 1e-9 <= tail <= 1.0 + 1e-9
+        half = len(room) // 2
+        assert np.sum(room[half:] ** 2) < 0.01 * np.sum(room[32:half] ** 2)  # it decays
 
 
 def test_spec_augment_masks_stripes_with_the_clip_mean():

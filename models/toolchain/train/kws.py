@@ -14,8 +14,10 @@ the log; the model's first batch norm takes care of scale. The settings are stor
 model config under ``extra["features"]`` for the export manifest.
 
 Training augments the waveform (playback speed 0.85-1.15x, which moves tempo and pitch
-together like another speaker, time shift up to +-100 ms, gain -20 to +4 dB, background
-noise at 5-30 dB SNR with probability 0.8), then the features (SpecAugment: two time masks
+together like another speaker, time shift up to +-100 ms, a simulated room with probability
+0.25 (:func:`~ubiq.models.datasets.speech.room_impulse_response`, as the shipped phone
+model was trained), gain -20 to +4 dB, background noise at 5-30 dB SNR with probability
+0.8), then the features (SpecAugment: two time masks
 of up to 8 frames and two frequency masks of up to 4 bands, filled with the clip's mean).
 Validation features are computed once, without augmentation.
 """
@@ -30,9 +32,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from scipy.signal import fftconvolve
 from tqdm import tqdm
 
 from ubiq.errors import ConfigError, DatasetError
+from ubiq.models.datasets.speech import room_impulse_response
 from ubiq.models.runtime.audio_features import LogMelOptions, fixed_length, read_wav, resample
 from ubiq.models.toolchain.nets import ModelConfig
 
@@ -47,6 +51,7 @@ SPEED_RANGE = (0.85, 1.15)
 SHIFT_SECONDS = 0.1
 GAIN_DB = (-20.0, 4.0)
 NOISE_PROBABILITY = 0.8
+REVERB_PROBABILITY = 0.25
 SNR_DB = (5.0, 30.0)
 TIME_MASKS, TIME_MASK_FRAMES = 2, 8
 FREQUENCY_MASKS, FREQUENCY_MASK_BANDS = 2, 4
@@ -123,7 +128,8 @@ def augment_waveforms(
     *,
     speed: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """Random speed, time shift, gain and background noise (see the module docstring).
+    """Random speed, time shift, room, gain and background noise (see the module
+    docstring).
 
     Args:
         samples: ``(B, L)`` float32 clips (not modified).
@@ -145,6 +151,9 @@ def augment_waveforms(
         if speed is not None:
             clip = _change_speed(clip, float(rng.uniform(*speed)))
         out[row] = fixed_length(clip, sample_rate, length / sample_rate, offset)
+    for row in np.flatnonzero(rng.random(batch) < REVERB_PROBABILITY):
+        room = room_impulse_response(rng, sample_rate)
+        out[row] = fftconvolve(out[row], room)[:length]
     out *= (10 ** (rng.uniform(*GAIN_DB, size=(batch, 1)) / 20)).astype(np.float32)
     for row in np.flatnonzero(rng.random(batch) < NOISE_PROBABILITY):
         noise = np.roll(noise_bank[rng.integers(len(noise_bank))], int(rng.integers(length)))
