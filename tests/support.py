@@ -103,3 +103,19 @@ def assert_concurrent_runs_match(one, many, feeds: list[dict], repeats: int = 3)
     for index, outputs in enumerate(got):
         for key, value in expected[index % len(feeds)].items():
             np.testing.assert_allclose(outputs[key], value, rtol=1e-4, atol=1e-4)
+
+
+def play_audio(pipeline, samples) -> list:
+    """Feeds 16 kHz ``samples`` to a speech pipeline in 32 ms chunks, as a microphone would,
+    then flushes it; returns its events."""
+    import numpy as np
+
+    from ubiq.types import AudioChunk
+
+    events = []
+    for start in range(0, len(samples), 512):
+        block = np.zeros(512, np.float32)
+        part = samples[start : start + 512]
+        block[: len(part)] = part
+        events += pipeline.feed(AudioChunk(block, 16000, int(start * 1e9 / 16000)))
+    return events + pipeline.flush()

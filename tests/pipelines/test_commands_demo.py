@@ -7,6 +7,7 @@ from importlib.resources import files
 
 import numpy as np
 import pytest
+from support import play_audio
 
 from ubiq.models.datasets.command_training import HELD_OUT_VOICES
 from ubiq.models.datasets.commands import make_clip
@@ -16,7 +17,6 @@ from ubiq.pipelines.speech.commands import load_commands
 from ubiq.pipelines.speech.listen import SpeechPipeline
 from ubiq.pipelines.speech.recognize import ModelCommandRecognizer
 from ubiq.pipelines.speech.vad import SileroVad, VadSegmenter
-from ubiq.types import AudioChunk
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 
@@ -28,16 +28,6 @@ OTHER_SENTENCES = (  # in neither the training sentences nor benchmarks/speech_b
     "we had pasta for lunch",
     "the volume of the box is large",
 )
-
-
-def _events(pipeline, samples):
-    events = []
-    for start in range(0, len(samples), 512):
-        block = np.zeros(512, np.float32)
-        part = samples[start : start + 512]
-        block[: len(part)] = part
-        events += pipeline.feed(AudioChunk(block, 16000, int(start * 1e9 / 16000)))
-    return events + pipeline.flush()
 
 
 def test_shipped_command_model_hears_a_new_voice_and_refuses_other_speech():
@@ -52,7 +42,9 @@ def test_shipped_command_model_hears_a_new_voice_and_refuses_other_speech():
     for text in commands.texts:
         clip = make_clip(text, voice, 150, 50, snr_db=20, rng=rng)
         pipeline = SpeechPipeline(VadSegmenter(vad=vad), recognizer, wake_gate=False)
-        heard = [e.payload for e in _events(pipeline, clip.samples) if e.kind == "speech.command"]
+        heard = [
+            e.payload for e in play_audio(pipeline, clip.samples) if e.kind == "speech.command"
+        ]
         right += len(heard) == 1 and heard[0]["text"] == text
         if heard:
             phrase = commands.lookup(heard[0]["text"])
@@ -61,7 +53,9 @@ def test_shipped_command_model_hears_a_new_voice_and_refuses_other_speech():
         clip = make_clip(text, voice, 150, 50, snr_db=20, rng=rng)
         pipeline = SpeechPipeline(VadSegmenter(vad=vad), recognizer, wake_gate=False)
         accepted += [
-            e.payload["text"] for e in _events(pipeline, clip.samples) if e.kind == "speech.command"
+            e.payload["text"]
+            for e in play_audio(pipeline, clip.samples)
+            if e.kind == "speech.command"
         ]
     assert right >= 13, f"{right}/15 commands recognised"
     assert len(accepted) <= 1, accepted
@@ -102,7 +96,7 @@ def test_wake_phrase_and_command_said_in_one_breath():
     phrases = ("turn on the kitchen light", "play some music", "stop recording")
     for text in phrases:
         clip = make_clip(f"hey ubiq {text}", HELD_OUT_VOICES[0], 150, 50, snr_db=20, rng=rng)
-        events = _events(SpeechPipeline(VadSegmenter(vad=vad), recognizer), clip.samples)
+        events = play_audio(SpeechPipeline(VadSegmenter(vad=vad), recognizer), clip.samples)
         assert sum(e.kind == "speech.end" for e in events) == 1  # one utterance
         said = [(e.kind, e.payload["text"]) for e in events if e.kind != "speech.end"][1:]
         right += said == [("speech.wake", "hey ubiq"), ("speech.command", text)]
@@ -113,7 +107,7 @@ def test_wake_phrase_and_command_said_in_one_breath():
             assert clip.t_start - 0.1 < wake["t_start"] < wake["t_end"] == command["t_start"]
             assert command["t_end"] == pytest.approx(clip.t_end, abs=0.1)
         unsplit = SpeechPipeline(VadSegmenter(vad=vad), recognizer, split_wake=False)
-        plain += any(e.kind == "speech.command" for e in _events(unsplit, clip.samples))
+        plain += any(e.kind == "speech.command" for e in play_audio(unsplit, clip.samples))
     assert right >= 2, f"{right}/3 run-on wake+command utterances heard"
     assert plain == 0
 

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from support import play_audio
 
 from ubiq.cli import main
 from ubiq.errors import ConfigError, ModelError
@@ -130,6 +131,22 @@ def test_listen_with_no_model_uses_the_phone_recogniser(tmp_path, recognizer):
     assert heard == ["good night", "take a photo"]
 
 
+def _demo_clips():
+    """``(text, is_command, clip)``: two demo commands and two phrases one word from one
+    ("play some videos", "what day is it"), en-us at 150 wpm and 20 dB."""
+    for text, is_command in (
+        ("what time is it", True),
+        ("turn on the kitchen light", True),
+        ("play some videos", False),
+        ("what day is it", False),
+    ):
+        yield (
+            text,
+            is_command,
+            make_clip(text, "en-us", 150, 50, snr_db=20, rng=np.random.default_rng(1)),
+        )
+
+
 def _checked_demo(folder, verify_threshold=0.1):
     """The shipped demo command model copied with a ``verify_threshold`` in its manifest;
     returns the model, its manifest (a dict) and the commands file."""
@@ -159,13 +176,7 @@ def test_a_trained_model_s_commands_pass_the_phone_check_and_near_misses_do_not(
     plain = ModelCommandRecognizer(model, commands, verify=False)
     assert checked.checker is not None and checked.checker.threshold == 0.1
     assert plain.checker is None
-    for text, is_command in (
-        ("what time is it", True),
-        ("turn on the kitchen light", True),
-        ("play some videos", False),
-        ("what day is it", False),
-    ):
-        clip = make_clip(text, "en-us", 150, 50, snr_db=20, rng=np.random.default_rng(1))
+    for text, is_command, clip in _demo_clips():
         alone, both = plain.recognize(clip.samples), checked.recognize(clip.samples)
         assert alone.accepted, (text, alone)  # the classifier alone takes every one
         assert both.accepted == is_command, (text, both)
@@ -194,13 +205,7 @@ def test_with_a_phone_threshold_the_phone_recogniser_hears_commands_first(tmp_pa
     assert both.phone_threshold == 0.3 and both.verify_threshold == 0.1
     assert both.context_ms == both.checker.context_ms == 250.0  # the VAD keeps that much
     assert ModelCommandRecognizer(model, commands, verify=False).phone_threshold is None
-    for text, is_command in (
-        ("what time is it", True),
-        ("turn on the kitchen light", True),
-        ("play some videos", False),
-        ("what day is it", False),
-    ):
-        clip = make_clip(text, "en-us", 150, 50, snr_db=20, rng=np.random.default_rng(1))
+    for text, is_command, clip in _demo_clips():
         alone, heard = strict.recognize(clip.samples), both.recognize(clip.samples)
         assert not alone.accepted, (text, alone)
         assert heard.accepted == is_command, (text, heard)
@@ -220,7 +225,6 @@ def test_the_model_hears_the_speech_with_30_ms_around_it_the_phone_recogniser_al
     from ubiq.pipelines.speech.listen import SpeechPipeline
     from ubiq.pipelines.speech.recognize import ModelCommandRecognizer
     from ubiq.pipelines.speech.vad import SileroVad, VadSegmenter
-    from ubiq.types import AudioChunk
 
     model, manifest, commands_file = _checked_demo(tmp_path)
     manifest["decoder"]["params"]["phone_threshold"] = 0.3
@@ -245,13 +249,7 @@ def test_the_model_hears_the_speech_with_30_ms_around_it_the_phone_recogniser_al
     clip = make_clip("what time is it", "en-us", 150, 50, snr_db=None, lead_s=1.0, tail_s=1.0,
                      rng=np.random.default_rng(1))  # fmt: skip
     pipeline = SpeechPipeline(VadSegmenter(vad=SileroVad(threads=1)), recognizer, wake_gate=False)
-    events = []
-    for start in range(0, len(clip.samples), 512):
-        block = np.zeros(512, np.float32)
-        part = clip.samples[start : start + 512]
-        block[: len(part)] = part
-        events += pipeline.feed(AudioChunk(block, 16000, int(start * 1e9 / 16000)))
-    events += pipeline.flush()
+    events = play_audio(pipeline, clip.samples)
     assert [e.payload["text"] for e in events if e.kind == "speech.command"] == ["what time is it"]
     ((length, lead, trail),) = spans[1:]
     assert abs(lead - 0.25) < 0.02 and 0.1 < trail <= 0.27, spans
@@ -315,7 +313,6 @@ def test_the_speech_pipeline_gives_the_phone_recogniser_audio_around_the_speech(
     at the edges need it), and gets it without a later event."""
     from ubiq.pipelines.speech.listen import SpeechPipeline
     from ubiq.pipelines.speech.vad import SileroVad, VadSegmenter
-    from ubiq.types import AudioChunk
 
     heard = []
 
@@ -332,13 +329,7 @@ def test_the_speech_pipeline_gives_the_phone_recogniser_audio_around_the_speech(
         segmenter = VadSegmenter(vad=SileroVad(threads=1))
         pipeline = SpeechPipeline(segmenter, recogniser, wake_gate=False)
         assert segmenter.options.speech_pad_ms == pad_ms
-        events = []
-        for start in range(0, len(clip.samples), 512):
-            block = np.zeros(512, np.float32)
-            part = clip.samples[start : start + 512]
-            block[: len(part)] = part
-            events += pipeline.feed(AudioChunk(block, 16000, int(start * 1e9 / 16000)))
-        events += pipeline.flush()
+        events = play_audio(pipeline, clip.samples)
         if recogniser is not None:
             (samples,) = heard
             speech_s = clip.t_end - clip.t_start
