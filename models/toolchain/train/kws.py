@@ -17,8 +17,8 @@ Training augments the waveform (playback speed 0.85-1.15x, which moves tempo and
 together like another speaker, time shift up to +-100 ms, a simulated room with probability
 0.25 (:func:`~ubiq.models.datasets.speech.room_impulse_response`, as the shipped phone
 model was trained), gain -20 to +4 dB, background noise at 5-30 dB SNR with probability
-0.8), then the features (SpecAugment: two time masks
-of up to 8 frames and two frequency masks of up to 4 bands, filled with the clip's mean).
+0.8), then the features (SpecAugment: two time masks of up to 8 frames and two frequency
+masks of up to 4 bands, filled with the clip's mean).
 Validation features are computed once, without augmentation.
 """
 

@@ -5,19 +5,19 @@ trained on) clean and with white noise at 20 and 10 dB SNR (the noise power rela
 speech, not to the clip's padding). A clip is *accepted* at threshold ``t`` when its top
 class is a phrase (not ``_unknown_`` or ``_silence_``) with probability ``>= t``. The
 ``_unknown_`` clips are the negatives: everyday sentences, parts of commands, one-word
-swaps and shuffled command words, all generated from
-the command list itself (:func:`~ubiq.models.datasets.command_training.unknown_phrases`).
+swaps (for everyday words and for words that sound alike) and shuffled command words, all
+generated from the command list itself
+(:func:`~ubiq.models.datasets.command_training.unknown_phrases`).
 
 :data:`THRESHOLD_RULE`: the lowest threshold of :data:`THRESHOLD_GRID` at which at most
 :data:`MAX_FALSE_ACCEPT` of the negatives are accepted on average over the conditions; the
 lowest, because every step up costs commands. The negatives are mostly near misses (up to
 four fifths are parts, swaps, sound-alikes and shuffles of the commands), so the limit is
-the speech bar
-for near misses, 10%. When no threshold meets it, the one with the fewest negatives
-accepted on average (the rule text then says so). The threshold, the rule and the table it
-was chosen from go into the checkpoint's config and from there into the exported model's
-manifest, where :class:`~ubiq.pipelines.speech.recognize.ModelCommandRecognizer` reads
-them.
+the speech bar for near misses, 10%. When no threshold meets it, the one with the fewest
+negatives accepted on average (the rule text then says so). The threshold, the rule and the
+table it was chosen from go into the checkpoint's config and from there into the exported
+model's manifest, where :class:`~ubiq.pipelines.speech.recognize.ModelCommandRecognizer`
+reads them.
 
 **The phone check** (a second stage, where espeak-ng and the shipped phone model are
 there): a classifier knows only its own phrases, so a phrase one word from a command ("open
