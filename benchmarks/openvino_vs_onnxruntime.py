@@ -18,7 +18,12 @@ built from its yaml and exported offline with random weights, reused from ``--wo
    onnxruntime's as ground truth (random weights: the confidence threshold is lowered
    until onnxruntime finds boxes, and the threshold is printed), the candidate's boxes
    ranked down to score 0.001 as mAP is computed, and cut at the same threshold;
-4. the OpenVINO model cache: model load + first inference in a fresh process (after its
+4. the ceiling: inference alone with frames in flight as ``ubiq detect`` runs a file, on
+   each runtime, plus the CPU a frame needs besides (reading the clip, preprocessing,
+   decoding; one thread): no pipeline could pass ``cores / (cores / FPS alone + rest)``,
+   printed against onnxruntime's measured end to end (both ways), and the ratio of the two
+   ceilings;
+5. the OpenVINO model cache: model load + first inference in a fresh process (after its
    imports) with an empty cache, then again with the cache filled; and the whole
    ``ubiq detect --max-frames 1`` wall time, interpreter and imports included, both ways.
 
@@ -176,6 +181,48 @@ for name, path, backend, device in (
     agreement[name] = map50_against(expected, ranked)
     cut[name] = map50_against(expected, [d[d.confidence >= conf] for d in ranked])
 out["map50"], out["map50_cut"] = agreement, cut
+
+# The ceiling of end to end: inference alone with frames in flight as `ubiq detect` runs a
+# file (one per core; OpenVINO THROUGHPUT), its CPU per frame taken as cores / FPS, plus
+# what a frame needs besides (reading the clip with one FFmpeg thread, preprocessing,
+# decoding) measured on one thread.
+import os, time
+from concurrent.futures import ThreadPoolExecutor
+import cv2
+from ubiq.models.runtime.backend import choose_streams
+cv2.setNumThreads(1)
+cores = len(os.sched_getaffinity(0))
+streams = choose_streams(True, None, None)
+capture = cv2.VideoCapture(clip, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+started, count = time.process_time(), 0
+while capture.read()[0]:
+    count += 1
+capture.release()
+rest = {"reading": (time.process_time() - started) * 1e3 / count}
+started = time.process_time()
+prepared = [reference.prepare(f) for f in frames]
+rest["preparing"] = (time.process_time() - started) * 1e3 / len(frames)
+reference.confidence_threshold = 0.25
+outputs = [reference.infer(t) for t, _ in prepared]
+started = time.process_time()
+for o, (_, transform) in zip(outputs, prepared):
+    reference.decode(o, transform)
+rest["decoding"] = (time.process_time() - started) * 1e3 / len(frames)
+ceiling = {"rest_ms": rest, "cores": cores, "streams": streams, "fps": {}}
+for name, backend, device in (("onnxruntime fp32", "onnxruntime", "cpu"),
+                              ("openvino default", "openvino", "openvino:CPU")):
+    m = DetectionModel.load(model, backend=backend, device=device, streams=streams)
+    tensors = [t for t, _ in prepared] * 4
+    best = 0.0
+    with ThreadPoolExecutor(m.backend.streams) as pool:
+        list(pool.map(m.infer, tensors[:20]))
+        for _ in range(3):
+            started = time.perf_counter()
+            list(pool.map(m.infer, tensors))
+            best = max(best, len(tensors) / (time.perf_counter() - started))
+    cpu = cores * 1e3 / best
+    ceiling["fps"][name] = {"alone": best, "ceiling": cores * 1e3 / (cpu + sum(rest.values()))}
+out["ceiling"] = ceiling
 print("RESULT" + json.dumps(out))
 """
 
@@ -325,6 +372,30 @@ def main() -> None:
                 f"{ratios[label]:8.2f}x"
             )
         print("FPS per round: " + "; ".join(f"{k} {v}" for k, v in fps.items()))
+        ceiling = probe["ceiling"]
+        rest = ceiling["rest_ms"]
+        base = statistics.median(fps["onnxruntime fp32"])
+        streamed = statistics.median(fps[STREAM_CONFIGS[0][0]])
+        print(
+            f"ceiling on {ceiling['cores']} cores ({ceiling['streams']} frames in flight; the "
+            "rest of a frame, on one thread: "
+            + ", ".join(f"{k} {v:.2f} ms" for k, v in rest.items())
+            + "):"
+        )
+        for label, value in ceiling["fps"].items():
+            print(
+                f"  {label:18} inference alone {value['alone']:7.1f} FPS, end to end at most "
+                f"{value['ceiling']:7.1f} FPS: {value['ceiling'] / base:.2f}x onnxruntime's "
+                f"measured end to end one frame at a time, {value['ceiling'] / streamed:.2f}x "
+                "with frames at once"
+            )
+        ceilings = [value["ceiling"] for value in ceiling["fps"].values()]
+        alone = [value["alone"] for value in ceiling["fps"].values()]
+        print(
+            f"  openvino / onnxruntime: inference alone {alone[1] / alone[0]:.2f}x, ceilings "
+            f"{ceilings[1] / ceilings[0]:.2f}x (what the ratio end to end can be when both "
+            "pipelines lose nothing beyond the rest of a frame)"
+        )
 
 
 if __name__ == "__main__":

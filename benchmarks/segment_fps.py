@@ -17,8 +17,12 @@ Prints FPS of each and the ratios end-to-end / inference-only; the median round 
 time per frame in both (``time.thread_time``, which other processes on a shared machine do
 not inflate the way they inflate wall time): what the pipeline adds to inference on the
 thread that runs the stages, and the ratio that leaves when the capture and prefetch
-threads have a core of their own. ``--pictures DIR`` also writes an overlay and a blurred
-frame of the demo source (``segment-overlay.jpg``, ``segment-blur.jpg``).
+threads have a core of their own. And the ceiling: the CPU a frame needs
+besides inference (reading the MP4, preprocessing, decoding; measured on one thread) added
+to inference's CPU per frame at ``--streams`` at once (cores / that FPS), so the FPS end to
+end could not pass ``cores / total`` even with no pipeline at all. ``--pictures DIR`` also
+writes an overlay and a blurred frame of the demo source (``segment-overlay.jpg``,
+``segment-blur.jpg``).
 
     .venv/bin/python benchmarks/segment_fps.py [--model selfie-seg] [--rounds 3]
         [--threads N] [--pictures docs]
@@ -27,6 +31,7 @@ frame of the demo source (``segment-overlay.jpg``, ``segment-blur.jpg``).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -77,6 +82,33 @@ def _pipeline_fps(stages) -> tuple[float, float, float]:
     fps = Pipeline(stages, on_result=on_result).run("demo").fps
     cpu_ms = (cpu_at[-1] - cpu_at[0]) * 1e3 / max(1, len(cpu_at) - 1)
     return fps, cpu_ms, statistics.median(decode_ms)
+
+
+def _rest_cpu_ms(model, frames) -> dict[str, float]:
+    """CPU ms per frame, on this one thread, of what a frame needs besides inference: reading
+    it from the demo MP4 (one FFmpeg thread, as the source opens it), preprocessing, and
+    decoding the outputs to a class map at frame size."""
+    import cv2
+
+    from ubiq.hardware.sources import demo_clip_path
+
+    capture = cv2.VideoCapture(str(demo_clip_path()), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+    started, count = time.process_time(), 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    costs = {"reading": (time.process_time() - started) * 1e3 / max(1, count)}
+    prepared = [model.prepare(frame.image) for frame in frames]
+    started = time.process_time()
+    prepared = [model.prepare(frame.image) for frame in frames]
+    costs["preparing"] = (time.process_time() - started) * 1e3 / len(frames)
+    outputs = [model.infer(tensor) for tensor, _ in prepared[:20]]
+    pairs = [(outputs[i % len(outputs)], prepared[i][1]) for i in range(len(prepared))]
+    started = time.process_time()
+    for output, transform in pairs:
+        model.decode(output, transform)
+    costs["decoding"] = (time.process_time() - started) * 1e3 / len(pairs)
+    return costs
 
 
 def _pictures(model, folder: Path) -> list[Path]:
@@ -152,6 +184,19 @@ def main(argv: list[str] | None = None) -> int:
         f"end to end {end_to_end_cpu_ms:.2f} ms (+{end_to_end_cpu_ms - inference_cpu_ms:.2f} "
         f"ms, of which decode {decode_ms:.2f} ms wall; one frame at a time): CPU-bound ratio "
         f"{inference_cpu_ms / end_to_end_cpu_ms:.2f}"
+    )
+    # The most end to end could reach here: the cores busy with nothing but inference at
+    # `streams` at once (its CPU per frame from that FPS) and the rest of each frame.
+    cores = len(os.sched_getaffinity(0))
+    rest = _rest_cpu_ms(model, frames)
+    inference_cpu = cores * 1e3 / at_once
+    ceiling = cores * 1e3 / (inference_cpu + sum(rest.values()))
+    print(
+        f"  ceiling on {cores} cores: inference {many.backend.streams} at once takes "
+        f"{inference_cpu:.2f} ms of CPU a frame, the rest "
+        + ", ".join(f"{name} {ms:.2f}" for name, ms in rest.items())
+        + f" ms: at most {ceiling:.1f} FPS end to end, ratio at most "
+        f"{ceiling / inference:.2f} to one at a time"
     )
     if args.pictures:
         for path in _pictures(model, Path(args.pictures)):

@@ -44,22 +44,6 @@ from ubiq.types import Detections, Frame, FrameResult, iou_matrix  # noqa: E402
 ZONE_X = (crossings.WIDTH / 4, 3 * crossings.WIDTH / 4)
 
 
-def true_boxes(clip, frame: int) -> tuple[list[int], np.ndarray]:
-    """The objects visible in ``frame`` and their ``(N, 4)`` boxes."""
-    rows, boxes = [], []
-    for index, walker in enumerate(clip.walkers):
-        x, y = walker.xs[frame], walker.ys[frame]
-        if np.isnan(x):
-            continue
-        height, width = walker.alpha.shape
-        left, top = x - width / 2, y - height / 2
-        ys, xs = np.nonzero(walker.alpha >= 0.5)  # the visible pixels' box
-        rows.append(index)
-        box = [left + xs.min(), top + ys.min(), left + xs.max() + 1, top + ys.max() + 1]
-        boxes.append(np.clip(box, 0, [crossings.WIDTH, crossings.HEIGHT] * 2))
-    return rows, np.array(boxes, np.float32).reshape(-1, 4)
-
-
 def measure(clip, frames, labels, conf: float) -> list[dict]:
     """One row per object that enters the zone: truth, events, errors."""
     x0, x1 = ZONE_X
@@ -87,7 +71,7 @@ def measure(clip, frames, labels, conf: float) -> list[dict]:
         )
         result = rules(track(result))
         events += [(index, event) for event in result.events]
-        rows, boxes = true_boxes(clip, index)
+        rows, boxes, _ = clip.boxes(index)
         found = result.detections
         if len(rows) and len(found):
             overlap = iou_matrix(found.xyxy.astype(np.float32), boxes)

@@ -98,6 +98,44 @@ class CrossingClip:
             per_label[direction] += 1
         return dict(sorted(counts.items()))
 
+    def boxes(self, frame: int) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """The objects in ``frame``: their indices in ``walkers``, the ``(N, 4)`` box of each
+        one's pixels (alpha at least 0.5, cut at the frame's edges) and the fraction of those
+        pixels no nearer object covers (1.0 in the open, near 0 behind a pair's near one).
+
+        An object wholly outside the frame is left out.
+        """
+        rows, boxes, visible = [], [], []
+        covered = np.zeros((HEIGHT, WIDTH), bool)
+        # nearest first, so `covered` holds what is in front of each object as it comes
+        for index in sorted(range(len(self.walkers)), key=lambda i: self.walkers[i].depth):
+            walker = self.walkers[index]
+            x, y = walker.xs[frame], walker.ys[frame]
+            if np.isnan(x):
+                continue
+            height, width = walker.alpha.shape
+            x0, y0 = int(round(x - width / 2)), int(round(y - height / 2))
+            sx0, sy0 = max(0, -x0), max(0, -y0)
+            sx1, sy1 = min(width, WIDTH - x0), min(height, HEIGHT - y0)
+            if sx1 <= sx0 or sy1 <= sy0:
+                continue
+            solid = walker.alpha[sy0:sy1, sx0:sx1] >= 0.5
+            ys, xs = np.nonzero(solid)
+            if not len(xs):
+                continue
+            region = covered[y0 + sy0 : y0 + sy1, x0 + sx0 : x0 + sx1]
+            rows.append(index)
+            left, top = x0 + sx0, y0 + sy0
+            boxes.append([left + xs.min(), top + ys.min(), left + xs.max() + 1, top + ys.max() + 1])
+            visible.append(float((solid & ~region).sum() / len(xs)))
+            region |= solid
+        order = np.argsort(rows, kind="stable")
+        return (
+            [rows[i] for i in order],
+            np.array(boxes, np.float32).reshape(-1, 4)[order],
+            np.array(visible, np.float32)[order],
+        )
+
     def render(self, frame: int) -> np.ndarray:
         """Frame ``frame`` (from 0) as BGR uint8."""
         image = self.background.astype(np.float32)
