@@ -125,20 +125,50 @@ def peer_counts(clip, frames, labels, conf: float, options: dict) -> dict:
     return dict(sorted(counts.items()))
 
 
+def own_boxes(clip, frames, labels, conf: float) -> tuple[np.ndarray, np.ndarray]:
+    """Which objects the detector gave a box of their own, frame by frame.
+
+    Returns ``(seen, visible)``, both ``(objects, frames)``: ``seen`` where a box of the
+    object's own class at ``conf`` or more overlaps its pixels' box at IoU 0.3 or more and
+    overlaps no other object's box more (a box over both objects of a pair is the near
+    one's); ``visible`` the fraction of its pixels no nearer object covers (NaN where it is
+    not in the frame).
+    """
+    seen = np.zeros((len(clip.walkers), clip.frames), bool)
+    visible = np.full((len(clip.walkers), clip.frames), np.nan, np.float32)
+    names = np.asarray(labels)
+    for frame in range(clip.frames):
+        rows, boxes, shown = clip.boxes(frame)
+        if not rows:
+            continue
+        visible[rows, frame] = shown
+        xyxy, scores, class_id = frames[frame]
+        keep = scores >= conf
+        if not keep.any():
+            continue
+        overlap = iou_matrix(xyxy[keep].astype(np.float32), boxes)
+        best = overlap.argmax(axis=1)
+        kinds = names[class_id[keep].astype(int)]
+        for row, index in enumerate(rows):
+            mine = (best == row) & (overlap[:, row] >= 0.3)
+            seen[index, frame] = bool((kinds[mine] == clip.walkers[index].label).any())
+    return seen, visible
+
+
 def crossings_seen(
     clip, frames, labels, conf: float, window: int = 15, min_frames: int = 3
 ) -> list[dict]:
     """What the detector gave of each true crossing, near the line.
 
-    For every object whose path crosses the line: in the ``window`` frames before its
-    centre passes the line and the ``window`` frames from then on, how many frames have a
-    box of its own class at ``conf`` or more that overlaps its pixels' box at IoU 0.3 or more
-    and overlaps no other object's box more (a box over both objects of a pair is the near
-    one's), and the median fraction of its pixels no nearer object covers. ``seen`` is
-    true when both sides have ``min_frames`` such frames, the hysteresis a count needs: a
-    crossing that is not seen cannot be counted from these detections by any tracker.
+    For every object whose path crosses the line: in how many of the ``window`` frames
+    before its centre passes the line, and of the ``window`` frames from then on, it has a
+    box of its own (:func:`own_boxes`), and the median fraction of it no nearer object
+    covers. ``seen`` is true when both sides have ``min_frames`` such frames, the
+    hysteresis a count needs: a crossing that is not seen cannot be counted from these
+    detections by any tracker.
     """
     x_line = crossings.WIDTH / 2
+    seen_at, visible = own_boxes(clip, frames, labels, conf)
     out = []
     for index, walker in enumerate(clip.walkers):
         drawn = np.flatnonzero(~np.isnan(walker.xs))
@@ -146,22 +176,11 @@ def crossings_seen(
         if len(drawn) < 2 or sides[0] == sides[-1] or walker.stop:
             continue
         at = int(drawn[np.flatnonzero(sides != sides[0])[0]])
-        seen = {"before": 0, "after": 0}
-        visible = []
-        for frame in range(max(0, at - window), min(clip.frames, at + window)):
-            rows, boxes, shown = clip.boxes(frame)
-            if index not in rows:
-                continue
-            row = rows.index(index)
-            visible.append(float(shown[row]))
-            xyxy, scores, class_id = frames[frame]
-            own = (scores >= conf) & (np.asarray(labels)[class_id.astype(int)] == walker.label)
-            if not own.any():
-                continue
-            overlap = iou_matrix(xyxy[own].astype(np.float32), boxes)
-            mine = (overlap[:, row] >= 0.3) & (overlap.argmax(axis=1) == row)
-            if mine.any():
-                seen["before" if frame < at else "after"] += 1
+        before = seen_at[index, max(0, at - window) : at]
+        after = seen_at[index, at : at + window]
+        near = visible[index, max(0, at - window) : at + window]
+        near = near[~np.isnan(near)]
+        counts = {"before": int(before.sum()), "after": int(after.sum())}
         out.append(
             {
                 "walker": index,
@@ -169,9 +188,9 @@ def crossings_seen(
                 "direction": "in" if sides[0] > 0 else "out",
                 "frame": at,
                 "pair_far": walker.depth > 1.0,
-                "visible": round(float(np.median(visible)) if visible else 0.0, 2),
-                **seen,
-                "seen": min(seen.values()) >= min_frames,
+                "visible": round(float(np.median(near)) if len(near) else 0.0, 2),
+                **counts,
+                "seen": min(counts.values()) >= min_frames,
             }
         )
     return out
