@@ -138,6 +138,7 @@ def end_to_end(model: Path, clip: Path, rounds: int, threads: int, env: dict, ov
 PROBE = r"""
 import json, sys
 sys.path.insert(0, sys.argv[5])
+sys.path.insert(0, sys.argv[5] + "/benchmarks")
 from ubiq.models.runtime.backend import load_backend
 from ubiq.models.runtime.device_sweep import Candidate, bench_devices
 from ubiq.models.runtime.model import DetectionModel
@@ -186,34 +187,17 @@ out["map50"], out["map50_cut"] = agreement, cut
 # file (one per core; OpenVINO THROUGHPUT), its CPU per frame taken as cores / FPS, plus
 # what a frame needs besides (reading the clip with one FFmpeg thread, preprocessing,
 # decoding) measured alone.
-import os, time
+import time
 from concurrent.futures import ThreadPoolExecutor
 import cv2
+from ceiling import ceiling_fps, cores, rest_cpu_ms
 from ubiq.models.runtime.backend import choose_streams
 cv2.setNumThreads(1)
-cores = len(os.sched_getaffinity(0))
 streams = choose_streams(True, None, None)
-capture = cv2.VideoCapture(clip, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
-started, count = time.process_time(), 0
-while capture.read()[0]:
-    count += 1
-capture.release()
-rest = {"reading": (time.process_time() - started) * 1e3 / count}
-prepared = [reference.prepare(f) for f in frames]
 reference.confidence_threshold = 0.25
-outputs = [reference.infer(t) for t, _ in prepared]
-# on this thread only (the runtimes' idle threads do not count); the best of three passes
-for name, step, items in (("preparing", reference.prepare, frames),
-                          ("decoding", lambda pair: reference.decode(pair[0], pair[1][1]),
-                           list(zip(outputs, prepared)))):
-    passes = []
-    for _ in range(3):
-        started = time.thread_time()
-        for item in items:
-            step(item)
-        passes.append((time.thread_time() - started) * 1e3 / len(items))
-    rest[name] = min(passes)
-ceiling = {"rest_ms": rest, "cores": cores, "streams": streams, "fps": {}}
+rest = rest_cpu_ms(clip, frames, reference.prepare, reference.infer, reference.decode)
+prepared = [reference.prepare(f) for f in frames]
+ceiling = {"rest_ms": rest, "cores": cores(), "streams": streams, "fps": {}}
 for name, backend, device in (("onnxruntime fp32", "onnxruntime", "cpu"),
                               ("openvino default", "openvino", "openvino:CPU")):
     m = DetectionModel.load(model, backend=backend, device=device, streams=streams)
@@ -225,8 +209,7 @@ for name, backend, device in (("onnxruntime fp32", "onnxruntime", "cpu"),
             started = time.perf_counter()
             list(pool.map(m.infer, tensors))
             best = max(best, len(tensors) / (time.perf_counter() - started))
-    cpu = cores * 1e3 / best
-    ceiling["fps"][name] = {"alone": best, "ceiling": cores * 1e3 / (cpu + sum(rest.values()))}
+    ceiling["fps"][name] = {"alone": best, "ceiling": ceiling_fps(best, rest)}
 out["ceiling"] = ceiling
 print("RESULT" + json.dumps(out))
 """

@@ -31,11 +31,12 @@ writes an overlay and a blurred frame of the demo source (``segment-overlay.jpg`
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _demo_frames(count: int) -> list:
@@ -82,38 +83,6 @@ def _pipeline_fps(stages) -> tuple[float, float, float]:
     fps = Pipeline(stages, on_result=on_result).run("demo").fps
     cpu_ms = (cpu_at[-1] - cpu_at[0]) * 1e3 / max(1, len(cpu_at) - 1)
     return fps, cpu_ms, statistics.median(decode_ms)
-
-
-def _rest_cpu_ms(model, frames) -> dict[str, float]:
-    """CPU ms per frame of what a frame needs besides inference: reading it from the demo
-    MP4 (one FFmpeg thread, as the source opens it; the process's CPU time), then, on this
-    thread (its own CPU time: the runtimes' idle threads do not count), preprocessing and
-    decoding the outputs to a class map at frame size; the best of three passes."""
-    import cv2
-
-    from ubiq.hardware.sources import demo_clip_path
-
-    capture = cv2.VideoCapture(str(demo_clip_path()), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
-    started, count = time.process_time(), 0
-    while capture.read()[0]:
-        count += 1
-    capture.release()
-    costs = {"reading": (time.process_time() - started) * 1e3 / max(1, count)}
-    prepared = [model.prepare(frame.image) for frame in frames]
-    outputs = [model.infer(tensor) for tensor, _ in prepared[:20]]
-    pairs = [(outputs[i % len(outputs)], prepared[i][1]) for i in range(len(prepared))]
-    for name, step, items in (
-        ("preparing", lambda frame: model.prepare(frame.image), frames),
-        ("decoding", lambda pair: model.decode(*pair), pairs),
-    ):
-        passes = []
-        for _ in range(3):
-            started = time.thread_time()
-            for item in items:
-                step(item)
-            passes.append((time.thread_time() - started) * 1e3 / len(items))
-        costs[name] = min(passes)
-    return costs
 
 
 def _pictures(model, folder: Path) -> list[Path]:
@@ -192,13 +161,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     # The most end to end could reach here: the cores busy with nothing but inference at
     # `streams` at once (its CPU per frame from that FPS) and the rest of each frame.
-    cores = len(os.sched_getaffinity(0))
-    rest = _rest_cpu_ms(model, frames)
-    inference_cpu = cores * 1e3 / at_once
-    ceiling = cores * 1e3 / (inference_cpu + sum(rest.values()))
+    from ceiling import ceiling_fps, cores, rest_cpu_ms
+
+    from ubiq.hardware.sources import demo_clip_path
+
+    rest = rest_cpu_ms(
+        demo_clip_path(),
+        [frame.image for frame in frames],
+        model.prepare,
+        model.infer,
+        model.decode,
+    )
+    ceiling = ceiling_fps(at_once, rest)
     print(
-        f"  ceiling on {cores} cores: inference {many.backend.streams} at once takes "
-        f"{inference_cpu:.2f} ms of CPU a frame, the rest "
+        f"  ceiling on {cores()} cores: inference {many.backend.streams} at once takes "
+        f"{cores() * 1e3 / at_once:.2f} ms of CPU a frame, the rest "
         + ", ".join(f"{name} {ms:.2f}" for name, ms in rest.items())
         + f" ms: at most {ceiling:.1f} FPS end to end, ratio at most "
         f"{ceiling / inference:.2f} to one at a time"
