@@ -33,6 +33,9 @@ def rest_cpu_ms(
     and decoding (``decode(outputs, transform)``, of ``infer(tensor)``'s outputs) are
     timed on this thread only, so the runtimes' idle threads do not count, the best of
     three passes over ``frames``.
+
+    Raises:
+        ValueError: If ``video`` gives no frame.
     """
     import cv2
 
@@ -41,7 +44,9 @@ def rest_cpu_ms(
     while capture.read()[0]:
         count += 1
     capture.release()
-    costs = {"reading": (time.process_time() - started) * 1e3 / max(1, count)}
+    if not count:
+        raise ValueError(f"cannot read a frame of {video}")
+    costs = {"reading": (time.process_time() - started) * 1e3 / count}
     prepared = [prepare(frame) for frame in frames]
     outputs = [infer(tensor) for tensor, _ in prepared[:20]]
     pairs = [(outputs[i % len(outputs)], prepared[i][1]) for i in range(len(prepared))]

@@ -358,3 +358,42 @@ def test_the_counting_benchmark_tells_crossings_the_detector_did_not_see():
     other = [labels[(labels.index(label) + 1) % len(labels)] for label in labels]
     wrong = bench.crossings_seen(clip, detections(lambda row, frame: True), other, 0.2)
     assert not any(row["seen"] for row in wrong)
+
+
+def test_the_speed_ceiling_adds_the_rest_of_a_frame_to_inference(tmp_path):
+    """benchmarks/ceiling.py: cores / (cores / inference FPS + rest) and the rest measured
+    per frame on a real video, one entry per step."""
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("ceiling", REPO / "benchmarks" / "ceiling.py")
+    ceiling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ceiling)
+    # 2 cores, 500 FPS alone: 4 ms of CPU a frame; 1 ms more: 2000 / 5 = 400 FPS
+    assert ceiling.ceiling_fps(500.0, {"reading": 0.6, "decoding": 0.4}, count=2) == (
+        pytest.approx(400.0)
+    )
+    assert ceiling.ceiling_fps(500.0, {}, count=2) == pytest.approx(500.0)
+    video = str(tmp_path / "clip.mp4")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 15, (64, 48))
+    frames = [np.full((48, 64, 3), i * 10, np.uint8) for i in range(12)]
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    calls = {"prepare": 0, "decode": 0}
+
+    def prepare(frame):
+        calls["prepare"] += 1
+        return frame.astype(np.float32), frame.shape
+
+    def decode(outputs, transform):
+        calls["decode"] += 1
+        assert transform == (48, 64, 3)
+
+    rest = ceiling.rest_cpu_ms(video, frames, prepare, lambda t: t.sum(), decode)
+    assert list(rest) == ["reading", "preparing", "decoding"]
+    assert all(value >= 0 for value in rest.values())
+    assert calls == {"prepare": 12 + 3 * 12, "decode": 3 * 12}
+    with pytest.raises(ValueError, match="cannot read a frame"):
+        ceiling.rest_cpu_ms(str(tmp_path / "none.mp4"), frames, prepare, np.sum, decode)
