@@ -344,15 +344,30 @@ def test_the_counting_benchmark_tells_crossings_the_detector_did_not_see():
             )
         return frames
 
+    shown = [
+        [frame for frame in range(clip.frames) if index in clip.boxes(frame)[0]]
+        for index in range(len(clip.walkers))
+    ]
     seen = bench.crossings_seen(clip, detections(lambda row, frame: True), labels, 0.2)
     assert len(seen) == 2 and all(row["seen"] for row in seen)
-    assert all(row["before"] == 15 and row["after"] == 15 for row in seen)
+    for row in seen:  # every frame of the path on its side, and no gap at the line
+        frames = np.array(shown[row["walker"]])
+        assert row["before"] == (frames < row["frame"]).sum() > 15
+        assert row["after"] == (frames >= row["frame"]).sum() > 15
+        assert row["gap"] == 1
     assert bench.countable(seen) == truth
     first = seen[0]
     one_side = detections(lambda row, frame: row != first["walker"] or frame < first["frame"])
     seen = bench.crossings_seen(clip, one_side, labels, 0.2)
     assert [row["seen"] for row in seen] == [False, True]
-    assert seen[0]["after"] == 0 and seen[0]["before"] == 15
+    assert seen[0]["after"] == 0 and seen[0]["gap"] is None
+    # hidden for a second and a half around the line: seen, with the gap a tracker must bridge
+    hidden = detections(
+        lambda row, frame: row != first["walker"] or abs(frame - first["frame"]) > 11
+    )
+    seen = bench.crossings_seen(clip, hidden, labels, 0.2)
+    assert [row["seen"] for row in seen] == [True, True]
+    assert seen[0]["gap"] == 24 and seen[1]["gap"] == 1
     faint = bench.crossings_seen(clip, detections(lambda row, frame: True), labels, 0.5)
     assert not any(row["seen"] for row in faint) and bench.countable(faint) == {}
     other = [labels[(labels.index(label) + 1) % len(labels)] for label in labels]
