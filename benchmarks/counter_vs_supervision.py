@@ -3,8 +3,8 @@
 
 Clips come from ``ubiq.models.datasets.crossings`` (objects of the generated photo set
 crossing a line in both directions, overlapping pairs crossing together, one object
-stopping beside the line and turning back). ``ubiq-det-mnv2`` (or ``--model``) runs once per
-clip (its detections are cached), then:
+stopping beside the line and turning back). ``ubiq-det-mnv2-320``, the apps' default (or
+``--model``) runs once per clip (its detections are cached), then:
 
 - ubiq: the ``counter`` app's stages (Track + Rules with its shipped defaults);
 - peer: ``trackers.ByteTrackTracker`` (defaults, and with thresholds for this detector)
@@ -38,7 +38,7 @@ from ubiq.models.datasets import crossings
 from ubiq.types import Detections, Frame, FrameResult, iou_matrix
 
 
-def detections_for(clip, workdir: Path, seed: int, model_name: str = "ubiq-det-mnv2"):
+def detections_for(clip, workdir: Path, seed: int, model_name: str = "ubiq-det-mnv2-320"):
     """``[(xyxy, scores, class_id)]`` per frame from the model at conf 0.05 (cached by the
     model file's hash)."""
     from ubiq.models.runtime.model import resolve_model_path
@@ -222,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103, 104, 105])
     parser.add_argument("--workdir", default="/tmp/ubiq-counter-bench")
     parser.add_argument("--conf", type=float, default=0.2, help="the counter's default")
-    parser.add_argument("--model", default="ubiq-det-mnv2", help="zoo name or model file")
+    parser.add_argument(
+        "--model", default="ubiq-det-mnv2-320", help="zoo name or model file (the apps' default)"
+    )
     parser.add_argument(
         "--set",
         action="append",

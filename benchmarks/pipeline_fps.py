@@ -5,8 +5,9 @@ set bars on: track / detect (>= 0.95) and counter / track (>= 0.9).
     python benchmarks/pipeline_fps.py --rounds 3 --workdir /tmp/pipeline-fps
 
 The source is a crossing clip from ``ubiq.models.datasets.crossings`` (objects moving
-across a line, so the tracker and the rules have work), the model ``ubiq-det-mnv2``; each
-run writes a JSONL, as a user would. FPS is each run's own summary (first frame to last).
+across a line, so the tracker and the rules have work), the model ``ubiq-det-mnv2-320`` (the
+counter's default); each run writes a JSONL, as a user would. FPS is each run's own summary
+(first frame to last).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workdir", default="/tmp/ubiq-pipeline-fps")
-    parser.add_argument("--model", default="ubiq-det-mnv2")
+    parser.add_argument("--model", default="ubiq-det-mnv2-320", help="the counter's default")
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
     clip = crossings.generate(crossings.CrossingSpec(seed=7))

@@ -47,13 +47,13 @@ from ubiq.types import Detections, Frame, FrameResult, iou_matrix  # noqa: E402
 ZONE_X = (crossings.WIDTH / 4, 3 * crossings.WIDTH / 4)
 
 
-def measure(clip, frames, labels, conf: float) -> list[dict]:
+def measure(clip, frames, labels, conf: float, sets: tuple[str, ...] = ()) -> list[dict]:
     """One row per object that enters the zone: truth, events, errors."""
     x0, x1 = ZONE_X
     points = f"[{x0}, 0, {x1}, 0, {x1}, {crossings.HEIGHT}, {x0}, {crossings.HEIGHT}]"
     app = App.from_yaml(
         None,
-        [f"conf={conf}", f"cameras.0.zones=[{{name: band, points: {points}}}]"],
+        [f"conf={conf}", f"cameras.0.zones=[{{name: band, points: {points}}}]", *sets],
         app="zone-alert",
     )
     rules = app.rules_for(app.config.cameras[0])
@@ -129,13 +129,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103, 104, 105])
     parser.add_argument("--workdir", default="/tmp/ubiq-counter-bench")
     parser.add_argument("--conf", type=float, default=0.2, help="the counter's threshold")
-    parser.add_argument("--model", default="ubiq-det-mnv2", help="zoo name or model file")
+    parser.add_argument(
+        "--model", default="ubiq-det-mnv2-320", help="zoo name or model file (the apps' default)"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="zone-alert app setting, as `ubiq run --set` (join_s=0: no joins)",
+    )
     args = parser.parse_args(argv)
     rows = []
     for seed in args.seeds:
         clip = crossings.generate(crossings.CrossingSpec(seed=seed))
         frames, labels = detections_for(clip, Path(args.workdir), seed, args.model)
-        measured = measure(clip, frames, labels, args.conf)
+        measured = measure(clip, frames, labels, args.conf, tuple(args.set))
         wrong = [r for r in measured if not r["right"]]
         print(f"seed {seed}: {len(measured) - len(wrong)}/{len(measured)} objects right")
         for row in wrong:

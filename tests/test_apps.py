@@ -60,7 +60,7 @@ def test_the_counter_counts_crossings_on_a_clip_with_known_truth(crossing_clip, 
         str(saved),
     )
     assert result.returncode == 0, result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("ubiq run counter: ubiq-det-mnv2")
+    assert result.stderr.strip().splitlines()[-1].startswith("ubiq run counter: ubiq-det-mnv2-320")
     events = records(jsonl)
     crossings_ = [e for e in events if e.get("kind") == "line.cross"]
     (counts,) = [e for e in events if e.get("kind") == "counts"]
@@ -136,7 +136,7 @@ def test_set_and_a_config_file_change_the_app(crossing_clip, tmp_path):
         (["counter", "--line", "1,2,3"], "must be X1,Y1,X2,Y2"),
         (["zone-alert", "--zone", "0,0,100,100"], "zone 'zone' needs at least 3 points"),
         (["zone-alert", "--zone", "0,0,10,10,20,20"], "zone 'zone' has no area"),
-        (["counter", "--classes", "zebra"], "'zebra' is not a class of ubiq-det-mnv2.onnx"),
+        (["counter", "--classes", "zebra"], "'zebra' is not a class of ubiq-det-mnv2-320.onnx"),
         (["counter", "--set", "cameras.0.linez=[]"], "cameras.0.linez: unknown key"),
         (["counter", "--set", "conf=2"], "conf: Input should be less than or equal to 1"),
         (["counter", "--set", "cameras.3.source=0"], "has 1 item(s); '3' is not one of them"),

@@ -428,7 +428,7 @@ def test_a_bad_classify_section_in_an_app_yaml_is_one_line(two_cats, tmp_path):
         (["classify.model=ubiq-det-mnv2"], "classify.model ubiq-det-mnv2: ubiq-det-mnv2.onnx"),
         (
             [f"classify.model={learned}", "classify.classes=[zebra]"],
-            "classify.classes: 'zebra' is not a class of ubiq-det-mnv2.onnx",
+            "classify.classes: 'zebra' is not a class of ubiq-det-mnv2-320.onnx",
         ),
     ):
         args = [a for s in sets for a in ("--set", s)]

@@ -75,6 +75,7 @@ def test_wheel_contains_and_imports_every_package(tmp_path):
     assert top_level == {"ubiq", "ubiq-0.1.0.dist-info"}, top_level  # no top-level `models`
     assert "ubiq/data/astronaut.jpg" in names
     assert "ubiq/data/models/ubiq-det-mnv2.onnx" in names
+    assert "ubiq/data/models/ubiq-det-mnv2-320.onnx" in names
     assert "ubiq/data/models/ubiq-seg-mnv2.onnx" in names
     assert "ubiq/data/models/ubiq-commands-demo.yaml" in names
     assert "ubiq/deploy/systemd/ubiq@.service.in" in names
