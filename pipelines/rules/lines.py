@@ -13,6 +13,10 @@ from ubiq.pipelines.rules.geometry import Line
 from ubiq.pipelines.rules.paths import box_sizes, faint_path, track_velocity
 from ubiq.types import FrameResult
 
+APPROACH_SIZES_PER_S = 0.1
+"""Least speed towards the line (box sizes a second) of a faint path's last boxes before it
+(see :meth:`LineCrossing.came_across`)."""
+
 
 @dataclass
 class _LineState:
@@ -74,6 +78,7 @@ class LineCrossing:
         self.merge_along = merge_along
         self._recent: list[tuple[int, float, str, int]] = []  # ns, along, direction, track
         self.line = line
+        self.line_length = float(np.hypot(line.b[0] - line.a[0], line.b[1] - line.a[1]))
         self.min_frames = min_frames
         self.classes = None if classes is None else set(classes)
         self.margin = margin
@@ -162,16 +167,26 @@ class LineCrossing:
     def came_across(self, state: _LineState, side: int, untracked: Sequence[tuple]) -> float | None:
         """Where on the line (0 at A, 1 at B) a track first confirmed on ``side`` crossed
         it before it was tracked, or ``None``: when the oldest ``min_frames`` boxes of its
-        faint path (see :func:`faint_path`) lie on the other side of the line."""
+        faint path (see :func:`faint_path`) lie on the other side of the line, and its boxes
+        there came towards the line (at least ``APPROACH_SIZES_PER_S`` box sizes a second
+        from the oldest to the last)."""
         if self.join_s <= 0 or not state.first_box:
             return None
-        _, path = faint_path(state.first_box, state.first[0], untracked, self.join_s)
+        times, path = faint_path(state.first_box, state.first[0], untracked, self.join_s)
         if len(path) < self.min_frames:
             return None
-        sides = np.sign(self.line.side(path)).astype(int)
+        signed = self.line.side(path)
+        sides = np.sign(signed).astype(int)
         if not (sides[: self.min_frames] == -side).all():
             return None
         last_before = int(np.flatnonzero(sides == -side).max())
+        # The object came across, so its boxes on the other side were heading for the line:
+        # a false box standing still there (a patch of background the detector likes) that
+        # the path reaches through a gap is not an object crossing.
+        span_s = (times[last_before] - times[0]) / 1e9
+        approach = side * (signed[last_before] - signed[0]) / self.line_length
+        if span_s <= 0 or approach / span_s < APPROACH_SIZES_PER_S * state.first[2]:
+            return None
         end = path[last_before + 1] if last_before + 1 < len(path) else state.first[1]
         return self._crossing_along(path[last_before], end)
 

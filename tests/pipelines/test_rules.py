@@ -296,9 +296,10 @@ def test_the_label_counted_is_the_majority_of_the_last_seconds():
 
 
 def _faint_run(faint_xs, *, faint_dy=0.0, faint_size=(20, 40), first_x=220, rules=None, steps=10):
-    """An object found only faintly (the tracker takes none of its boxes) at ``faint_xs``,
-    then tracked as track 7 from ``first_x`` on, 10 px a frame to the right; the Track
-    stage's ``tracker_input`` / ``tracked_rows`` say which boxes it took."""
+    """An object found only faintly (the tracker takes none of its boxes) at ``faint_xs``
+    (``None``: not found that frame), then tracked as track 7 from ``first_x`` on, 10 px a
+    frame to the right; the Track stage's ``tracker_input`` / ``tracked_rows`` say which
+    boxes it took."""
     rules = rules or Rules([Line("door", (200, 0), (200, 200))], min_frames=3)
     events = []
     xs = [("faint", x) for x in faint_xs] + [("track", first_x + 10 * s) for s in range(steps)]
@@ -306,10 +307,11 @@ def _faint_run(faint_xs, *, faint_dy=0.0, faint_size=(20, 40), first_x=220, rule
         frame = Frame(np.zeros((200, 400, 3), np.uint8), index, int(index * 1e9 / FPS))
         if kind == "faint":
             width, height = faint_size
+            boxes = [] if x is None else [box(x, 100 + faint_dy, width, height)]
             given = Detections(
-                np.array([box(x, 100 + faint_dy, width, height)], np.float32),
-                np.array([0.3], np.float32),
-                np.array([0]),
+                np.array(boxes, np.float32).reshape(-1, 4),
+                np.full(len(boxes), 0.3, np.float32),
+                np.zeros(len(boxes), np.int64),
                 labels=LABELS,
             )
             shown, rows = Detections(given.xyxy[:0], [], [], tracker_id=[], labels=LABELS), []
@@ -336,6 +338,10 @@ def test_a_track_that_starts_past_the_line_counts_when_its_faint_boxes_came_acro
     assert _faint_then_tracked(range(130, 220, 10)) == [(11, 7, "out")]
     # with gaps of up to two frames (the faint object is not found in every frame)
     assert _faint_then_tracked([130, 140, 150, 160, 190, 210]) == [(8, 7, "out")]
+    # and through the same gap when its boxes before were coming towards the line
+    assert _faint_then_tracked([105, 115, 125, 135, 145, 155, 165, 175, None, None, 205, 212]) == [
+        (14, 7, "out")
+    ]
 
 
 @pytest.mark.parametrize(
@@ -349,6 +355,12 @@ def test_a_track_that_starts_past_the_line_counts_when_its_faint_boxes_came_acro
             dict(faint_xs=range(130, 220, 10), faint_size=(80, 160)),
         ),
         ("a gap of three frames", dict(faint_xs=[130, 140, 150, 160])),
+        (
+            # a patch of background the detector boxes, then the object's own boxes close
+            # enough to it after a gap to be followed back to it: nothing came across
+            "the boxes on the other side stand still",
+            dict(faint_xs=[175] * 8 + [None, None, 205, 212]),
+        ),
         (
             "join_s 0",
             dict(
