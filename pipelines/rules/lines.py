@@ -14,8 +14,8 @@ from ubiq.pipelines.rules.paths import box_sizes, faint_path, track_velocity
 from ubiq.types import FrameResult
 
 APPROACH_SIZES_PER_S = 0.1
-"""Least speed towards the line (box sizes a second) of a faint path's last boxes before it
-(see :meth:`LineCrossing.came_across`)."""
+"""Least speed towards the line (box sizes a second, from the oldest to the last) of a faint
+path's boxes on the other side of it (see :meth:`LineCrossing.came_across`)."""
 
 
 @dataclass
