@@ -76,7 +76,7 @@ class LineCrossing:
         self.join_s = join_s
         self._gone: dict[int, _LineState] = {}  # ended tracks, kept join_s for a join
         self.merge_along = merge_along
-        self._recent: list[tuple[int, float, str, int]] = []  # ns, along, direction, track
+        self._recent: list[tuple] = []  # ns, along, direction, track id, its state
         self.line = line
         self.line_length = float(np.hypot(line.b[0] - line.a[0], line.b[1] - line.a[1]))
         self.min_frames = min_frames
@@ -150,7 +150,7 @@ class LineCrossing:
                 continue  # passed beside the line
             if direction in state.counted or (self.classes and label not in self.classes):
                 continue
-            if self._same_object(result, track_id, where, direction):
+            if self._same_object(result, track_id, state, where, direction):
                 state.counted.add(direction)
                 continue
             state.counted.add(direction)
@@ -228,22 +228,21 @@ class LineCrossing:
         return best
 
     def _same_object(
-        self, result: FrameResult, track_id: int, where: float, direction: str
+        self, result: FrameResult, track_id: int, state: _LineState, where: float, direction: str
     ) -> bool:
         """Whether this crossing repeats a recent one by a track that broke off (see
         ``merge_s``); records it otherwise."""
         now = result.timestamp_ns
         self._recent = [c for c in self._recent if (now - c[0]) / 1e9 <= self.merge_s]
-        seen = set(result.detections.tracker_id.tolist())
-        for _, along, other_direction, other in self._recent:
+        for _, along, other_direction, other, before in self._recent:
             if (
                 other_direction == direction
                 and other != track_id
-                and other not in seen
+                and before.last[0] < state.first[0]  # gone when this track appeared
                 and abs(along - where) <= self.merge_along
             ):
                 return True
-        self._recent.append((now, where, direction, track_id))
+        self._recent.append((now, where, direction, track_id, state))
         return False
 
     def forget(self, track_id: int) -> None:
