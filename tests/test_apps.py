@@ -412,3 +412,83 @@ def test_the_speed_ceiling_adds_the_rest_of_a_frame_to_inference(tmp_path):
     assert calls == {"prepare": 12 + 3 * 12, "decode": 3 * 12}
     with pytest.raises(ValueError, match="cannot read a frame"):
         ceiling.rest_cpu_ms(str(tmp_path / "none.mp4"), frames, prepare, np.sum, decode)
+
+
+def _counter_on_mot():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "counter_on_mot", REPO / "benchmarks" / "counter_on_mot.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_true_crossings_come_from_the_ground_truth_tracks_once_per_direction():
+    """gt.txt rows ``frame,id,x,y,w,h,consider,class,visibility``: a pedestrian walking
+    across the line counts, one walking across and back counts both ways, one passing
+    beyond the line's end, a class-7 row (a static person) or one not to be considered
+    does not."""
+    import numpy as np
+
+    bench = _counter_on_mot()
+    rows = []
+    for frame in range(1, 21):
+        x = 40 + 6 * frame  # 46 -> 160, across x=100 at frame 10
+        back = 160 - 12 * frame if frame <= 10 else 40 + 12 * (frame - 10)  # 148 -> 40 -> 160
+        rows += [
+            (frame, 1, x - 10, 20, 20, 60, 1, 1, 1.0),  # left to right: "out"
+            (frame, 2, back - 10, 20, 20, 60, 1, 1, 0.3),  # right to left and back: both
+            (frame, 3, x - 10, 140, 20, 60, 1, 1, 1.0),  # beside the line's end (y 170 > 120)
+            (frame, 4, x - 10, 20, 20, 60, 1, 7, 1.0),  # a static person (class 7)
+            (frame, 5, x - 10, 20, 20, 60, 0, 1, 1.0),  # not to be considered
+        ]
+    gt = np.array(rows, float)
+    line = (100.0, 0.0, 100.0, 120.0)
+    kept = bench.pedestrians(gt)
+    assert sorted(set(kept[:, 1].astype(int))) == [1, 2, 3]
+    crossings = bench.true_crossings(kept, line, "center")
+    assert sorted((c["id"], c["direction"]) for c in crossings) == [
+        (1, "out"), (2, "in"), (2, "out")
+    ]  # fmt: skip
+    assert bench.tally(crossings) == {"in": 1, "out": 2}
+
+
+def test_counting_on_mot_sequences_scores_both_counters_against_the_truth(tmp_path):
+    """The benchmark writes generated pedestrian sequences (MOTChallenge layout), counts
+    with the counter app's stages and with the peer, and reads the same folders back with
+    --data. On seed 3 the counter gets the 9 crossings of both detectors exact (it counted
+    7 of them before a crossing stopped being dropped as a repeat of a neighbour's)."""
+    script = str(REPO / "benchmarks" / "counter_on_mot.py")
+    runs = {}
+    for args in (
+        ["--generate", "3", "--frames", "450", "--workdir", str(tmp_path)],
+        ["--data", str(tmp_path)],
+    ):
+        result = subprocess.run(
+            [sys.executable, script, *args], capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, result.stderr
+        runs[args[0]] = result.stdout
+        truths = re.findall(
+            r"(SYN-\w+-3): 450 frames at 30 fps, truth in (\d+) out (\d+)", result.stdout
+        )
+        assert [(name, int(i), int(o)) for name, i, o in truths] == [
+            ("SYN-strong-3", 7, 2), ("SYN-weak-3", 7, 2)
+        ]  # fmt: skip
+        ours = re.findall(r"ubiq counter +in +(\d+) out +(\d+) +(\w+)", result.stdout)
+        assert ours == [("7", "2", "exact")] * 2, result.stdout
+        assert re.search(
+            r"trackers ByteTrack \(thresholds 0.3\) \+ LineZone +\d+ \(\d+\)", result.stdout
+        )
+    assert runs["--generate"] == runs["--data"]
+    for args, message in (
+        (["--data", str(tmp_path), "--line", "1,1,1,1"], "has zero length"),
+        (["--data", str(tmp_path / "missing")], "data folder not found"),
+    ):
+        result = subprocess.run(
+            [sys.executable, script, *args], capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 2
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
