@@ -31,6 +31,7 @@ class _ZoneState:
     last_box: tuple = ()  # its box then
     gone_ns: int = 0  # the first frame it was not seen in since, 0 while it is seen
     taken: bool = False  # a later track was joined to it (see ZoneWatch.join_s)
+    taken_by: int = -1  # that track
 
 
 class ZoneWatch:
@@ -54,13 +55,15 @@ class ZoneWatch:
             inside was last seen less than this many seconds before, within a box size of
             where that track's motion puts it, is the same object (its track broke while
             it was hidden behind another): it carries on the old track's stay, with no
-            second enter, exit or dwell event. A track born inside the zone and joined to
-            none whose faint path (the boxes the tracker did not take, followed back from
-            its first box within ``join_s``) starts with ``min_frames`` boxes outside
-            entered when that path did: its stay is dated from then; and a track the
-            tracker drops inside leaves when its faint path forward left (or was last
-            seen), when that is ``min_frames`` frames or more after it was lost. 0 turns
-            all three off.
+            second enter, exit or dwell event; should the old track be seen again, the stay
+            comes back to it (and the later track, if seen beside it, is another object
+            with a stay of its own from when it was born). A track born inside the zone
+            and joined to none whose faint path (the boxes the tracker did not take,
+            followed back from its first box within ``join_s``) starts with ``min_frames``
+            boxes outside entered when that path did: its stay is dated from then; and a
+            track the tracker drops inside leaves when its faint path forward left (or
+            was last seen), when that is ``min_frames`` frames or more after it was lost.
+            0 turns all three off.
     """
 
     def __init__(
@@ -150,7 +153,7 @@ class ZoneWatch:
                 state.first_box = tuple(result.detections.xyxy[row].tolist())
             state.last, state.gone_ns = (now, point), 0
             state.last_box = tuple(result.detections.xyxy[row].tolist())
-            if state.taken:
+            if state.taken and not self._take_back(result, track_id, state, untracked):
                 continue  # its object goes on as another track
             state.label = label
             here = bool(inside[row])
@@ -192,7 +195,7 @@ class ZoneWatch:
         label = state.label
         other = self._joined(track_id, state)
         if other is not None:  # the same object, seen again: its stay goes on
-            other.taken, other.inside = True, False
+            other.taken, other.taken_by, other.inside = True, track_id, False
             state.inside, state.entered_ns = True, other.entered_ns
             state.dwell_sent = other.dwell_sent
             return
@@ -208,6 +211,26 @@ class ZoneWatch:
         self._event(result, "zone.enter", track_id, label, since_s=since_s)
         if label in self.forbidden:
             self._event(result, "zone.intrusion", track_id, label)
+
+    def _take_back(
+        self, result: FrameResult, track_id: int, state: _ZoneState, untracked: Sequence[tuple]
+    ) -> bool:
+        """A track whose stay another track carried on (see ``join_s``) is seen again:
+        its stay comes back to it, and the other track, when it is seen in this frame too
+        (so it is another object), starts a stay of its own; ``False`` when that stay has
+        ended (the other track left or was dropped), and the track stays ignored."""
+        taker = self._tracks.get(state.taken_by)
+        if taker is None or not taker.inside:
+            return False
+        state.taken, state.inside = False, True
+        state.entered_ns, state.dwell_sent = taker.entered_ns, taker.dwell_sent
+        taker.inside = False
+        if state.taken_by in result.detections.tracker_id.tolist():
+            taker.streak_ts = taker.first[0]  # inside since it was born
+            self._enter(result, state.taken_by, taker, result.timestamp_ns, untracked)
+        else:
+            taker.taken, taker.taken_by = True, track_id
+        return True
 
     def _came_in(self, state: _ZoneState, untracked: Sequence[tuple]) -> int | None:
         """When a track born inside entered, if its faint path (see :func:`faint_path`)

@@ -178,6 +178,56 @@ def test_a_track_broken_inside_a_zone_joins_its_other_half():
     assert counts["zones"]["yard"]["entered"] == {"person": 1}
 
 
+def _joined_then_found_again(case: str):
+    """Track 1 walks into the zone (x 100..300) to x=160 (frame 10) and is hidden; track 3
+    appears at x=210 at frame 15 walking right (joined to track 1's stay); track 1 is found
+    again at frame 20: standing at x=170 while track 3 walks on (``"other"``: two objects),
+    or where track 3 was, walking on instead of it (``"same"``)."""
+    frames = []
+    for index in range(40):
+        rows = [(1, 0, 60 + 10 * index, 100)] if index <= 10 else []
+        if case == "other":
+            if index >= 15:
+                rows.append((3, 0, 210 + 10 * (index - 15), 100))  # past x=300 at frame 24
+            if 20 <= index <= 35:
+                rows.append((1, 0, 170, 100))
+        else:
+            if 15 <= index < 20:
+                rows.append((3, 0, 210 + 10 * (index - 15), 100))
+            if index >= 20:
+                rows.append((1, 0, 260 + 10 * (index - 20), 100))  # past x=300 at frame 24
+        frames.append(rows)
+    ends = {36: [1], 38: [3]} if case == "other" else {30: [3], 38: [1]}
+    rules = Rules(zones=[Zone("yard", ((100, 0), (300, 0), (300, 200), (100, 200)))])
+    events = run(rules, frames, ends=ends)
+    stays = [
+        (i, k, p["track_id"], p.get("dwell_s", p.get("since_s")))
+        for i, k, p in events
+        if k in ("zone.enter", "zone.exit")
+    ]
+    (counts,) = [p["zones"]["yard"] for _, k, p in events if k == "counts"]
+    return stays, counts
+
+
+def test_a_joined_track_found_again_takes_its_stay_back():
+    """Before, a track whose stay a later track had carried on was ignored for good: the
+    person it followed never left the zone, and the later track left with its stay."""
+    stays, counts = _joined_then_found_again("other")
+    assert stays == [
+        (6, "zone.enter", 1, pytest.approx(0.2)),
+        (20, "zone.enter", 3, pytest.approx(0.5)),  # its own stay, since it was born
+        (26, "zone.exit", 3, pytest.approx(0.9)),  # frames 15..23
+        (36, "zone.exit", 1, pytest.approx(3.2)),  # frames 4..35
+    ]
+    assert counts["entered"] == {"person": 2} and counts["occupancy"] == {}
+    stays, counts = _joined_then_found_again("same")
+    assert stays == [
+        (6, "zone.enter", 1, pytest.approx(0.2)),
+        (26, "zone.exit", 1, pytest.approx(2.0)),  # frames 4..23: one stay, handed back
+    ]
+    assert counts["entered"] == {"person": 1}
+
+
 @pytest.mark.parametrize(
     ("why", "second_start", "options"),
     [
