@@ -242,13 +242,17 @@ def peer_counts(frames, line, fps: float, conf: float, anchor: str, options: dic
     return {"in": int(zone.out_count), "out": int(zone.in_count)}
 
 
-def generated(seeds, workdir: Path, frames: int) -> list[Path]:
+def generated(seeds, workdir: Path, frames: int, people: int = 40) -> list[Path]:
     """Writes a strong- and a weak-detector sequence per seed; their folders."""
     folders = []
     for seed in seeds:
         for detector in synthetic.DETECTORS:
             spec = synthetic.SequenceSpec(
-                name=f"SYN-{detector}-{seed}", seed=seed, frames=frames, detector=detector
+                name=f"SYN-{detector}-{seed}",
+                seed=seed,
+                frames=frames,
+                people=people,
+                detector=detector,
             )
             folders.append(synthetic.write(synthetic.generate(spec), workdir))
     return folders
@@ -266,6 +270,12 @@ def main(argv: list[str] | None = None) -> int:
         help="without --data: generated sequences of these seeds (strong and weak detector)",
     )
     parser.add_argument("--frames", type=int, default=900, help="length of generated ones")
+    parser.add_argument(
+        "--people",
+        type=int,
+        default=40,
+        help="people walking through a generated one (80: a crowd)",
+    )
     parser.add_argument("--workdir", default="/tmp/ubiq-counter-mot")
     parser.add_argument(
         "--line", default="0.5,0,0.5,1", help="X1,Y1,X2,Y2, pixels or fractions of the frame"
@@ -284,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.data:
             folders = sequences(args.data)
         else:
-            folders = generated(args.generate, Path(args.workdir), args.frames)
+            folders = generated(args.generate, Path(args.workdir), args.frames, args.people)
         names = ["ubiq counter", *PEERS]
         off = dict.fromkeys(names, 0)
         exact = dict.fromkeys(names, 0)
