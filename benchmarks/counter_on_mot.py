@@ -17,6 +17,16 @@ direction, as the counter counts. Then, on ``det.txt`` (boxes at ``--conf`` or a
     python benchmarks/counter_on_mot.py --data MOT17/train --line 0.5,0,0.5,1
     python benchmarks/counter_on_mot.py --generate 1 2 3 --workdir /tmp/mot-count
 
+Zones too (``--zone``, a polygon; default the middle band of the frame, 35% to 65% of its
+width): the ``zone-alert`` app's stages time each pedestrian's stay, against the frames its
+ground-truth anchor is inside (``--zone-anchor``, the zone-alert app's ``bottom``: the
+feet). A pedestrian with one stay (not at the start or end of its track or of the
+sequence) is right when the tracks matched to it (most of their boxes over it, IoU 0.3)
+made one ``zone.enter`` and one ``zone.exit`` whose ``dwell_s`` is within one frame of
+the truth. Occupancy, frame by frame, against the pedestrians inside: ubiq's (the rules'
+``occupancy``, 3 frames of hysteresis) and supervision's ``PolygonZone`` count on the peer's
+tracks (thresholds 0.3).
+
 Without ``--data`` it writes generated sequences (``ubiq.pipelines.track.synthetic``:
 people walking both ways at different depths, in groups hiding one another, some
 stopping; a ``strong`` and a ``weak`` detector) and counts on those. It prints, per
@@ -32,6 +42,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from ubiq.apps.app import App
@@ -242,6 +253,165 @@ def peer_counts(frames, line, fps: float, conf: float, anchor: str, options: dic
     return {"in": int(zone.out_count), "out": int(zone.in_count)}
 
 
+def parse_polygon(text: str, width: int, height: int) -> np.ndarray:
+    """``X1,Y1,X2,Y2,...`` (3 points or more), in pixels or as fractions of the frame when
+    every value is in [0, 1]; ``(K, 2)`` pixels."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--zone {text!r}: expected X1,Y1,X2,Y2,... numbers") from None
+    if len(values) < 6 or len(values) % 2:
+        raise ConfigError(f"--zone {text!r}: expected 3 or more X,Y points")
+    points = np.array(values, np.float64).reshape(-1, 2)
+    if (points >= 0).all() and (points <= 1).all():
+        points *= [width, height]
+    if abs(cv2.contourArea(points.astype(np.float32))) == 0:
+        raise ConfigError(f"--zone {text!r} has no area")
+    return points
+
+
+def inside(polygon: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Whether each point lies in the polygon (its edge included)."""
+    contour = polygon.astype(np.float32).reshape(-1, 1, 2)
+    return np.array(
+        [cv2.pointPolygonTest(contour, (float(x), float(y)), False) >= 0 for x, y in points],
+        bool,
+    )
+
+
+def true_stays(gt: np.ndarray, polygon: np.ndarray, anchor: str, last_frame: int) -> dict:
+    """Per ground-truth id with one stay in the zone, away from the ends of its track and
+    of the sequence: ``(first frame inside, frames inside)``."""
+    out = {}
+    for track_id in np.unique(gt[:, 1]):
+        rows = gt[gt[:, 1] == track_id]
+        rows = rows[np.argsort(rows[:, 0])]
+        here = np.flatnonzero(inside(polygon, anchors(rows[:, 2:6], anchor)))
+        if not len(here) or here[-1] - here[0] + 1 != len(here):
+            continue  # never inside, or more than one stay
+        first, last = int(rows[here[0], 0]), int(rows[here[-1], 0])
+        if last - first + 1 != len(here) or here[0] == 0 or here[-1] == len(rows) - 1:
+            continue  # a gap in its annotation, or inside when its track starts or ends
+        if first <= 3 or last >= last_frame - 3:
+            continue
+        out[int(track_id)] = (first, len(here))
+    return out
+
+
+def _frame_result(mot, index: int, fps: float, image: np.ndarray, conf: float) -> FrameResult:
+    keep = mot.scores >= conf
+    return FrameResult(
+        Frame(image, index, int(index * 1e9 / fps)),
+        Detections(
+            mot.xyxy[keep].astype(np.float32),
+            mot.scores[keep].astype(np.float32),
+            np.zeros(int(keep.sum()), np.int64),
+            labels=("person",),
+        ),
+    )
+
+
+def ubiq_zone(frames, gt, polygon, fps: float, size, conf: float, anchor: str, sets=()):
+    """The zone-alert app's Track + Rules: ``(events per ground-truth id, occupancy per
+    frame)``; each track's events go to the id most of its boxes overlapped (IoU 0.3)."""
+    from collections import Counter
+
+    from ubiq.pipelines.track.stage import Track
+
+    points = ", ".join(f"{v:g}" for v in polygon.reshape(-1))
+    app = App.from_yaml(
+        None,
+        [
+            f"conf={conf}",
+            f"anchor={anchor}",
+            f"cameras.0.zones=[{{name: zone, points: [{points}]}}]",
+            *sets,
+        ],
+        app="zone-alert",
+    )
+    rules = app.rules_for(app.config.cameras[0])
+    track = Track(
+        app.config.tracker,
+        lost_buffer_s=app.config.lost_buffer_s,
+        class_aware=app.config.class_aware,
+        **app.config.track,
+    )
+    image = np.zeros((size[1], size[0], 3), np.uint8)
+    by_frame = {int(f): gt[gt[:, 0] == f] for f in np.unique(gt[:, 0])}
+    owner: dict[int, Counter] = {}
+    events, occupancy = [], []
+    for index, mot in enumerate(frames):
+        result = rules(track(_frame_result(mot, index, fps, image, conf)))
+        events += result.events
+        occupancy.append(sum(result.data["occupancy"]["zone"].values()))
+        truth, found = by_frame.get(mot.frame), result.detections
+        if truth is not None and len(found):
+            overlap = iou_matrix(found.xyxy.astype(np.float32), truth[:, 2:6].astype(np.float32))
+            for row, track_id in enumerate(found.tracker_id.tolist()):
+                best = int(overlap[row].argmax())
+                if overlap[row, best] >= 0.3:
+                    owner.setdefault(track_id, Counter())[int(truth[best, 1])] += 1
+    events += track.finish() or []
+    events += rules.finish()
+    person_of = {t: c.most_common(1)[0][0] for t, c in owner.items()}
+    per_person: dict[int, list] = {}
+    for event in events:
+        if event.kind in ("zone.enter", "zone.exit"):
+            person = person_of.get(event.payload.get("track_id"))
+            per_person.setdefault(person, []).append(event)
+    return per_person, occupancy
+
+
+def peer_occupancy(frames, polygon, fps: float, conf: float, anchor: str, options: dict):
+    """supervision's ``PolygonZone`` count on Roboflow trackers' ByteTrack, per frame."""
+    import supervision as sv
+    import trackers
+
+    tracker = trackers.ByteTrackTracker(frame_rate=fps, **options)
+    position = sv.Position.CENTER if anchor == "center" else sv.Position.BOTTOM_CENTER
+    zone = sv.PolygonZone(polygon.astype(int), triggering_anchors=(position,))
+    counts = []
+    for mot in frames:
+        keep = mot.scores >= conf
+        detections = sv.Detections(
+            xyxy=mot.xyxy[keep].astype(np.float32),
+            confidence=mot.scores[keep].astype(np.float32),
+            class_id=np.zeros(int(keep.sum()), int),
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tracked = tracker.update(detections)
+        if tracked.tracker_id is not None:
+            tracked = tracked[tracked.tracker_id >= 0]
+        zone.trigger(tracked)
+        counts.append(int(zone.current_count))
+    return counts
+
+
+def true_occupancy(gt, polygon, anchor: str, frames) -> list[int]:
+    """Pedestrians whose ground-truth anchor is in the zone, per frame of ``frames``."""
+    out = []
+    for mot in frames:
+        rows = gt[gt[:, 0] == mot.frame]
+        out.append(int(inside(polygon, anchors(rows[:, 2:6], anchor)).sum()) if len(rows) else 0)
+    return out
+
+
+def stays_right(stays: dict, per_person: dict, fps: float) -> tuple[int, list[float]]:
+    """How many true stays the rules timed right (one enter, one exit, dwell within a
+    frame), and the dwell errors in frames of those with one enter and one exit."""
+    right, errors = 0, []
+    for person, (_, frames_inside) in stays.items():
+        events = per_person.get(person, [])
+        enters = [e for e in events if e.kind == "zone.enter"]
+        exits = [e.payload["dwell_s"] for e in events if e.kind == "zone.exit"]
+        if len(enters) == 1 and len(exits) == 1:
+            error = exits[0] * fps - frames_inside
+            errors.append(error)
+            right += abs(error) <= 1.02  # dwell_s is rounded to the millisecond
+    return right, errors
+
+
 def generated(seeds, workdir: Path, frames: int, people: int = 40) -> list[Path]:
     """Writes a strong- and a weak-detector sequence per seed; their folders."""
     folders = []
@@ -280,7 +450,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--line", default="0.5,0,0.5,1", help="X1,Y1,X2,Y2, pixels or fractions of the frame"
     )
-    parser.add_argument("--anchor", choices=("center", "bottom"), default="center")
+    parser.add_argument(
+        "--anchor", choices=("center", "bottom"), default="center", help="the line's anchor"
+    )
+    parser.add_argument(
+        "--zone",
+        default="0.35,0,0.65,0,0.65,1,0.35,1",
+        help="polygon X1,Y1,X2,Y2,..., pixels or fractions of the frame",
+    )
+    parser.add_argument(
+        "--zone-anchor", choices=("center", "bottom"), default="bottom", help="the zone's"
+    )
     parser.add_argument("--conf", type=float, default=0.2, help="the counter's default")
     parser.add_argument(
         "--set",
@@ -300,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
         exact = dict.fromkeys(names, 0)
         total = {"in": 0, "out": 0}
         unseen_total = 0
+        zone_right, zone_total, dwell_errors = 0, 0, []
+        occupancy_exact = {"ubiq zone-alert": [0, 0], "trackers ByteTrack + PolygonZone": [0, 0]}
         for folder in folders:
             info = seqinfo(folder)
             gt = read_gt(folder)
@@ -332,6 +514,25 @@ def main(argv: list[str] | None = None) -> int:
                 exact[name] += wrong == 0
                 verdict = "exact" if wrong == 0 else f"{wrong} off"
                 print(f"  {name:48s} in {counts['in']:3d} out {counts['out']:3d}  {verdict}")
+            polygon = parse_polygon(args.zone, width, height)
+            stays = true_stays(gt, polygon, args.zone_anchor, len(frames))
+            per_person, occupancy = ubiq_zone(
+                frames, gt, polygon, fps, (width, height), args.conf, args.zone_anchor
+            )
+            right, errors = stays_right(stays, per_person, fps)
+            zone_right, zone_total = zone_right + right, zone_total + len(stays)
+            dwell_errors += errors
+            truth_occupancy = np.array(true_occupancy(gt, polygon, args.zone_anchor, frames))
+            peer = peer_occupancy(
+                frames, polygon, fps, args.conf, args.zone_anchor, PEERS[names[2]]
+            )
+            line_out = f"  zone: {right}/{len(stays)} stays timed within a frame; occupancy exact"
+            for name, counted in zip(occupancy_exact, (occupancy, peer)):
+                hits = int((np.array(counted) == truth_occupancy).sum())
+                occupancy_exact[name][0] += hits
+                occupancy_exact[name][1] += len(frames)
+                line_out += f", {name} {hits}/{len(frames)} frames"
+            print(line_out)
         print(
             f"\n{len(folders)} sequences, {total['in']} in + {total['out']} out true crossings "
             f"({unseen_total} never detected on one side); exact sequences (sum of |counted - "
@@ -339,6 +540,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         for name in names:
             print(f"  {name:48s} {exact[name]} ({off[name]})")
+        print(
+            f"\nzone stays with one enter, one exit and the dwell within one frame: "
+            f"{zone_right}/{zone_total}"
+        )
+        if dwell_errors:
+            errors = np.abs(dwell_errors)
+            print(
+                f"  |dwell error| of the stays with one enter and one exit (frames): median "
+                f"{np.median(errors):.2f}, within 3 frames {int((errors <= 3.02).sum())}/"
+                f"{len(errors)}"
+            )
+        for name, (hits, count) in occupancy_exact.items():
+            print(f"occupancy exact, {name}: {hits}/{count} frames ({hits / count:.1%})")
     except ConfigError as error:
         print(f"counter_on_mot: {error}", file=sys.stderr)
         return 2

@@ -457,9 +457,10 @@ def test_true_crossings_come_from_the_ground_truth_tracks_once_per_direction():
 
 def test_counting_on_mot_sequences_scores_both_counters_against_the_truth(tmp_path):
     """The benchmark writes generated pedestrian sequences (MOTChallenge layout), counts
-    with the counter app's stages and with the peer, and reads the same folders back with
-    --data. On seed 3 the counter gets the 9 crossings of both detectors exact (it counted
-    7 of them before a crossing stopped being dropped as a repeat of a neighbour's)."""
+    and times zone stays with the apps' stages and with the peer, and reads the same
+    folders back with --data. On seed 3 the counter gets the 9 crossings of both
+    detectors exact (it counted 7 of them before a crossing stopped being dropped as a
+    repeat of a neighbour's)."""
     script = str(REPO / "benchmarks" / "counter_on_mot.py")
     runs = {}
     for args in (
@@ -482,10 +483,20 @@ def test_counting_on_mot_sequences_scores_both_counters_against_the_truth(tmp_pa
         assert re.search(
             r"trackers ByteTrack \(thresholds 0.3\) \+ LineZone +\d+ \(\d+\)", result.stdout
         )
+        zones = re.findall(
+            r"zone: (\d+)/(\d+) stays timed within a frame; occupancy exact, ubiq zone-alert "
+            r"(\d+)/450 frames, trackers ByteTrack \+ PolygonZone (\d+)/450 frames",
+            result.stdout,
+        )
+        assert len(zones) == 2, result.stdout
+        for right, stays, ours_exact, peer_exact in (map(int, z) for z in zones):
+            # the rules' occupancy lags 2 frames (hysteresis), the peer's jumps with its boxes
+            assert stays >= 5 and right >= stays / 2 and ours_exact > peer_exact, result.stdout
     assert runs["--generate"] == runs["--data"]
     for args, message in (
         (["--data", str(tmp_path), "--line", "1,1,1,1"], "has zero length"),
         (["--data", str(tmp_path / "missing")], "data folder not found"),
+        (["--data", str(tmp_path), "--zone", "0,0,1,1"], "expected 3 or more X,Y points"),
     ):
         result = subprocess.run(
             [sys.executable, script, *args], capture_output=True, text=True, timeout=600
