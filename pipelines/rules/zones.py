@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -13,6 +13,10 @@ from ubiq.errors import ConfigError
 from ubiq.pipelines.rules.geometry import Zone
 from ubiq.pipelines.rules.paths import box_sizes, faint_path, track_velocity
 from ubiq.types import FrameResult
+
+EDGE_FRAMES = 10
+"""Frames of a track's path a straight line is fitted to, to time its entry or exit (see
+:meth:`ZoneWatch._crossed_at`)."""
 
 
 @dataclass
@@ -32,6 +36,7 @@ class _ZoneState:
     gone_ns: int = 0  # the first frame it was not seen in since, 0 while it is seen
     taken: bool = False  # a later track was joined to it (see ZoneWatch.join_s)
     taken_by: int = -1  # that track
+    path: deque = field(default_factory=deque)  # (ns, x, y) of its last EDGE_FRAMES frames
 
 
 class ZoneWatch:
@@ -41,7 +46,9 @@ class ZoneWatch:
 
     Times are back-dated over the hysteresis: ``zone.enter`` comes ``min_frames - 1`` frames
     after the point entered and says so (``since_s``: seconds since it entered), and
-    ``dwell_s`` runs from the first frame inside to the first frame outside, or, for a track
+    ``dwell_s`` runs from the first frame inside to the first frame outside (the first frame
+    a straight line fitted to the track's last ``EDGE_FRAMES`` points is on the new side,
+    so one jittering box does not move the time), or, for a track
     the tracker drops while inside, to the first frame it was no longer seen in (or, see
     ``join_s``, when its faint path left).
 
@@ -153,6 +160,9 @@ class ZoneWatch:
                 state.first_box = tuple(result.detections.xyxy[row].tolist())
             state.last, state.gone_ns = (now, point), 0
             state.last_box = tuple(result.detections.xyxy[row].tolist())
+            state.path.append((now, point[0], point[1]))
+            if len(state.path) > EDGE_FRAMES:
+                state.path.popleft()
             if state.taken and not self._take_back(result, track_id, state, untracked):
                 continue  # its object goes on as another track
             state.label = label
@@ -165,6 +175,8 @@ class ZoneWatch:
                 state.streak += 1
                 if state.streak >= self.min_frames:
                     state.streak = 0
+                    # the box jitters: time the crossing by the track's fitted path
+                    state.streak_ts = self._crossed_at(state, here) or state.streak_ts
                     if here:
                         self._enter(result, track_id, state, now, untracked)
                     else:
@@ -231,6 +243,25 @@ class ZoneWatch:
         else:
             taker.taken, taker.taken_by = True, track_id
         return True
+
+    def _crossed_at(self, state: _ZoneState, here: bool) -> int | None:
+        """The first frame a straight line fitted to the track's last points (least
+        squares over time) is on the new side (``here``: inside), after its last frame on
+        the old side; ``None`` when the fit does not cross in the window."""
+        if len(state.path) < max(4, self.min_frames + 2):
+            return None
+        path = np.array(state.path, np.float64)
+        t = (path[:, 0] - path[-1, 0]) / 1e9
+        if np.ptp(t) <= 0:
+            return None
+        design = np.stack([t, np.ones_like(t)], axis=1)
+        coef, *_ = np.linalg.lstsq(design, path[:, 1:], rcond=None)
+        fitted = np.round(design @ coef, 3)  # a point on the edge stays on it
+        flags = self.zone.contains(fitted)
+        old_side = np.flatnonzero(flags != here)
+        if not len(old_side) or flags[-1] != here or old_side[-1] + 1 >= len(path):
+            return None
+        return int(path[old_side[-1] + 1, 0])
 
     def _came_in(self, state: _ZoneState, untracked: Sequence[tuple]) -> int | None:
         """When a track born inside entered, if its faint path (see :func:`faint_path`)

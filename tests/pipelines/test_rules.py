@@ -146,6 +146,23 @@ def test_zone_enter_says_how_long_ago_it_entered_and_a_dropped_track_exits_when_
     assert occupancy == [(7, {"person": 1}), (22, {})]
 
 
+def test_a_jittering_box_does_not_move_the_times_of_a_stay():
+    """An object walking right 10 px a frame is inside the zone (x 100..300) from frame 5
+    to frame 24; its box jitters 12 px back at frame 5 (still outside) and 12 px ahead at
+    frame 24 (already outside). The first frames of the runs inside and outside said 6
+    and 24 (dwell 1.8 s); a line fitted to the track's last points says 5 and 25."""
+    zone = Zone("yard", ((100, 0), (300, 0), (300, 200), (100, 200)))
+    jitter = {5: -12, 24: 12}
+    frames = [[(1, 0, 55 + 10 * index + jitter.get(index, 0), 100)] for index in range(35)]
+    events = run(Rules(zones=[zone]), frames)
+    stays = [
+        (i, k, p.get("since_s", p.get("dwell_s")))
+        for i, k, p in events
+        if k[5:] in ("enter", "exit")
+    ]
+    assert stays == [(8, "zone.enter", pytest.approx(0.3)), (26, "zone.exit", pytest.approx(2.0))]
+
+
 def _broken_stay(second_start: float, *, gap: int = 4, label: int = 0, join_s: float = 1.5):
     """Track 1 walks right into the zone (x 100..300) from x=60, 10 px a frame, until x=160
     (frame 10); hidden for ``gap`` frames; track 3 (class ``label``) appears at
