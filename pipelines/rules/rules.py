@@ -27,6 +27,10 @@ from ubiq.types import FrameResult
 __all__ = ["LineCrossing", "Rules", "Stationary", "ZoneWatch"]
 
 
+EDGE_INSET = 1e-3
+"""How far inside the frame's right and bottom borders an anchor point beyond them goes."""
+
+
 def _label(detections, class_id: int) -> str:
     return detections.label(class_id) if detections is not None else str(class_id)
 
@@ -221,7 +225,7 @@ class Rules:
                     if totals[voted] <= 1e-9:
                         del totals[voted]
             labels.append(_label(detections, max(totals, key=totals.__getitem__)))
-        points = anchor_points(detections.xyxy, self.anchor)
+        points = self._in_frame(anchor_points(detections.xyxy, self.anchor))
         if (self.line_rules or self.zone_rules) and self.join_s > 0:
             self._remember_untracked(result)
         for rule in self.line_rules:
@@ -236,6 +240,13 @@ class Rules:
         result.data["counts"] = self.counts()
         self._last = result
         return result
+
+    def _in_frame(self, points: np.ndarray) -> np.ndarray:
+        """Anchor points moved into the frame: the feet of a box the frame cuts are at its
+        border, inside a zone drawn to that border (a point on a zone's bottom or right
+        edge is outside it, so they go a thousandth of a pixel inside the frame)."""
+        width, height = self._frame_size
+        return np.clip(points, 0.0, [width - EDGE_INSET, height - EDGE_INSET])
 
     def _remember_untracked(self, result: FrameResult) -> None:
         """Keeps the boxes the tracker was given but did not show, for ``2 * join_s``
@@ -254,7 +265,7 @@ class Rules:
                 # duplicate box), not a faint object of its own
                 inside = covered(boxes, shown.astype(np.float64)) >= PART_OF_TRACKED
                 boxes = boxes[~inside]
-        self._untracked.append((now, boxes, anchor_points(boxes, self.anchor)))
+        self._untracked.append((now, boxes, self._in_frame(anchor_points(boxes, self.anchor))))
         # a track is confirmed on a side min_frames after it is first seen: keep twice over
         while (now - self._untracked[0][0]) / 1e9 > 2 * self.join_s:
             self._untracked.popleft()

@@ -163,6 +163,19 @@ def test_a_jittering_box_does_not_move_the_times_of_a_stay():
     assert stays == [(8, "zone.enter", pytest.approx(0.3)), (26, "zone.exit", pytest.approx(2.0))]
 
 
+def test_feet_at_or_below_the_frames_border_are_in_a_zone_drawn_to_it():
+    """A person near the camera: the frame cuts the box at its bottom edge (y 200, or a few
+    pixels below, as a detector's box may reach). A zone drawn to that edge holds the feet;
+    before, a point on a zone's bottom edge was outside it, and so were these feet."""
+    floor = Zone("floor", ((0, 100), (400, 100), (400, 200), (0, 200)))
+    frames = [[(1, 0, 200, 180)]] * 10 + [[(1, 0, 200, 184)]] * 10  # bottom 200, then 204
+    events = run(Rules(zones=[floor], anchor="bottom"), frames)
+    stays = [(i, k) for i, k, _ in events if k in ("zone.enter", "zone.exit")]
+    assert stays == [(2, "zone.enter"), (None, "zone.exit")]  # in until the run ends
+    (counts,) = [p for _, k, p in events if k == "counts"]
+    assert counts["zones"]["floor"]["entered"] == {"person": 1}
+
+
 def _broken_stay(second_start: float, *, gap: int = 4, label: int = 0, join_s: float = 1.5):
     """Track 1 walks right into the zone (x 100..300) from x=60, 10 px a frame, until x=160
     (frame 10); hidden for ``gap`` frames; track 3 (class ``label``) appears at
@@ -385,7 +398,9 @@ def test_the_label_counted_is_the_majority_of_the_last_seconds():
         assert [p["label"] for _, k, p in events if k == "line.cross"] == [expected]
 
 
-def _faint_run(faint_xs, *, faint_dy=0.0, faint_size=(20, 40), first_x=220, rules=None, steps=10):
+def _faint_run(
+    faint_xs, *, faint_dy=0.0, faint_size=(20, 40), first_x=220, rules=None, steps=10, wide=400
+):
     """An object found only faintly (the tracker takes none of its boxes) at ``faint_xs``
     (``None``: not found that frame), then tracked as track 7 from ``first_x`` on, 10 px a
     frame to the right; the Track stage's ``tracker_input`` / ``tracked_rows`` say which
@@ -394,7 +409,7 @@ def _faint_run(faint_xs, *, faint_dy=0.0, faint_size=(20, 40), first_x=220, rule
     events = []
     xs = [("faint", x) for x in faint_xs] + [("track", first_x + 10 * s) for s in range(steps)]
     for index, (kind, x) in enumerate(xs):
-        frame = Frame(np.zeros((200, 400, 3), np.uint8), index, int(index * 1e9 / FPS))
+        frame = Frame(np.zeros((200, wide, 3), np.uint8), index, int(index * 1e9 / FPS))
         if kind == "faint":
             width, height = faint_size
             boxes = [] if x is None else [box(x, 100 + faint_dy, width, height)]
@@ -516,24 +531,26 @@ def test_boxes_inside_a_tracked_object_are_not_followed():
 
 def test_a_track_born_inside_a_zone_is_dated_from_when_its_faint_boxes_came_in():
     """Found faintly from x 135 (frames 0-8, inside from x 205 at frame 7), tracked from
-    x 225 at frame 9, out past x 400 at frame 27: the stay runs from frame 7, not 9."""
+    x 225 at frame 9, out past x 400 at frame 27 (in a 600-px frame): the stay runs from
+    frame 7, not 9."""
     hall = Zone("hall", [(200, 0), (400, 0), (400, 200), (200, 200)])
     for join_s, entered in ((1.5, 7), (0, 9)):
-        events = _faint_run(
-            range(135, 225, 10), rules=Rules(zones=[hall], min_frames=3, join_s=join_s), steps=25
-        )
+        rules = Rules(zones=[hall], min_frames=3, join_s=join_s)
+        events = _faint_run(range(135, 225, 10), rules=rules, steps=25, wide=600)
         (enter,) = [(i, p) for i, k, p in events if k == "zone.enter"]
         (exit_,) = [(i, p) for i, k, p in events if k == "zone.exit"]
         assert enter[0] == 11 and enter[1]["since_s"] == pytest.approx((11 - entered) / FPS)
         assert exit_[1]["dwell_s"] == pytest.approx((27 - entered) / FPS), join_s
     # faint boxes that were inside all along: the stay starts with the track, as before
-    events = _faint_run(range(215, 225, 3), rules=Rules(zones=[hall], min_frames=3), steps=25)
+    rules = Rules(zones=[hall], min_frames=3)
+    events = _faint_run(range(215, 225, 3), rules=rules, steps=25, wide=600)
     (exit_,) = [p for _, k, p in events if k == "zone.exit"]
     assert exit_["dwell_s"] == pytest.approx(1.8)
 
 
 def _lost_inside(faint_xs, *, join_s=1.5):
-    """Track 4 walks into the hall (x 200-400) from x 150, 10 px a frame, and is lost after
+    """Track 4 walks into the hall (x 200-400 of a 600-px frame) from x 150, 10 px a frame,
+    and is lost after
     x 290 (frame 14); its object goes on, found only faintly, at ``faint_xs``; the tracker
     drops the track 10 frames (1 s) after it was last seen. Returns the exit's dwell_s."""
     hall = Zone("hall", [(200, 0), (400, 0), (400, 200), (200, 200)])
@@ -541,7 +558,7 @@ def _lost_inside(faint_xs, *, join_s=1.5):
     exits = []
     faint = list(faint_xs)
     for index in range(40):
-        frame = Frame(np.zeros((200, 400, 3), np.uint8), index, int(index * 1e9 / FPS))
+        frame = Frame(np.zeros((200, 600, 3), np.uint8), index, int(index * 1e9 / FPS))
         x = 150 + 10 * index
         tracked = [box(x, 100)] if index <= 14 else []
         loose = [box(faint[index - 15], 100)] if 15 <= index < 15 + len(faint) else []
