@@ -279,14 +279,19 @@ def inside(polygon: np.ndarray, points: np.ndarray) -> np.ndarray:
     )
 
 
-def true_stays(gt: np.ndarray, polygon: np.ndarray, anchor: str, last_frame: int) -> dict:
+def framed_anchors(xyxy: np.ndarray, anchor: str, size: tuple[int, int]) -> np.ndarray:
+    """Anchors moved onto the frame (a box the frame cuts, annotated past its border)."""
+    return np.clip(anchors(xyxy, anchor), 0.0, [float(size[0]), float(size[1])])
+
+
+def true_stays(gt: np.ndarray, polygon: np.ndarray, anchor: str, last_frame: int, size) -> dict:
     """Per ground-truth id with one stay in the zone, away from the ends of its track and
     of the sequence: ``(first frame inside, frames inside)``."""
     out = {}
     for track_id in np.unique(gt[:, 1]):
         rows = gt[gt[:, 1] == track_id]
         rows = rows[np.argsort(rows[:, 0])]
-        here = np.flatnonzero(inside(polygon, anchors(rows[:, 2:6], anchor)))
+        here = np.flatnonzero(inside(polygon, framed_anchors(rows[:, 2:6], anchor, size)))
         if not len(here) or here[-1] - here[0] + 1 != len(here):
             continue  # never inside, or more than one stay
         first, last = int(rows[here[0], 0]), int(rows[here[-1], 0])
@@ -388,12 +393,13 @@ def peer_occupancy(frames, polygon, fps: float, conf: float, anchor: str, option
     return counts
 
 
-def true_occupancy(gt, polygon, anchor: str, frames) -> list[int]:
+def true_occupancy(gt, polygon, anchor: str, frames, size) -> list[int]:
     """Pedestrians whose ground-truth anchor is in the zone, per frame of ``frames``."""
     out = []
     for mot in frames:
         rows = gt[gt[:, 0] == mot.frame]
-        out.append(int(inside(polygon, anchors(rows[:, 2:6], anchor)).sum()) if len(rows) else 0)
+        points = framed_anchors(rows[:, 2:6], anchor, size)
+        out.append(int(inside(polygon, points).sum()) if len(rows) else 0)
     return out
 
 
@@ -515,14 +521,16 @@ def main(argv: list[str] | None = None) -> int:
                 verdict = "exact" if wrong == 0 else f"{wrong} off"
                 print(f"  {name:48s} in {counts['in']:3d} out {counts['out']:3d}  {verdict}")
             polygon = parse_polygon(args.zone, width, height)
-            stays = true_stays(gt, polygon, args.zone_anchor, len(frames))
+            stays = true_stays(gt, polygon, args.zone_anchor, len(frames), (width, height))
             per_person, occupancy = ubiq_zone(
                 frames, gt, polygon, fps, (width, height), args.conf, args.zone_anchor
             )
             right, errors = stays_right(stays, per_person, fps)
             zone_right, zone_total = zone_right + right, zone_total + len(stays)
             dwell_errors += errors
-            truth_occupancy = np.array(true_occupancy(gt, polygon, args.zone_anchor, frames))
+            truth_occupancy = np.array(
+                true_occupancy(gt, polygon, args.zone_anchor, frames, (width, height))
+            )
             peer = peer_occupancy(
                 frames, polygon, fps, args.conf, args.zone_anchor, PEERS[names[2]]
             )
