@@ -277,24 +277,30 @@ class App:
             join_s=config.join_s,
         )
 
+    def track_stage(self):
+        """The app's Track stage, as its config sets it (tracker, lost buffer, class
+        awareness, ``track`` settings)."""
+        from ubiq.pipelines.track.stage import Track
+
+        return Track(
+            self.config.tracker,
+            lost_buffer_s=self.config.lost_buffer_s,
+            class_aware=self.config.class_aware,
+            **self.config.track,
+        )
+
     def stages(self, model, camera: CameraConfig, source, position: int) -> list:
         """Detect, track, classify (with ``classify.model``), rules, then
         :meth:`extra_stages`. The rules are checked against the source's frame size here,
         before any output is opened."""
         from ubiq.pipelines.stage import Detect
-        from ubiq.pipelines.track.stage import Track
 
         rules = self.rules_for(camera)
         size = getattr(source, "frame_size", None)
         if size:
             rules.resolve(tuple(size))
         self.rules[position] = rules
-        track = Track(
-            self.config.tracker,
-            lost_buffer_s=self.config.lost_buffer_s,
-            class_aware=self.config.class_aware,
-            **self.config.track,
-        )
+        track = self.track_stage()
         classify = []
         classifier = self.load_classifier()
         if classifier is not None:

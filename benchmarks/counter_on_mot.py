@@ -181,44 +181,51 @@ def tally(crossings: list[dict]) -> dict[str, int]:
     return out
 
 
+def app_stages(app: str, conf: float, anchor: str, shapes: str, sets=()):
+    """The ``app``'s Track and Rules stages as its YAML sets them, with ``conf``,
+    ``anchor`` and the first camera's ``shapes`` (``lines=[...]`` or ``zones=[...]``)."""
+    found = App.from_yaml(
+        None,
+        [f"conf={conf}", f"anchor={anchor}", f"cameras.0.{shapes}", *sets],
+        app=app,
+    )
+    return found.track_stage(), found.rules_for(found.config.cameras[0])
+
+
 def ubiq_counts(frames, line, fps: float, size: tuple[int, int], conf: float, anchor: str, sets=()):
     """The counter app's Track + Rules on the detections; ``{"in", "out"}`` of ``person``."""
     points = ",".join(f"{v:g}" for v in line)
-    app = App.from_yaml(
-        None,
-        [
-            f"conf={conf}",
-            f"anchor={anchor}",
-            f"cameras.0.lines=[{{name: line, points: [{points}]}}]",
-            *sets,
-        ],
-        app="counter",
-    )
-    from ubiq.pipelines.track.stage import Track
-
-    rules = app.rules_for(app.config.cameras[0])
-    track = Track(
-        app.config.tracker,
-        lost_buffer_s=app.config.lost_buffer_s,
-        class_aware=app.config.class_aware,
-        **app.config.track,
+    track, rules = app_stages(
+        "counter", conf, anchor, f"lines=[{{name: line, points: [{points}]}}]", sets
     )
     image = np.zeros((size[1], size[0], 3), np.uint8)
     for index, mot in enumerate(frames):
-        keep = mot.scores >= conf
-        result = FrameResult(
-            Frame(image, index, int(index * 1e9 / fps)),
-            Detections(
-                mot.xyxy[keep].astype(np.float32),
-                mot.scores[keep].astype(np.float32),
-                np.zeros(int(keep.sum()), np.int64),
-                labels=("person",),
-            ),
-        )
-        rules(track(result))
+        rules(track(_frame_result(mot, index, fps, image, conf)))
     track.finish()
     counts = rules.counts()["lines"]["line"].get("person", {})
     return {"in": int(counts.get("in", 0)), "out": int(counts.get("out", 0))}
+
+
+def _sv_detections(mot, conf: float):
+    """The frame's boxes at ``conf`` or above as supervision ``Detections`` (class 0)."""
+    import supervision as sv
+
+    keep = mot.scores >= conf
+    return sv.Detections(
+        xyxy=mot.xyxy[keep].astype(np.float32),
+        confidence=mot.scores[keep].astype(np.float32),
+        class_id=np.zeros(int(keep.sum()), int),
+    )
+
+
+def _peer_track(tracker, mot, conf: float):
+    """Roboflow trackers' update on the frame, its confirmed tracks only."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tracked = tracker.update(_sv_detections(mot, conf))
+    if tracked.tracker_id is not None:
+        tracked = tracked[tracked.tracker_id >= 0]
+    return tracked
 
 
 def peer_counts(frames, line, fps: float, conf: float, anchor: str, options: dict):
@@ -237,18 +244,7 @@ def peer_counts(frames, line, fps: float, conf: float, anchor: str, options: dic
         minimum_crossing_threshold=3,
     )
     for mot in frames:
-        keep = mot.scores >= conf
-        detections = sv.Detections(
-            xyxy=mot.xyxy[keep].astype(np.float32),
-            confidence=mot.scores[keep].astype(np.float32),
-            class_id=np.zeros(int(keep.sum()), int),
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tracked = tracker.update(detections)
-        if tracked.tracker_id is not None:
-            tracked = tracked[tracked.tracker_id >= 0]
-        zone.trigger(tracked)
+        zone.trigger(_peer_track(tracker, mot, conf))
     # supervision's "in" is the opposite side to ubiq's (see counter_vs_supervision.py).
     return {"in": int(zone.out_count), "out": int(zone.in_count)}
 
@@ -321,25 +317,9 @@ def ubiq_zone(frames, gt, polygon, fps: float, size, conf: float, anchor: str, s
     frame)``; each track's events go to the id most of its boxes overlapped (IoU 0.3)."""
     from collections import Counter
 
-    from ubiq.pipelines.track.stage import Track
-
     points = ", ".join(f"{v:g}" for v in polygon.reshape(-1))
-    app = App.from_yaml(
-        None,
-        [
-            f"conf={conf}",
-            f"anchor={anchor}",
-            f"cameras.0.zones=[{{name: zone, points: [{points}]}}]",
-            *sets,
-        ],
-        app="zone-alert",
-    )
-    rules = app.rules_for(app.config.cameras[0])
-    track = Track(
-        app.config.tracker,
-        lost_buffer_s=app.config.lost_buffer_s,
-        class_aware=app.config.class_aware,
-        **app.config.track,
+    track, rules = app_stages(
+        "zone-alert", conf, anchor, f"zones=[{{name: zone, points: [{points}]}}]", sets
     )
     image = np.zeros((size[1], size[0], 3), np.uint8)
     by_frame = {int(f): gt[gt[:, 0] == f] for f in np.unique(gt[:, 0])}
@@ -377,18 +357,7 @@ def peer_occupancy(frames, polygon, fps: float, conf: float, anchor: str, option
     zone = sv.PolygonZone(polygon.astype(int), triggering_anchors=(position,))
     counts = []
     for mot in frames:
-        keep = mot.scores >= conf
-        detections = sv.Detections(
-            xyxy=mot.xyxy[keep].astype(np.float32),
-            confidence=mot.scores[keep].astype(np.float32),
-            class_id=np.zeros(int(keep.sum()), int),
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tracked = tracker.update(detections)
-        if tracked.tracker_id is not None:
-            tracked = tracked[tracked.tracker_id >= 0]
-        zone.trigger(tracked)
+        zone.trigger(_peer_track(tracker, mot, conf))
         counts.append(int(zone.current_count))
     return counts
 

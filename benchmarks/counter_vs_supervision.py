@@ -70,14 +70,7 @@ def ubiq_counts(clip, frames, labels, conf: float, sets: tuple[str, ...] = ()) -
     )
     camera = app.config.cameras[0]
     rules = app.rules_for(camera)
-    from ubiq.pipelines.track.stage import Track
-
-    track = Track(
-        app.config.tracker,
-        lost_buffer_s=app.config.lost_buffer_s,
-        class_aware=app.config.class_aware,
-        **app.config.track,
-    )
+    track = app.track_stage()
     image = np.zeros((crossings.HEIGHT, crossings.WIDTH, 3), np.uint8)
     stages = [track, rules]
     for index, (xyxy, scores, class_id) in enumerate(frames):

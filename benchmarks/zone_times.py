@@ -41,7 +41,6 @@ from counter_vs_supervision import detections_for, own_boxes  # noqa: E402
 
 from ubiq.apps.app import App  # noqa: E402
 from ubiq.models.datasets import crossings  # noqa: E402
-from ubiq.pipelines.track.stage import Track  # noqa: E402
 from ubiq.types import Detections, Frame, FrameResult, iou_matrix  # noqa: E402
 
 ZONE_X = (crossings.WIDTH / 4, 3 * crossings.WIDTH / 4)
@@ -57,12 +56,7 @@ def measure(clip, frames, labels, conf: float, sets: tuple[str, ...] = ()) -> li
         app="zone-alert",
     )
     rules = app.rules_for(app.config.cameras[0])
-    track = Track(
-        app.config.tracker,
-        lost_buffer_s=app.config.lost_buffer_s,
-        class_aware=app.config.class_aware,
-        **app.config.track,
-    )
+    track = app.track_stage()
     image = np.zeros((crossings.HEIGHT, crossings.WIDTH, 3), np.uint8)
     owner: dict[int, Counter] = {}  # track -> objects its boxes overlapped
     events = []
