@@ -36,7 +36,7 @@ class _ZoneState:
     gone_ns: int = 0  # the first frame it was not seen in since, 0 while it is seen
     taken: bool = False  # a later track was joined to it (see ZoneWatch.join_s)
     taken_by: int = -1  # that track
-    path: deque = field(default_factory=deque)  # (ns, x, y) of its last EDGE_FRAMES frames
+    path: deque = field(default_factory=lambda: deque(maxlen=EDGE_FRAMES))  # (ns, x, y)
 
 
 class ZoneWatch:
@@ -48,9 +48,9 @@ class ZoneWatch:
     after the point entered and says so (``since_s``: seconds since it entered), and
     ``dwell_s`` runs from the first frame inside to the first frame outside (the first frame
     a straight line fitted to the track's last ``EDGE_FRAMES`` points is on the new side,
-    so one jittering box does not move the time), or, for a track
-    the tracker drops while inside, to the first frame it was no longer seen in (or, see
-    ``join_s``, when its faint path left).
+    so one jittering box does not move the time), or, for a track the tracker drops while
+    inside, to the first frame it was no longer seen in (or, see ``join_s``, when its faint
+    path left).
 
     Args:
         zone: The zone (already in pixels).
@@ -161,8 +161,6 @@ class ZoneWatch:
             state.last, state.gone_ns = (now, point), 0
             state.last_box = tuple(result.detections.xyxy[row].tolist())
             state.path.append((now, point[0], point[1]))
-            if len(state.path) > EDGE_FRAMES:
-                state.path.popleft()
             if state.taken and not self._take_back(result, track_id, state, untracked):
                 continue  # its object goes on as another track
             state.label = label
@@ -176,7 +174,9 @@ class ZoneWatch:
                 if state.streak >= self.min_frames:
                     state.streak = 0
                     # the box jitters: time the crossing by the track's fitted path
-                    state.streak_ts = self._crossed_at(state, here) or state.streak_ts
+                    crossed = self._crossed_at(state, here)
+                    if crossed is not None:
+                        state.streak_ts = crossed
                     if here:
                         self._enter(result, track_id, state, now, untracked)
                     else:
