@@ -210,6 +210,17 @@ def errors(counts: dict, truth: dict) -> int:
     return total
 
 
+def add_set_option(parser: argparse.ArgumentParser, app: str, note: str = "") -> None:
+    """``--set KEY=VALUE`` (repeatable): an ``app`` setting, as ``ubiq run --set``."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"{app} app setting, as `ubiq run --set`{note}",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[101, 102, 103, 104, 105])
@@ -218,13 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model", default="ubiq-det-mnv2-320", help="zoo name or model file (the apps' default)"
     )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="counter app setting, as `ubiq run --set` (label_s=null join_s=0: the old rules)",
-    )
+    add_set_option(parser, "counter", " (label_s=null join_s=0: the old rules)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)

@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from counter_vs_supervision import detections_for, own_boxes  # noqa: E402
+from counter_vs_supervision import add_set_option, detections_for, own_boxes  # noqa: E402
 
 from ubiq.apps.app import App  # noqa: E402
 from ubiq.models.datasets import crossings  # noqa: E402
@@ -126,13 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model", default="ubiq-det-mnv2-320", help="zoo name or model file (the apps' default)"
     )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="zone-alert app setting, as `ubiq run --set` (join_s=0: no joins)",
-    )
+    add_set_option(parser, "zone-alert", " (join_s=0: no joins)")
     args = parser.parse_args(argv)
     rows = []
     for seed in args.seeds:
