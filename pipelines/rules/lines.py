@@ -17,6 +17,11 @@ APPROACH_SIZES_PER_S = 0.1
 """Least speed towards the line (box sizes a second, from the oldest to the last) of a faint
 path's boxes on the other side of it (see :meth:`LineCrossing.came_across`)."""
 
+REBORN_S = 0.25
+"""A track unseen for longer than this before it had a side starts its path again where it
+is seen next: a track shown for a frame or two and then lost (often from one box over two
+objects passing each other) did not come from where that first box was."""
+
 
 @dataclass
 class _LineState:
@@ -111,9 +116,10 @@ class LineCrossing:
             side = int(sides[row])
             state = self._tracks.setdefault(track_id, _LineState())
             point = (float(points[row, 0]), float(points[row, 1]))
-            if not state.first:
+            if not state.first or (state.side == 0 and (now - state.last[0]) / 1e9 > REBORN_S):
                 state.first = (now, point, float(sizes[row]))
                 state.first_box = tuple(detections.xyxy[row].tolist())
+                state.candidate, state.streak = 0, 0
             state.last, state.label = (now, point), labels[row]
             if side == 0:
                 continue

@@ -338,6 +338,24 @@ def test_a_track_broken_on_the_line_joins_its_other_half_and_counts_once():
     assert [p["track_id"] for _, k, p in events if k == "line.cross"] == [2]
 
 
+def test_a_track_shown_once_before_it_was_lost_is_joined_from_where_it_is_seen_again():
+    """The tracker showed track 3 for one frame (a box over both objects of the pair, just
+    past the line, while track 1 was still seen), lost it, and found it again on the other
+    side after track 1 was hidden: its path starts again where it is seen next, so it is
+    joined to track 1 (before, it had "appeared while track 1 was seen": no crossing)."""
+    frames = _broken_crossing(230)
+    frames[6].append((3, 0, 215, 100))  # between track 1 (160) and track 2 (270)
+    line = Line("door", (200, 0), (200, 200))
+    events = run(Rules([line], min_frames=3), frames)
+    crossings = sorted((p["track_id"], p["direction"]) for _, k, p in events if k == "line.cross")
+    assert crossings == [(2, "in"), (3, "out")]
+    # seen again 0.2 s later (within REBORN_S), it keeps its first sighting: no join
+    frames = _broken_crossing(230, gap=1)
+    frames[8].append((3, 0, 215, 100))  # unseen at frame 9 only, back at 10
+    events = run(Rules([line], min_frames=3), frames)
+    assert [p["track_id"] for _, k, p in events if k == "line.cross"] == [2]
+
+
 def test_a_joined_track_that_comes_back_under_its_old_id_does_not_count_again():
     frames = _broken_crossing(230)
     # the tracker finds the old track again (id 1 instead of 3) more than merge_s (1 s)
