@@ -17,7 +17,7 @@ APPROACH_SIZES_PER_S = 0.1
 """Least speed towards the line (box sizes a second, from the oldest to the last) of a faint
 path's boxes on the other side of it (see :meth:`LineCrossing.came_across`)."""
 
-REBORN_S = 0.25
+REBORN_S = 0.4
 """A track unseen for longer than this before it had a side starts its path again where it
 is seen next: a track shown for a frame or two and then lost (often from one box over two
 objects passing each other) did not come from where that first box was."""
@@ -33,6 +33,7 @@ class _LineState:
     first: tuple = ()  # (ns, point, size of the box) when the track was first seen
     first_box: tuple = ()  # its box then
     last: tuple = ()  # (ns, point) when it was last seen
+    last_box: tuple = ()  # its box then
     label: str = ""  # its label when last seen
     taken: bool = False  # a later track was joined to it (see LineCrossing.join_s)
 
@@ -61,7 +62,10 @@ class LineCrossing:
             the boxes the tracker did not take (scores too low to start a track) lead back
             from its first box, frame by frame over the last ``join_s`` seconds, to at
             least ``min_frames`` boxes on the other side: an object found too faintly to be
-            tracked until it was past the line (see :meth:`came_across`). 0 turns both off.
+            tracked until it was past the line (see :meth:`came_across`); and, when the
+            tracker drops a track lost before the line, those boxes leading on from its last
+            box to the other side: an object tracked up to the line and too faint after it
+            (see :meth:`went_across`). 0 turns all three off.
     """
 
     def __init__(
@@ -112,6 +116,7 @@ class LineCrossing:
         along = self.line.along(points)
         now = result.timestamp_ns
         sizes = box_sizes(detections)
+        boxes = detections.xyxy.tolist()
         for row, track_id in enumerate(detections.tracker_id.tolist()):
             side = int(sides[row])
             state = self._tracks.setdefault(track_id, _LineState())
@@ -121,6 +126,7 @@ class LineCrossing:
                 state.first_box = tuple(detections.xyxy[row].tolist())
                 state.candidate, state.streak = 0, 0
             state.last, state.label = (now, point), labels[row]
+            state.last_box = boxes[row]
             if side == 0:
                 continue
             if side == state.side:
@@ -152,23 +158,36 @@ class LineCrossing:
                     where = self.came_across(state, side, untracked)
                     if where is None:
                         continue
-            if not -self.margin <= where <= 1 + self.margin:
-                continue  # passed beside the line
-            if direction in state.counted or (self.classes and label not in self.classes):
-                continue
-            if self._same_object(result, track_id, state, where, direction):
-                state.counted.add(direction)
-                continue
+            self._count(result, track_id, state, where, direction, label)
+
+    def _count(
+        self,
+        result: FrameResult,
+        track_id: int,
+        state: _LineState,
+        where: float,
+        direction: str,
+        label: str,
+    ) -> None:
+        """Counts a crossing at ``where`` on the line (0 at A, 1 at B), unless it passed
+        beside the line, was counted, is of a class not counted or repeats a broken track's."""
+        if not -self.margin <= where <= 1 + self.margin:
+            return  # passed beside the line
+        if direction in state.counted or (self.classes and label not in self.classes):
+            return
+        if self._same_object(result, track_id, state, where, direction):
             state.counted.add(direction)
-            per_label = self.counts.setdefault(label, {"in": 0, "out": 0})
-            per_label[direction] += 1
-            result.add_event(
-                "line.cross",
-                line=self.line.name,
-                track_id=track_id,
-                label=label,
-                direction=direction,
-            )
+            return
+        state.counted.add(direction)
+        per_label = self.counts.setdefault(label, {"in": 0, "out": 0})
+        per_label[direction] += 1
+        result.add_event(
+            "line.cross",
+            line=self.line.name,
+            track_id=track_id,
+            label=label,
+            direction=direction,
+        )
 
     def came_across(self, state: _LineState, side: int, untracked: Sequence[tuple]) -> float | None:
         """Where on the line (0 at A, 1 at B) a track first confirmed on ``side`` crossed
@@ -220,18 +239,26 @@ class LineCrossing:
             if not 0 < gap_s <= self.join_s:
                 continue  # still seen when this one appeared, or too long ago
             velocity = track_velocity(other.first, other.last)
-            if velocity is None:
+            if velocity is None or not self._heading_for_line(other):
                 continue
-            towards = float(self.line.side(np.asarray(last_point)[None] + velocity[None])[0])
-            if np.sign(towards) == np.sign(other.side) and abs(towards) >= abs(
-                float(self.line.side(np.asarray(last_point)[None])[0])
-            ):
-                continue  # it was moving away from the line
             expected = np.asarray(last_point) + velocity * gap_s
             miss = float(np.hypot(*(np.asarray(first_point) - expected)))
             if miss <= size and miss < best_miss:
                 best, best_miss = other, miss
         return best
+
+    def _heading_for_line(self, state: _LineState) -> bool:
+        """Whether the track was moving towards the line (from its first sighting to its
+        last), not away from it."""
+        velocity = track_velocity(state.first, state.last)
+        if velocity is None:
+            return False
+        last_point = np.asarray(state.last[1])[None]
+        towards = float(self.line.side(last_point + velocity[None])[0])
+        return not (
+            np.sign(towards) == np.sign(state.side)
+            and abs(towards) >= abs(float(self.line.side(last_point)[0]))
+        )
 
     def _same_object(
         self, result: FrameResult, track_id: int, state: _LineState, where: float, direction: str
@@ -251,7 +278,46 @@ class LineCrossing:
         self._recent.append((now, where, direction, track_id, state))
         return False
 
-    def forget(self, track_id: int) -> None:
+    def went_across(self, state: _LineState, untracked: Sequence[tuple]) -> float | None:
+        """Where on the line (0 at A, 1 at B) a lost track's object crossed it after it was
+        last tracked, or ``None``: when its faint path forward (see :func:`faint_path`)
+        ends with at least ``min_frames`` boxes on the other side of the line, which moved
+        away from it (at least ``APPROACH_SIZES_PER_S`` box sizes a second): an object
+        tracked up to the line, then scored too low to keep its track."""
+        if self.join_s <= 0 or not state.last_box or state.side == 0:
+            return None
+        if not self._heading_for_line(state):
+            return None
+        times, path = faint_path(
+            state.last_box, state.last[0], untracked, self.join_s, forward=True
+        )
+        if len(path) < self.min_frames:
+            return None
+        signed = self.line.side(path)
+        sides = np.sign(signed).astype(int)
+        if not (sides[-self.min_frames :] == -state.side).all():
+            return None
+        before = np.flatnonzero(sides != -state.side)
+        first_after = int(before.max()) + 1 if len(before) else 0
+        span_s = (times[-1] - times[first_after]) / 1e9
+        away = -state.side * (signed[-1] - signed[first_after]) / self.line_length
+        size = max(state.last_box[2] - state.last_box[0], state.last_box[3] - state.last_box[1])
+        if span_s <= 0 or away / span_s < APPROACH_SIZES_PER_S * size:
+            return None
+        start = path[first_after - 1] if first_after > 0 else state.last[1]
+        return self._crossing_along(start, path[first_after])
+
+    def end_track(self, result: FrameResult, track_id: int, untracked: Sequence[tuple]) -> None:
+        """The tracker dropped ``track_id``: the crossing it made after it was last seen, if
+        its faint path went across (see :meth:`went_across`), counts now; it is kept
+        ``join_s`` for a later track to join."""
         state = self._tracks.pop(track_id, None)
-        if state is not None and state.side != 0 and self.join_s > 0:
+        if state is None or state.side == 0:
+            return
+        direction = "in" if -state.side > 0 else "out"
+        if direction not in state.counted and not state.taken:
+            where = self.went_across(state, untracked)
+            if where is not None:
+                self._count(result, track_id, state, where, direction, state.label)
+        if self.join_s > 0:
             self._gone[track_id] = state

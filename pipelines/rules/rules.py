@@ -273,7 +273,7 @@ class Rules:
     def _end_track(self, result: FrameResult, track_id: int, at_ns: int) -> None:
         self._votes.pop(track_id, None)
         for rule in self.line_rules:
-            rule.forget(track_id)
+            rule.end_track(result, track_id, self._untracked)
         for rule in self.zone_rules:
             rule.end_track(result, track_id, at_ns, self._untracked)
         if self.stationary is not None:

@@ -497,6 +497,68 @@ def test_a_track_that_starts_past_the_line_does_not_count_when(why, kwargs):
     assert _faint_then_tracked(**kwargs) == [], why
 
 
+def _tracked_then_faint(track_xs, faint_xs, *, faint_dy=0.0, rules=None):
+    """Track 7 shown at ``track_xs``, then dropped by the tracker: its object is found only
+    faintly (the tracker takes none of its boxes) at ``faint_xs`` (``None``: not found that
+    frame), and the tracker ends track 7 in the last frame. The crossings, as
+    ``(frame, track_id, direction)``."""
+    rules = rules or Rules([Line("door", (200, 0), (200, 200))], min_frames=3)
+    events = []
+    xs = [("track", x) for x in track_xs] + [("faint", x) for x in faint_xs]
+    for index, (kind, x) in enumerate(xs):
+        frame = Frame(np.zeros((200, 400, 3), np.uint8), index, int(index * 1e9 / FPS))
+        if kind == "faint":
+            boxes = [] if x is None else [box(x, 100 + faint_dy)]
+            given = Detections(
+                np.array(boxes, np.float32).reshape(-1, 4),
+                np.full(len(boxes), 0.3, np.float32),
+                np.zeros(len(boxes), np.int64),
+                labels=LABELS,
+            )
+            shown, rows = Detections(given.xyxy[:0], [], [], tracker_id=[], labels=LABELS), []
+        else:
+            given = Detections(np.array([box(x, 100)], np.float32), [0.9], [0], labels=LABELS)
+            shown = Detections(given.xyxy, [0.9], [0], tracker_id=[7], labels=LABELS)
+            rows = [0]
+        result = FrameResult(frame, shown)
+        result.data["tracker_input"] = given
+        result.data["tracked_rows"] = np.array(rows, np.int64)
+        if index == len(xs) - 1:
+            result.add_event("track.end", track_id=7)
+        events += [(index, e.kind, dict(e.payload)) for e in rules(result).events]
+    return [(i, p["track_id"], p["direction"]) for i, k, p in events if k == "line.cross"]
+
+
+def test_a_track_lost_before_the_line_counts_when_its_faint_boxes_went_across():
+    """A thin object tracked up to the line, then scored too low to keep its track: its
+    untracked boxes lead on from the track's last box to the other side, so the crossing
+    counts when the tracker drops the track, once, as the direction it went."""
+    walk = list(range(130, 190, 10))  # 130..180: on the left of x=200, heading right
+    assert _tracked_then_faint(walk, range(190, 260, 10)) == [(12, 7, "out")]
+    # with a gap of two frames, and ended long after its last faint box
+    faint = [190, None, None, 220, 230, 240, None, None, None, None]
+    assert _tracked_then_faint(walk, faint) == [(15, 7, "out")]
+
+
+@pytest.mark.parametrize(
+    ("why", "track_xs", "faint_xs", "kwargs"),
+    [
+        ("the faint boxes stay on its side", range(130, 190, 10), [185, 188, 190, 192], {}),
+        ("two faint boxes past the line", range(130, 190, 10), [190, 205, 215], {}),
+        ("the faint boxes are elsewhere", range(130, 190, 10), range(190, 260, 10), {"dy": 60}),
+        # it crossed right to left (counted "in"), then boxes of something coming back
+        ("it was moving away from the line", range(260, 140, -10), range(160, 250, 15), {}),
+        ("join_s 0", range(130, 190, 10), range(190, 260, 10), {"join_s": 0}),
+    ],
+)
+def test_a_track_lost_before_the_line_does_not_count_when(why, track_xs, faint_xs, kwargs):
+    rules = Rules(
+        [Line("door", (200, 0), (200, 200))], min_frames=3, join_s=kwargs.get("join_s", 1.5)
+    )
+    crossings = _tracked_then_faint(track_xs, faint_xs, faint_dy=kwargs.get("dy", 0.0), rules=rules)
+    assert [c for c in crossings if c[2] == "out"] == [], why
+
+
 def test_the_track_stage_hands_the_rules_the_boxes_it_did_not_take():
     """End to end with the tracker: boxes scoring 0.3 start no track (thresholds as written),
     the track starts at 0.9 past the line, and the crossing counts."""
