@@ -230,7 +230,10 @@ class LineCrossing:
             return None
         first_ns, first_point, size = state.first
         best, best_miss = None, np.inf
-        self._gone = {k: v for k, v in self._gone.items() if (now - v.last[0]) / 1e9 <= self.join_s}
+        # kept twice join_s: a new track is joined by when it first showed, min_frames ago
+        self._gone = {
+            k: v for k, v in self._gone.items() if (now - v.last[0]) / 1e9 <= 2 * self.join_s
+        }
         for other_id, other in [*self._tracks.items(), *self._gone.items()]:
             if other_id == track_id or other.taken or other.side != -side or other.label != label:
                 continue

@@ -356,6 +356,17 @@ def test_a_track_shown_once_before_it_was_lost_is_joined_from_where_it_is_seen_a
     assert [p["track_id"] for _, k, p in events if k == "line.cross"] == [2]
 
 
+def test_a_track_ended_by_the_tracker_is_joined_up_to_join_s_after_it_was_last_seen():
+    """Track 1 is last seen at frame 8 and dropped by the tracker at frame 18; track 3
+    first shows 1.5 s (``join_s``) after frame 8, where track 1's motion puts it, and is
+    confirmed on its side two frames later: joined (before, the ended track was forgotten
+    ``join_s`` after it was last seen, before the new one could be confirmed)."""
+    frames = _broken_crossing(330, gap=14)
+    events = run(Rules([Line("door", (200, 0), (200, 200))], min_frames=3), frames, {18: [1]})
+    crossings = sorted((p["track_id"], p["direction"]) for _, k, p in events if k == "line.cross")
+    assert crossings == [(2, "in"), (3, "out")]
+
+
 def test_a_joined_track_that_comes_back_under_its_old_id_does_not_count_again():
     frames = _broken_crossing(230)
     # the tracker finds the old track again (id 1 instead of 3) more than merge_s (1 s)
