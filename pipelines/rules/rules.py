@@ -302,6 +302,8 @@ class Rules:
         final = FrameResult(last.frame, detections=last.detections)
         for track_id in list(self._votes):
             self._end_track(final, track_id, last.timestamp_ns)
+        for rule in self.zone_rules:
+            rule.finish(final)
         final.add_event("counts", **self.counts())
         self._last = None
         return final.events

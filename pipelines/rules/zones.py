@@ -36,6 +36,7 @@ class _ZoneState:
     gone_ns: int = 0  # the first frame it was not seen in since, 0 while it is seen
     taken: bool = False  # a later track was joined to it (see ZoneWatch.join_s)
     taken_by: int = -1  # that track
+    ended_at: int = 0  # dropped by the tracker inside: when it left, should no track join it
     path: deque = field(default_factory=lambda: deque(maxlen=EDGE_FRAMES))  # (ns, x, y)
 
 
@@ -64,13 +65,16 @@ class ZoneWatch:
             it was hidden behind another): it carries on the old track's stay, with no
             second enter, exit or dwell event; should the old track be seen again, the stay
             comes back to it (and the later track, if seen beside it, is another object
-            with a stay of its own from when it was born). A track born inside the zone
+            with a stay of its own from when it was born). A track the tracker drops
+            inside stays in the zone until ``join_s`` after it was last seen, for a track
+            born inside to join it (its exit comes then, timed as below). A track born
+            inside the zone
             and joined to none whose faint path (the boxes the tracker did not take,
             followed back from its first box within ``join_s``) starts with ``min_frames``
             boxes outside entered when that path did: its stay is dated from then; and a
             track the tracker drops inside leaves when its faint path forward left (or
             was last seen), when that is ``min_frames`` frames or more after it was lost.
-            0 turns all three off.
+            0 turns all of these off.
     """
 
     def __init__(
@@ -194,7 +198,22 @@ class ZoneWatch:
         for track_id, state in self._tracks.items():
             if track_id not in seen and not state.gone_ns:
                 state.gone_ns = now
+        self._settle(result)
         self._report_occupancy(result)
+
+    def _settle(self, result: FrameResult, *, all_of_them: bool = False) -> None:
+        """Tracks the tracker dropped inside (see :meth:`end_track`): a joined one goes
+        (its stay goes on as the later track's), and one that no track joined within
+        ``join_s`` of when it was last seen (or every one, ``all_of_them``) leaves."""
+        now = result.timestamp_ns
+        for track_id, state in list(self._tracks.items()):
+            if not state.ended_at:
+                continue
+            if state.taken:
+                del self._tracks[track_id]
+            elif all_of_them or (now - state.last[0]) / 1e9 > self.join_s:
+                del self._tracks[track_id]
+                self._exit(result, track_id, state, state.ended_at)
 
     def _enter(
         self,
@@ -292,24 +311,38 @@ class ZoneWatch:
         last seen (the first frame without it), or, when the boxes the tracker did not take
         carry on from its last box (see :func:`faint_path`), when they left the zone or
         were last seen."""
-        state = self._tracks.pop(track_id, None)
-        if state is not None and state.inside:
-            left = self._went_out(state, untracked)
-            self._exit(result, track_id, state, left or state.gone_ns or at_ns)
+        state = self._tracks.get(track_id)
+        if state is None or state.ended_at:
+            return
+        if not state.inside or state.taken:
+            del self._tracks[track_id]
+            return
+        left, went_out = self._went_out(state, untracked)
+        state.ended_at = left or state.gone_ns or at_ns
+        if went_out or self.join_s <= 0:
+            del self._tracks[track_id]
+            self._exit(result, track_id, state, state.ended_at)
             self._report_occupancy(result)
+        # else it stays inside (hidden, perhaps) until a track born inside joins it, or
+        # join_s after it was last seen (see _settle)
 
-    def _went_out(self, state: _ZoneState, untracked: Sequence[tuple]) -> int | None:
+    def finish(self, result: FrameResult) -> None:
+        """The stream ended: the tracks dropped inside that no track joined leave."""
+        self._settle(result, all_of_them=True)
+        self._report_occupancy(result)
+
+    def _went_out(self, state: _ZoneState, untracked: Sequence[tuple]) -> tuple[int | None, bool]:
         """When a track lost inside left the zone by its faint path forward: the first
         frame of the path's last run outside, or, when the path ends inside, the first
         frame after it; ``None`` without a path or when that is less than ``min_frames``
-        frames after the track was lost."""
+        frames after the track was lost. And whether the path went out of the zone."""
         if self.join_s <= 0 or not state.last_box or not state.gone_ns:
-            return None
+            return None, False
         times, path = faint_path(
             state.last_box, state.last[0], untracked, self.join_s, forward=True
         )
         if not len(path):
-            return None
+            return None, False
         inside = self.zone.contains(path)
         if not inside[-1]:  # it went out: from the first box of its last run outside
             last_inside = np.flatnonzero(inside)
@@ -319,4 +352,4 @@ class ZoneWatch:
             left = after[0] if after else times[-1]
         # out within min_frames of the loss: no more than the loss says (box jitter)
         frames_later = sum(1 for ns, _, _ in untracked if state.gone_ns <= ns < left)
-        return left if frames_later >= self.min_frames else None
+        return (left if frames_later >= self.min_frames else None), not inside[-1]

@@ -141,9 +141,11 @@ def test_zone_enter_says_how_long_ago_it_entered_and_a_dropped_track_exits_when_
     enters = [(i, p["since_s"]) for i, k, p in events if k == "zone.enter"]
     assert enters == [(7, pytest.approx(0.2))]  # confirmed 2 frames after it entered
     exits = [(i, p["dwell_s"]) for i, k, p in events if k == "zone.exit"]
-    assert exits == [(22, pytest.approx(0.7))]  # frames 5..11 inside, not up to frame 22
+    # frames 5..11 inside, not up to frame 22; it leaves when no track has joined it within
+    # join_s (1.5 s) of when it was last seen (frame 11)
+    assert exits == [(27, pytest.approx(0.7))]
     occupancy = [(i, p["counts"]) for i, k, p in events if k == "zone.occupancy"]
-    assert occupancy == [(7, {"person": 1}), (22, {})]
+    assert occupancy == [(7, {"person": 1}), (27, {})]
 
 
 def test_a_jittering_box_does_not_move_the_times_of_a_stay():
@@ -176,11 +178,13 @@ def test_feet_at_or_below_the_frames_border_are_in_a_zone_drawn_to_it():
     assert counts["zones"]["floor"]["entered"] == {"person": 1}
 
 
-def _broken_stay(second_start: float, *, gap: int = 4, label: int = 0, join_s: float = 1.5):
+def _broken_stay(
+    second_start: float, *, gap: int = 4, label: int = 0, join_s: float = 1.5, end_at: int = 35
+):
     """Track 1 walks right into the zone (x 100..300) from x=60, 10 px a frame, until x=160
     (frame 10); hidden for ``gap`` frames; track 3 (class ``label``) appears at
     ``second_start`` and walks on right, out of the zone. The tracker drops track 1 at
-    frame 35 (a lost track is kept a while)."""
+    frame ``end_at`` (a lost track is kept a while)."""
     frames = []
     for index in range(40):
         if index <= 10:
@@ -190,7 +194,7 @@ def _broken_stay(second_start: float, *, gap: int = 4, label: int = 0, join_s: f
         else:
             frames.append([])
     rules = Rules(zones=[Zone("yard", ((100, 0), (300, 0), (300, 200), (100, 200)))], join_s=join_s)
-    return run(rules, frames, ends={35: [1]})
+    return run(rules, frames, ends={end_at: [1]})
 
 
 def test_a_track_broken_inside_a_zone_joins_its_other_half():
@@ -206,6 +210,23 @@ def test_a_track_broken_inside_a_zone_joins_its_other_half():
     assert occupancy == [{"person": 1}, {}]
     (counts,) = [p for _, k, p in events if k == "counts"]
     assert counts["zones"]["yard"]["entered"] == {"person": 1}
+
+
+def test_a_track_dropped_inside_a_zone_is_joined_within_join_s_of_when_it_was_last_seen():
+    """The tracker drops track 1 (last seen at frame 10) at frame 13, and track 3 appears at
+    frame 18 where track 1's motion puts it (160 + 10 * 8 = 240): one stay. Before, the
+    dropped track left at once (at frame 13) and track 3 had a stay of its own."""
+    events = _broken_stay(240, gap=7, end_at=13)
+    zone_events = [
+        (i, k, p.get("track_id"), p.get("dwell_s"))
+        for i, k, p in events
+        if k in ("zone.enter", "zone.exit")
+    ]
+    assert zone_events == [(6, "zone.enter", 1, None), (26, "zone.exit", 3, pytest.approx(2.0))]
+    # nobody joins it: it leaves join_s after it was last seen, timed to then (frames 4..10)
+    events = _broken_stay(290, gap=7, end_at=13)
+    exits = [(i, p["track_id"], p["dwell_s"]) for i, k, p in events if k == "zone.exit"]
+    assert exits[0] == (26, 1, pytest.approx(0.7))
 
 
 def _joined_then_found_again(case: str):
@@ -247,7 +268,7 @@ def test_a_joined_track_found_again_takes_its_stay_back():
         (6, "zone.enter", 1, pytest.approx(0.2)),
         (20, "zone.enter", 3, pytest.approx(0.5)),  # its own stay, since it was born
         (26, "zone.exit", 3, pytest.approx(0.9)),  # frames 15..23
-        (36, "zone.exit", 1, pytest.approx(3.2)),  # frames 4..35
+        (None, "zone.exit", 1, pytest.approx(3.2)),  # frames 4..35, when the stream ends
     ]
     assert counts["entered"] == {"person": 2} and counts["occupancy"] == {}
     stays, counts = _joined_then_found_again("same")
