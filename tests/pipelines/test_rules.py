@@ -455,9 +455,15 @@ def _faint_run(
     (``None``: not found that frame), then tracked as track 7 from ``first_x`` on, 10 px a
     frame to the right; the Track stage's ``tracker_input`` / ``tracked_rows`` say which
     boxes it took."""
+    xs = [("faint", x) for x in faint_xs] + [("track", first_x + 10 * s) for s in range(steps)]
+    return _steps_run(xs, faint_dy=faint_dy, faint_size=faint_size, rules=rules, wide=wide)
+
+
+def _steps_run(xs, *, faint_dy=0.0, faint_size=(20, 40), rules=None, wide=400, end_at=None):
+    """Per frame, ``("track", x)``: track 7's box at ``x``, or ``("faint", x)``: an
+    untracked box there (``None``: none); the tracker ends track 7 at frame ``end_at``."""
     rules = rules or Rules([Line("door", (200, 0), (200, 200))], min_frames=3)
     events = []
-    xs = [("faint", x) for x in faint_xs] + [("track", first_x + 10 * s) for s in range(steps)]
     for index, (kind, x) in enumerate(xs):
         frame = Frame(np.zeros((200, wide, 3), np.uint8), index, int(index * 1e9 / FPS))
         if kind == "faint":
@@ -477,6 +483,8 @@ def _faint_run(
         result = FrameResult(frame, shown)
         result.data["tracker_input"] = given
         result.data["tracked_rows"] = np.array(rows, np.int64)
+        if index == end_at:
+            result.add_event("track.end", track_id=7)
         events += [(index, e.kind, dict(e.payload)) for e in rules(result).events]
     return events
 
@@ -534,30 +542,8 @@ def _tracked_then_faint(track_xs, faint_xs, *, faint_dy=0.0, rules=None):
     faintly (the tracker takes none of its boxes) at ``faint_xs`` (``None``: not found that
     frame), and the tracker ends track 7 in the last frame. The crossings, as
     ``(frame, track_id, direction)``."""
-    rules = rules or Rules([Line("door", (200, 0), (200, 200))], min_frames=3)
-    events = []
     xs = [("track", x) for x in track_xs] + [("faint", x) for x in faint_xs]
-    for index, (kind, x) in enumerate(xs):
-        frame = Frame(np.zeros((200, 400, 3), np.uint8), index, int(index * 1e9 / FPS))
-        if kind == "faint":
-            boxes = [] if x is None else [box(x, 100 + faint_dy)]
-            given = Detections(
-                np.array(boxes, np.float32).reshape(-1, 4),
-                np.full(len(boxes), 0.3, np.float32),
-                np.zeros(len(boxes), np.int64),
-                labels=LABELS,
-            )
-            shown, rows = Detections(given.xyxy[:0], [], [], tracker_id=[], labels=LABELS), []
-        else:
-            given = Detections(np.array([box(x, 100)], np.float32), [0.9], [0], labels=LABELS)
-            shown = Detections(given.xyxy, [0.9], [0], tracker_id=[7], labels=LABELS)
-            rows = [0]
-        result = FrameResult(frame, shown)
-        result.data["tracker_input"] = given
-        result.data["tracked_rows"] = np.array(rows, np.int64)
-        if index == len(xs) - 1:
-            result.add_event("track.end", track_id=7)
-        events += [(index, e.kind, dict(e.payload)) for e in rules(result).events]
+    events = _steps_run(xs, faint_dy=faint_dy, rules=rules, end_at=len(xs) - 1)
     return [(i, p["track_id"], p["direction"]) for i, k, p in events if k == "line.cross"]
 
 
