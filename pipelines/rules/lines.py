@@ -34,6 +34,7 @@ class _LineState:
     first_box: tuple = ()  # its box then
     last: tuple = ()  # (ns, point) when it was last seen
     last_box: tuple = ()  # its box then
+    largest: float = 0.0  # the longest side of its boxes so far
     label: str = ""  # its label when last seen
     taken: bool = False  # a later track was joined to it (see LineCrossing.join_s)
 
@@ -56,7 +57,8 @@ class LineCrossing:
             of the line, while a track of the same label was last seen on the other side
             less than this many seconds before, heading for the line, and the straight
             path between the two crosses the line's segment and lands within a box size
-            of where the old track's motion puts it, is that object seen again after an
+            (the new box's, or the largest the old track had: a half-hidden object's boxes
+            are small) of where the old track's motion puts it, is that object seen again after an
             occlusion (the one in front of it as they passed each other on the line): the
             crossing counts (once). Likewise a track that first shows up on one side when
             the boxes the tracker did not take (scores too low to start a track) lead back
@@ -127,6 +129,7 @@ class LineCrossing:
                 state.candidate, state.streak = 0, 0
             state.last, state.label = (now, point), labels[row]
             state.last_box = boxes[row]
+            state.largest = max(state.largest, float(sizes[row]))
             if side == 0:
                 continue
             if side == state.side:
@@ -246,7 +249,8 @@ class LineCrossing:
                 continue
             expected = np.asarray(last_point) + velocity * gap_s
             miss = float(np.hypot(*(np.asarray(first_point) - expected)))
-            if miss <= size and miss < best_miss:
+            # a half-hidden object's boxes are small: its size is its track's largest box
+            if miss <= max(size, other.largest) and miss < best_miss:
                 best, best_miss = other, miss
         return best
 

@@ -23,16 +23,17 @@ def run(
     tracks_per_frame: list[list[tuple[int, int, float, float]]],
     ends: dict[int, list[int]] | None = None,
 ):
-    """``tracks_per_frame``: per frame, ``(track_id, class_id, cx, cy)`` rows; ``ends``: per
-    frame, the tracks the tracker drops there (their ``track.end`` events)."""
+    """``tracks_per_frame``: per frame, ``(track_id, class_id, cx, cy)`` rows (or ``(...,
+    w, h)``: the box's size, 20 x 40 without); ``ends``: per frame, the tracks the tracker
+    drops there (their ``track.end`` events)."""
     events = []
     for index, rows in enumerate(tracks_per_frame):
         frame = Frame(np.zeros((200, 400, 3), np.uint8), index, int(index * 1e9 / FPS))
         detections = Detections(
-            np.array([box(cx, cy) for _, _, cx, cy in rows], np.float32).reshape(-1, 4),
+            np.array([box(*row[2:]) for row in rows], np.float32).reshape(-1, 4),
             np.full(len(rows), 0.9, np.float32),
-            np.array([c for _, c, _, _ in rows], np.int64),
-            tracker_id=np.array([t for t, _, _, _ in rows], np.int64),
+            np.array([row[1] for row in rows], np.int64),
+            tracker_id=np.array([row[0] for row in rows], np.int64),
             labels=LABELS,
         )
         result = FrameResult(frame, detections)
@@ -356,6 +357,23 @@ def test_a_track_broken_on_the_line_joins_its_other_half_and_counts_once():
     (counts,) = [p for _, k, p in events if k == "counts"]
     assert counts["lines"]["door"] == {"person": {"in": 1, "out": 1}}
     events = run(Rules([line], min_frames=3, join_s=0), _broken_crossing(230))
+    assert [p["track_id"] for _, k, p in events if k == "line.cross"] == [2]
+
+
+def test_a_half_hidden_objects_new_track_is_joined_by_the_size_its_old_track_had():
+    """The far object of a pair, 60 px wide in the open, is half hidden as it nears the
+    line: its old track's boxes shrink to the visible 20 px and lag behind it, and the new
+    track on the other side starts from its other visible 20 px. Where the old track's
+    motion puts it is more than the new box's size (40 px) from the new track, but within
+    the 60 px the old track's boxes had: joined (before, no crossing)."""
+    frames = _broken_crossing(275)
+    for rows in frames[:6]:  # in the open: 60 px wide
+        rows[:] = [(*row, 60, 40) if row[0] == 1 else row for row in rows]
+    events = run(Rules([Line("door", (200, 0), (200, 200))], min_frames=3), frames)
+    crossings = sorted((p["track_id"], p["direction"]) for _, k, p in events if k == "line.cross")
+    assert crossings == [(2, "in"), (3, "out")]
+    # the same without the larger boxes: too far for its size, not joined
+    events = run(Rules([Line("door", (200, 0), (200, 200))], min_frames=3), _broken_crossing(275))
     assert [p["track_id"] for _, k, p in events if k == "line.cross"] == [2]
 
 
