@@ -58,8 +58,8 @@ class LineCrossing:
             less than this many seconds before, heading for the line, and the straight
             path between the two crosses the line's segment and lands within a box size
             (the new box's, or the largest the old track had: a half-hidden object's boxes
-            are small) of where the old track's motion puts it, is that object seen again after an
-            occlusion (the one in front of it as they passed each other on the line): the
+            are small) of where the old track's motion puts it, is that object seen again
+            after an occlusion (the one in front of it as they passed each other on the line): the
             crossing counts (once). Likewise a track that first shows up on one side when
             the boxes the tracker did not take (scores too low to start a track) lead back
             from its first box, frame by frame over the last ``join_s`` seconds, to at
@@ -125,10 +125,10 @@ class LineCrossing:
             point = (float(points[row, 0]), float(points[row, 1]))
             if not state.first or (state.side == 0 and (now - state.last[0]) / 1e9 > REBORN_S):
                 state.first = (now, point, float(sizes[row]))
-                state.first_box = tuple(detections.xyxy[row].tolist())
+                state.first_box = tuple(boxes[row])
                 state.candidate, state.streak = 0, 0
             state.last, state.label = (now, point), labels[row]
-            state.last_box = boxes[row]
+            state.last_box = tuple(boxes[row])
             state.largest = max(state.largest, float(sizes[row]))
             if side == 0:
                 continue
@@ -196,27 +196,34 @@ class LineCrossing:
         """Where on the line (0 at A, 1 at B) a track first confirmed on ``side`` crossed
         it before it was tracked, or ``None``: when the oldest ``min_frames`` boxes of its
         faint path (see :func:`faint_path`) lie on the other side of the line, and its boxes
-        there came towards the line (at least ``APPROACH_SIZES_PER_S`` box sizes a second
-        from the oldest to the last)."""
+        there came towards the line (see :meth:`_faint_crossing`)."""
         if self.join_s <= 0 or not state.first_box:
             return None
         times, path = faint_path(state.first_box, state.first[0], untracked, self.join_s)
+        return self._faint_crossing(times, path, -side, state.first[2], state.first[1])
+
+    def _faint_crossing(
+        self, times: list[int], path: np.ndarray, far_side: int, size: float, near_point
+    ) -> float | None:
+        """Where a faint path crossed the line, or ``None``. ``path`` runs from its far end
+        to the track (``near_point``, its box ``size`` px): its first ``min_frames`` boxes
+        must lie on ``far_side`` and its boxes there move along the path at least
+        ``APPROACH_SIZES_PER_S`` box sizes a second across the line's direction (a false box
+        standing still there, a patch of background the detector likes, that the path
+        reaches through a gap is not an object crossing)."""
         if len(path) < self.min_frames:
             return None
         signed = self.line.side(path)
         sides = np.sign(signed).astype(int)
-        if not (sides[: self.min_frames] == -side).all():
+        if not (sides[: self.min_frames] == far_side).all():
             return None
-        last_before = int(np.flatnonzero(sides == -side).max())
-        # The object came across, so its boxes on the other side were heading for the line:
-        # a false box standing still there (a patch of background the detector likes) that
-        # the path reaches through a gap is not an object crossing.
-        span_s = (times[last_before] - times[0]) / 1e9
-        approach = side * (signed[last_before] - signed[0]) / self.line_length
-        if span_s <= 0 or approach / span_s < APPROACH_SIZES_PER_S * state.first[2]:
+        last = int(np.flatnonzero(sides == far_side).max())  # its last box over there
+        span_s = abs(times[last] - times[0]) / 1e9
+        towards = far_side * (signed[0] - signed[last]) / self.line_length
+        if span_s <= 0 or towards / span_s < APPROACH_SIZES_PER_S * size:
             return None
-        end = path[last_before + 1] if last_before + 1 < len(path) else state.first[1]
-        return self._crossing_along(path[last_before], end)
+        nearer = path[last + 1] if last + 1 < len(path) else near_point
+        return self._crossing_along(path[last], nearer)
 
     def _crossing_along(self, start, end) -> float:
         """Where on the line (0 at A, 1 at B) the straight path ``start -> end`` crosses it."""
@@ -287,32 +294,18 @@ class LineCrossing:
 
     def went_across(self, state: _LineState, untracked: Sequence[tuple]) -> float | None:
         """Where on the line (0 at A, 1 at B) a lost track's object crossed it after it was
-        last tracked, or ``None``: when its faint path forward (see :func:`faint_path`)
-        ends with at least ``min_frames`` boxes on the other side of the line, which moved
-        away from it (at least ``APPROACH_SIZES_PER_S`` box sizes a second): an object
-        tracked up to the line, then scored too low to keep its track."""
-        if self.join_s <= 0 or not state.last_box or state.side == 0:
-            return None
-        if not self._heading_for_line(state):
+        last tracked, or ``None``: when the track was heading for the line and its faint
+        path forward (see :func:`faint_path`) ends with at least ``min_frames`` boxes on the
+        other side, moving away from it (see :meth:`_faint_crossing`): an object tracked up
+        to the line, then scored too low to keep its track."""
+        if self.join_s <= 0 or not state.last_box or not self._heading_for_line(state):
             return None
         times, path = faint_path(
             state.last_box, state.last[0], untracked, self.join_s, forward=True
         )
-        if len(path) < self.min_frames:
-            return None
-        signed = self.line.side(path)
-        sides = np.sign(signed).astype(int)
-        if not (sides[-self.min_frames :] == -state.side).all():
-            return None
-        before = np.flatnonzero(sides != -state.side)
-        first_after = int(before.max()) + 1 if len(before) else 0
-        span_s = (times[-1] - times[first_after]) / 1e9
-        away = -state.side * (signed[-1] - signed[first_after]) / self.line_length
-        size = max(state.last_box[2] - state.last_box[0], state.last_box[3] - state.last_box[1])
-        if span_s <= 0 or away / span_s < APPROACH_SIZES_PER_S * size:
-            return None
-        start = path[first_after - 1] if first_after > 0 else state.last[1]
-        return self._crossing_along(start, path[first_after])
+        x1, y1, x2, y2 = state.last_box
+        size = max(x2 - x1, y2 - y1)
+        return self._faint_crossing(times[::-1], path[::-1], -state.side, size, state.last[1])
 
     def end_track(self, result: FrameResult, track_id: int, untracked: Sequence[tuple]) -> None:
         """The tracker dropped ``track_id``: the crossing it made after it was last seen, if

@@ -101,6 +101,7 @@ class ZoneWatch:
         self.join_s = join_s
         self.entered: dict[str, int] = {}
         self._tracks: dict[int, _ZoneState] = {}
+        self._dropped: set[int] = set()  # dropped by the tracker inside (see end_track)
         self._occupancy: dict[str, int] = {}
 
     def occupancy(self) -> dict[str, int]:
@@ -206,12 +207,13 @@ class ZoneWatch:
         (its stay goes on as the later track's), and one that no track joined within
         ``join_s`` of when it was last seen (or every one, ``all_of_them``) leaves."""
         now = result.timestamp_ns
-        for track_id, state in list(self._tracks.items()):
-            if not state.ended_at:
-                continue
+        for track_id in list(self._dropped):
+            state = self._tracks[track_id]
             if state.taken:
+                self._dropped.discard(track_id)
                 del self._tracks[track_id]
             elif all_of_them or (now - state.last[0]) / 1e9 > self.join_s:
+                self._dropped.discard(track_id)
                 del self._tracks[track_id]
                 self._exit(result, track_id, state, state.ended_at)
 
@@ -323,8 +325,8 @@ class ZoneWatch:
             del self._tracks[track_id]
             self._exit(result, track_id, state, state.ended_at)
             self._report_occupancy(result)
-        # else it stays inside (hidden, perhaps) until a track born inside joins it, or
-        # join_s after it was last seen (see _settle)
+        else:  # it stays inside (hidden, perhaps) until a track born inside joins it, or
+            self._dropped.add(track_id)  # join_s after it was last seen (see _settle)
 
     def finish(self, result: FrameResult) -> None:
         """The stream ended: the tracks dropped inside that no track joined leave."""
